@@ -1,0 +1,78 @@
+//! Who is calling: a bearer token resolved to a principal. Roles and row/field rules
+//! build on this (security issue); here there are admins and partners.
+
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
+use futures_util::future::LocalBoxFuture;
+
+use super::AppState;
+use super::error::ApiError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Admin { token_id: String },
+    Partner { name: String, token_id: String },
+}
+
+impl Principal {
+    /// The actor recorded on audit rows.
+    pub fn actor(&self) -> String {
+        match self {
+            Principal::Admin { token_id } => format!("token:{token_id}"),
+            Principal::Partner { name, .. } => format!("partner:{name}"),
+        }
+    }
+
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self {
+            Principal::Admin { .. } => Ok(()),
+            _ => Err(ApiError::Forbidden("this needs an admin token".into())),
+        }
+    }
+}
+
+fn bearer(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+        .filter(|t| !t.is_empty() && t.len() <= 256)
+}
+
+impl FromRequest for Principal {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let token = bearer(req);
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::Internal("no app state".into()))?;
+            let reject = |reason: &str| {
+                state
+                    .metrics
+                    .inbound_rejected
+                    .with_label_values(&["auth", reason])
+                    .inc();
+                ApiError::Unauthorized
+            };
+            let token = token.ok_or_else(|| reject("missing"))?;
+            let owner = state
+                .store
+                .authenticate_token(&token)
+                .await?
+                .ok_or_else(|| reject("invalid"))?;
+            match (owner.role.as_str(), owner.principal.strip_prefix("partner:")) {
+                ("admin", _) => Ok(Principal::Admin {
+                    token_id: owner.token_id,
+                }),
+                ("partner", Some(name)) => Ok(Principal::Partner {
+                    name: name.to_owned(),
+                    token_id: owner.token_id,
+                }),
+                _ => Err(reject("unknown-role")),
+            }
+        })
+    }
+}

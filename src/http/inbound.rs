@@ -1,0 +1,93 @@
+//! Inbox lineage and operations: what an inbound record became, failures, retries.
+
+use actix_web::{HttpResponse, get, post, web};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::AppState;
+use super::auth::Principal;
+use super::error::ApiError;
+use crate::store::inbox::InboxRow;
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct InboxQuery {
+    /// pending, processing, done or failed (default failed).
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InboxList {
+    pub items: Vec<InboxRow>,
+}
+
+/// One inbound record: its state, attempts, error and the records it became.
+#[utoipa::path(
+    tag = "inbox",
+    params(("id" = String, Path)),
+    responses((status = 200, body = InboxRow), (status = 404, body = super::error::Problem)),
+    security(("bearer" = []))
+)]
+#[get("/v1/inbound/{id}")]
+pub async fn get_inbound(
+    id: web::Path<String>,
+    principal: Principal,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require_admin()?;
+    let row = state.store.inbox_row(&id).await?.ok_or(ApiError::NotFound)?;
+    Ok(HttpResponse::Ok().json(row))
+}
+
+/// Inbound records by state, oldest first.
+#[utoipa::path(
+    tag = "inbox",
+    params(InboxQuery),
+    responses((status = 200, body = InboxList)),
+    security(("bearer" = []))
+)]
+#[get("/v1/inbound")]
+pub async fn list_inbound(
+    query: web::Query<InboxQuery>,
+    principal: Principal,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require_admin()?;
+    let status = query.status.as_deref().unwrap_or("failed");
+    if !["pending", "processing", "done", "failed"].contains(&status) {
+        return Err(ApiError::BadRequest(format!("unknown status `{status}`")));
+    }
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let items = state.store.inbox_rows(status, limit).await?;
+    Ok(HttpResponse::Ok().json(InboxList { items }))
+}
+
+/// Queue a failed inbound record again.
+#[utoipa::path(
+    tag = "inbox",
+    params(("id" = String, Path)),
+    responses(
+        (status = 202, body = InboxRow),
+        (status = 404, body = super::error::Problem),
+        (status = 409, description = "the row is not failed", body = super::error::Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/v1/inbound/{id}/retry")]
+pub async fn retry_inbound(
+    id: web::Path<String>,
+    principal: Principal,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require_admin()?;
+    if !state.store.retry_inbox(&id).await? {
+        let row = state.store.inbox_row(&id).await?.ok_or(ApiError::NotFound)?;
+        return Err(ApiError::Conflict(format!(
+            "inbound {} is {}, only failed rows are retried",
+            row.id, row.status
+        )));
+    }
+    state.appended.notify_one();
+    let row = state.store.inbox_row(&id).await?.ok_or(ApiError::NotFound)?;
+    Ok(HttpResponse::Accepted().json(row))
+}

@@ -1,0 +1,181 @@
+//! `POST /v1/partner/leads`: partners push one lead or a batch, with an Idempotency-Key.
+
+use actix_web::http::header::HeaderName;
+use actix_web::{HttpRequest, HttpResponse, post, web};
+use chrono::Utc;
+use connectors::Inbound;
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::auth::Principal;
+use super::error::ApiError;
+use super::request::{read_body, require_json};
+use crate::store::RequestMeta;
+use crate::store::inbox::{Accepted, IdempotencyKey, Receipt, Submission};
+
+/// Largest batch one request may carry.
+pub const MAX_BATCH: usize = 1000;
+
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// The answer to a batch: one receipt per item, in order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchReceipt {
+    pub items: Vec<Receipt>,
+}
+
+/// Accept leads from a partner: one JSON object or an array of up to 1,000.
+///
+/// Each lead is durable in the inbox before the answer. A lead's `external_id` field, or
+/// the request's `Idempotency-Key`, makes a replay answer as the first request did.
+#[utoipa::path(
+    tag = "partner",
+    request_body(content = Object, description = "a lead object, or an array of lead objects", content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "replays with the same key and body get the first answer; a different body gets 409")),
+    responses(
+        (status = 202, description = "accepted (single lead)", body = Receipt),
+        (status = 400, description = "malformed JSON or not lead objects", body = super::error::Problem),
+        (status = 401, description = "missing or invalid partner key", body = super::error::Problem),
+        (status = 409, description = "Idempotency-Key reused with a different body", body = super::error::Problem),
+        (status = 413, description = "body too large", body = super::error::Problem),
+        (status = 415, description = "not JSON", body = super::error::Problem),
+        (status = 503, description = "store unavailable; retry after Retry-After", body = super::error::Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/v1/partner/leads")]
+pub async fn submit_leads(
+    req: HttpRequest,
+    payload: web::Payload,
+    principal: Principal,
+    meta: RequestMeta,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let Principal::Partner { name, .. } = &principal else {
+        return Err(ApiError::Forbidden("this needs a partner key".into()));
+    };
+    require_json(&req)?;
+    let body = read_body(&req, payload, state.config.max_body_bytes).await?;
+    let idempotency = idempotency_key(&req, &principal, &body)?;
+    let parsed: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "malformed JSON at line {}, column {}: {e}",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let (leads, single) = match parsed {
+        Value::Object(lead) => (vec![lead], true),
+        Value::Array(items) => {
+            if items.is_empty() || items.len() > MAX_BATCH {
+                return Err(ApiError::Unprocessable(format!(
+                    "a batch holds 1 to {MAX_BATCH} leads, this one has {}",
+                    items.len()
+                )));
+            }
+            let leads = items
+                .into_iter()
+                .enumerate()
+                .map(|(index, item)| match item {
+                    Value::Object(lead) => Ok(lead),
+                    _ => Err(ApiError::BadRequest(format!(
+                        "item {index} is not a JSON object"
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            (leads, false)
+        }
+        _ => {
+            return Err(ApiError::BadRequest(
+                "expected a lead object or an array of lead objects".into(),
+            ));
+        }
+    };
+    let source = format!("partner:{name}");
+    let received_at = Utc::now();
+    let mut items = Vec::with_capacity(leads.len());
+    for (index, lead) in leads.into_iter().enumerate() {
+        if lead.is_empty() {
+            return Err(ApiError::Unprocessable(format!("lead {index} has no fields")));
+        }
+        let external_id = match lead.get("external_id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= 255 => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(_) => {
+                return Err(ApiError::Unprocessable(format!(
+                    "lead {index}: external_id must be a string of 1 to 255 characters or a number"
+                )));
+            }
+        };
+        let raw = serde_json::to_vec(&lead).unwrap_or_default();
+        items.push(Inbound {
+            source: source.clone(),
+            external_id,
+            received_at,
+            fields: lead,
+            raw,
+        });
+    }
+    let count = items.len() as u64;
+    let accepted = state
+        .accepter
+        .accept(Submission {
+            items,
+            meta,
+            idempotency,
+        })
+        .await?;
+    let (receipts, replayed) = match accepted {
+        Accepted::New(receipts) => (receipts, false),
+        Accepted::Replayed(receipts) => (receipts, true),
+        Accepted::KeyReused => {
+            return Err(ApiError::Conflict(
+                "this Idempotency-Key was used with a different request body".into(),
+            ));
+        }
+    };
+    let duplicates = receipts.iter().filter(|r| r.duplicate).count() as u64;
+    if replayed {
+        state.metrics.inbound_replayed.with_label_values(&["partner"]).inc_by(count);
+    } else {
+        state.metrics.inbound_accepted.with_label_values(&["partner"]).inc_by(count - duplicates);
+        state.metrics.inbound_replayed.with_label_values(&["partner"]).inc_by(duplicates);
+    }
+    let mut response = HttpResponse::Accepted();
+    if replayed || duplicates == count {
+        response.insert_header((REPLAYED, "true"));
+    }
+    Ok(if single {
+        response.json(&receipts[0])
+    } else {
+        response.json(BatchReceipt { items: receipts })
+    })
+}
+
+fn idempotency_key(
+    req: &HttpRequest,
+    principal: &Principal,
+    body: &[u8],
+) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = req.headers().get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .ok_or_else(|| {
+            ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible characters".into())
+        })?;
+    Ok(Some(IdempotencyKey {
+        scope: principal.actor(),
+        key: key.to_owned(),
+        request_sha256: hex::encode(Sha256::digest(body)),
+    }))
+}

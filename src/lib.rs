@@ -1,0 +1,12 @@
+//! leadgate: the integration gateway and ingestion pipeline of a CRM.
+
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod pipeline;
+pub mod queue;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+
+pub use connectors::Inbound;

@@ -1,0 +1,154 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use leadgate::config::Config;
+use leadgate::startup::{Application, open_store};
+use leadgate::store::{RequestMeta, WriteContext};
+use leadgate::telemetry;
+
+/// leadgate: the integration gateway and ingestion pipeline of a CRM.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (default: ./leadgate.toml when present).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Directory for the embedded store (LEADGATE_DATA_DIR).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP gateway and the inbox worker.
+    Serve {
+        /// Address to listen on (LEADGATE_LISTEN), e.g. 127.0.0.1:8080.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Apply pending store migrations and exit.
+    Migrate,
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The inbox of accepted inbound records.
+    #[command(subcommand)]
+    Inbox(InboxCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it once.
+    Create {
+        /// A label for the token.
+        #[arg(long)]
+        name: String,
+        /// Make an admin token.
+        #[arg(long, conflicts_with = "partner")]
+        admin: bool,
+        /// Make a key for this partner (its submissions arrive as `partner:<NAME>`).
+        #[arg(long)]
+        partner: Option<String>,
+        /// Days until the token expires.
+        #[arg(long)]
+        expires_in_days: Option<i64>,
+    },
+    /// Revoke a token by its id.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum InboxCommand {
+    /// Show the inbox depth by state.
+    Status,
+    /// Queue failed rows again: one by id, or all of them.
+    Retry {
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all_failed: bool,
+    },
+}
+
+fn cli_context() -> WriteContext {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    WriteContext::new(format!("cli:{user}"), "cli", RequestMeta::default())
+}
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(dir) = cli.data_dir {
+        config.data_dir = dir;
+    }
+    telemetry::init_logging(config.log_format, &config.log_filter);
+    match cli.command {
+        Command::Serve { listen } => {
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            let app = Application::build(config).await?;
+            app.run_until_stopped().await?;
+        }
+        Command::Migrate => {
+            open_store(&config).await?;
+            println!("migrations applied");
+        }
+        Command::Token(TokenCommand::Create {
+            name,
+            admin,
+            partner,
+            expires_in_days,
+        }) => {
+            let store = open_store(&config).await?;
+            let (principal, role) = match (admin, partner) {
+                (true, _) => ("admin".to_owned(), "admin"),
+                (false, Some(partner)) if is_slug(&partner) => {
+                    (format!("partner:{partner}"), "partner")
+                }
+                (false, Some(partner)) => {
+                    anyhow::bail!("partner name `{partner}` must be letters, digits, - or _")
+                }
+                (false, None) => anyhow::bail!("say --admin or --partner NAME"),
+            };
+            let expires_at = expires_in_days.map(|d| chrono::Utc::now() + chrono::Duration::days(d));
+            let token = store
+                .create_token(&cli_context(), &name, &principal, role, expires_at)
+                .await?;
+            eprintln!("token {} for {principal} (shown once):", token.id);
+            println!("{}", token.secret);
+        }
+        Command::Token(TokenCommand::Revoke { id }) => {
+            let store = open_store(&config).await?;
+            store
+                .revoke_token(&cli_context(), &id)
+                .await
+                .with_context(|| format!("revoking token {id}"))?;
+            println!("revoked {id}");
+        }
+        Command::Inbox(InboxCommand::Status) => {
+            let store = open_store(&config).await?;
+            println!("{}", serde_json::to_string_pretty(&store.inbox_depth().await?)?);
+        }
+        Command::Inbox(InboxCommand::Retry { id, all_failed }) => {
+            let store = open_store(&config).await?;
+            match (id, all_failed) {
+                (Some(id), _) if store.retry_inbox(&id).await? => println!("queued {id} again"),
+                (Some(id), _) => anyhow::bail!("inbound {id} is not a failed row"),
+                (None, true) => println!("queued {} failed rows again", store.retry_all_failed().await?),
+                (None, false) => anyhow::bail!("give an inbound id or --all-failed"),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_slug(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}

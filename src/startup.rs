@@ -1,0 +1,169 @@
+//! Building and running one leadgate process: store, inbox writer, worker, HTTP server.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::pipeline::{PassThrough, worker::Worker};
+use crate::queue::Accepter;
+use crate::store::{RequestMeta, Store, StoreError, WriteContext};
+use crate::telemetry::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+pub struct Application {
+    port: u16,
+    store: Store,
+    server: Server,
+    shutdown: CancellationToken,
+    worker: JoinHandle<()>,
+    writer: JoinHandle<()>,
+}
+
+/// Opens the store and applies pending migrations.
+pub async fn open_store(config: &Config) -> Result<Store, StoreError> {
+    let store = Store::connect(&config.effective_database_url(), config.db_max_connections).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let store = open_store(&config).await?;
+        bootstrap_admin_token(&store).await?;
+        let listener =
+            TcpListener::bind(config.listen).map_err(|source| StartError::Listen {
+                addr: config.listen.to_string(),
+                source,
+            })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartError::Listen {
+                addr: config.listen.to_string(),
+                source,
+            })?
+            .port();
+        let metrics = Arc::new(Metrics::new());
+        let appended = Arc::new(Notify::new());
+        let shutdown = CancellationToken::new();
+        let (accepter, writer) = Accepter::start(
+            store.clone(),
+            config.group_commit_max,
+            appended.clone(),
+            metrics.clone(),
+        );
+        let worker = Worker {
+            store: store.clone(),
+            pipeline: Arc::new(PassThrough),
+            batch: config.worker_batch,
+            appended: appended.clone(),
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+        }
+        .spawn();
+        let http_workers = if config.http_workers == 0 {
+            std::thread::available_parallelism().map_or(2, usize::from)
+        } else {
+            config.http_workers
+        };
+        let shutdown_timeout = config.shutdown_timeout_secs;
+        let state = web::Data::new(AppState {
+            config,
+            store: store.clone(),
+            accepter,
+            metrics,
+            appended,
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(from_fn(http::request_context))
+                .configure(http::routes)
+                .default_service(web::to(|| async {
+                    Err::<actix_web::HttpResponse, _>(http::ApiError::NotFound)
+                }))
+        })
+        .workers(http_workers)
+        .backlog(4096)
+        .shutdown_timeout(shutdown_timeout)
+        .listen(listener)
+        .map_err(|source| StartError::Listen {
+            addr: format!("port {port}"),
+            source,
+        })?
+        .run();
+        tracing::info!(port, backend = ?store.backend(), "leadgate listening");
+        Ok(Self {
+            port,
+            store,
+            server,
+            shutdown,
+            worker,
+            writer,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn store(&self) -> Store {
+        self.store.clone()
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGINT/SIGTERM or a stop through the handle, then drains: in-flight
+    /// requests finish, the inbox writer commits what it holds, the worker ends its batch.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let served = self.server.await;
+        tracing::info!("HTTP server stopped; draining");
+        if tokio::time::timeout(Duration::from_secs(10), self.writer).await.is_err() {
+            tracing::warn!("inbox writer did not drain in time");
+        }
+        self.shutdown.cancel();
+        if tokio::time::timeout(Duration::from_secs(30), self.worker).await.is_err() {
+            tracing::warn!("inbox worker did not finish its batch in time");
+        }
+        self.store.close().await;
+        tracing::info!("stopped");
+        served
+    }
+}
+
+/// A store with no tokens at all gets one admin token, printed once, so a fresh install
+/// can be used without reading any documentation first.
+async fn bootstrap_admin_token(store: &Store) -> Result<(), StoreError> {
+    if store.token_count().await? > 0 {
+        return Ok(());
+    }
+    let ctx = WriteContext::new("system:bootstrap", "cli", RequestMeta::default());
+    let token = store
+        .create_token(&ctx, "bootstrap admin", "admin", "admin", None)
+        .await?;
+    eprintln!(
+        "\nleadgate: created the first admin token (shown once, store it now):\n\n    {}\n",
+        token.secret
+    );
+    Ok(())
+}

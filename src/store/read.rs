@@ -1,0 +1,188 @@
+//! Reads of records, timelines and audit trails.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use utoipa::ToSchema;
+
+use super::{Store, StoreError};
+use crate::domain::value::stored_to_json;
+use crate::domain::{FieldType, RecordKind};
+
+/// A record as answers show it: system columns plus its fields.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Record {
+    #[schema(value_type = String)]
+    pub kind: RecordKind,
+    pub id: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub version: i64,
+    #[schema(value_type = Object)]
+    pub fields: Map<String, Value>,
+}
+
+/// One audit row.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub at: String,
+    pub actor: String,
+    pub channel: String,
+    pub action: String,
+    pub record_kind: String,
+    pub record_id: String,
+    pub field: Option<String>,
+    #[schema(value_type = Object)]
+    pub old_value: Value,
+    #[schema(value_type = Object)]
+    pub new_value: Value,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+}
+
+fn select_list(kind: RecordKind) -> String {
+    let mut columns = String::from("id, created_at, updated_at, version");
+    for def in kind.fields() {
+        columns.push_str(", ");
+        columns.push_str(def.name);
+    }
+    columns
+}
+
+fn decode_record(kind: RecordKind, row: &AnyRow) -> Result<Record, StoreError> {
+    let mut fields = Map::new();
+    for (n, def) in kind.fields().iter().enumerate() {
+        if def.secret {
+            continue;
+        }
+        let index = n + 4;
+        let value = match def.ty {
+            FieldType::Integer | FieldType::Bool => {
+                stored_to_json(def.ty, None, row.try_get::<Option<i64>, _>(index)?)
+            }
+            _ => stored_to_json(def.ty, row.try_get::<Option<String>, _>(index)?, None),
+        };
+        fields.insert(def.name.to_owned(), value);
+    }
+    Ok(Record {
+        kind,
+        id: row.try_get(0)?,
+        created_at: row.try_get(1)?,
+        updated_at: row.try_get(2)?,
+        version: row.try_get(3)?,
+        fields,
+    })
+}
+
+fn decode_audit(row: &AnyRow) -> Result<AuditEntry, StoreError> {
+    let json = |text: Option<String>| {
+        text.map(|t| serde_json::from_str(&t).unwrap_or(Value::String(t)))
+            .unwrap_or(Value::Null)
+    };
+    Ok(AuditEntry {
+        seq: row.try_get("seq")?,
+        at: row.try_get("at")?,
+        actor: row.try_get("actor")?,
+        channel: row.try_get("channel")?,
+        action: row.try_get("action")?,
+        record_kind: row.try_get("record_kind")?,
+        record_id: row.try_get("record_id")?,
+        field: row.try_get("field")?,
+        old_value: json(row.try_get("old_value")?),
+        new_value: json(row.try_get("new_value")?),
+        ip: row.try_get("ip")?,
+        user_agent: row.try_get("user_agent")?,
+        request_id: row.try_get("request_id")?,
+    })
+}
+
+impl Store {
+    pub async fn get(&self, kind: RecordKind, id: &str) -> Result<Option<Record>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE id = $1",
+            select_list(kind),
+            kind.table()
+        );
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|row| decode_record(kind, &row)).transpose()
+    }
+
+    /// Records of a kind whose `field` equals `value` (exact lookups by indexed keys).
+    pub async fn find_by(
+        &self,
+        kind: RecordKind,
+        field: &str,
+        value: &str,
+        limit: i64,
+    ) -> Result<Vec<Record>, StoreError> {
+        let def = kind.field(field).ok_or_else(|| StoreError::UnknownField {
+            kind,
+            field: field.to_owned(),
+        })?;
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {} = $1 ORDER BY id LIMIT $2",
+            select_list(kind),
+            kind.table(),
+            def.name
+        );
+        let rows = sqlx::query(&sql)
+            .bind(value)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(|row| decode_record(kind, row)).collect()
+    }
+
+    pub async fn count(&self, kind: RecordKind) -> Result<i64, StoreError> {
+        let sql = format!("SELECT COUNT(*) FROM {}", kind.table());
+        Ok(sqlx::query_scalar(&sql).fetch_one(self.pool()).await?)
+    }
+
+    /// The activities on a record's timeline, newest first.
+    pub async fn timeline(
+        &self,
+        kind: RecordKind,
+        id: &str,
+        limit: i64,
+    ) -> Result<Vec<Record>, StoreError> {
+        let Some(column) = kind.timeline_column() else {
+            return Ok(Vec::new());
+        };
+        let activity = RecordKind::Activity;
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {column} = $1 ORDER BY occurred_at DESC, id DESC LIMIT $2",
+            select_list(activity),
+            activity.table()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(id)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(|row| decode_record(activity, row)).collect()
+    }
+
+    /// The audit trail of one record, oldest first.
+    pub async fn audit_of(
+        &self,
+        kind: RecordKind,
+        id: &str,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_log WHERE record_kind = $1 AND record_id = $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(kind.path())
+        .bind(id)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(decode_audit).collect()
+    }
+}
