@@ -1,1 +1,201 @@
-fn main() {}
+//! Durable accepts per second on `POST /v1/partner/leads`.
+//!
+//!     cargo bench --bench accept -- [--pg postgres://…/test] [--gateway] [--concurrency 64] [--seconds 10]
+//!
+//! Starts the real server in-process on port 0 (SQLite in a temporary directory, or a
+//! fresh PostgreSQL database), then posts unique leads from N keep-alive connections and
+//! prints throughput and latency percentiles. By default the inbox worker runs as it does
+//! in a single process, competing for the same cores; `--gateway` measures acceptance
+//! alone, as a gateway process does when workers run elsewhere.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use leadgate::config::{Config, Role};
+use leadgate::startup::Application;
+use leadgate::store::{RequestMeta, WriteContext};
+use sqlx::Connection;
+
+struct Args {
+    pg: Option<String>,
+    gateway: bool,
+    concurrency: usize,
+    seconds: u64,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        pg: None,
+        gateway: false,
+        concurrency: 64,
+        seconds: 10,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--pg" => args.pg = it.next(),
+            "--gateway" => args.gateway = true,
+            "--concurrency" => {
+                args.concurrency = it.next().and_then(|v| v.parse().ok()).unwrap_or(64)
+            }
+            "--seconds" => args.seconds = it.next().and_then(|v| v.parse().ok()).unwrap_or(10),
+            _ => {} // cargo bench passes --bench
+        }
+    }
+    args
+}
+
+async fn fresh_pg(base: &str) -> String {
+    sqlx::any::install_default_drivers();
+    let name = format!("lgbench_{}", uuid::Uuid::now_v7().simple());
+    let mut admin = sqlx::AnyConnection::connect(base)
+        .await
+        .expect("connect --pg");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    let (server, _) = base.rsplit_once('/').expect("URL names a database");
+    format!("{server}/{name}")
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index] as f64 / 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let args = parse_args();
+    let data = tempfile::tempdir().expect("temporary directory");
+    let (backend, database_url) = match &args.pg {
+        Some(base) => ("postgres", fresh_pg(base).await),
+        None => ("sqlite", String::new()),
+    };
+    let config = Config {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        data_dir: data.path().to_path_buf(),
+        database_url,
+        log_filter: "warn".into(),
+        role: if args.gateway {
+            Role::Gateway
+        } else {
+            Role::All
+        },
+        ..Config::default()
+    };
+    leadgate::telemetry::init_logging(config.log_format, "warn");
+    let app = Application::build(config).await.expect("app builds");
+    let port = app.port();
+    let store = app.store();
+    let handle = app.handle();
+    let server = tokio::spawn(app.run_until_stopped());
+    let ctx = WriteContext::new("bench", "bench", RequestMeta::default());
+    let key = store
+        .create_token(&ctx, "bench", "partner:bench", "partner", None)
+        .await
+        .expect("token")
+        .secret;
+
+    let url = format!("http://127.0.0.1:{port}/v1/partner/leads");
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for conn in 0..args.concurrency {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .build()
+            .expect("client");
+        let (url, key, stop, measuring) =
+            (url.clone(), key.clone(), stop.clone(), measuring.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(100_000);
+            let mut errors = 0u64;
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let body = format!(
+                    r#"{{"external_id":"b{conn}-{n}","first_name":"Bench","last_name":"User {n}","email":"b{conn}-{n}@bench.example","company":"Load Ltd"}}"#
+                );
+                let started = Instant::now();
+                let response = client
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                let ok = matches!(&response, Ok(r) if r.status() == 202);
+                if let Ok(response) = response {
+                    let _ = response.bytes().await;
+                }
+                if measuring.load(Ordering::Relaxed) {
+                    if ok {
+                        latencies.push(started.elapsed().as_micros() as u32);
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await; // warm-up
+    let before = store.inbox_depth().await.expect("depth");
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (l, e) = task.await.expect("task");
+        latencies.extend(l);
+        errors += e;
+    }
+    latencies.sort_unstable();
+    let after = store.inbox_depth().await.expect("depth");
+    let processed = after.done - before.done;
+    println!(
+        "accept backend={backend} role={} concurrency={} seconds={elapsed:.1} accepted={} rate={:.0}/s p50={:.2}ms p99={:.2}ms max={:.2}ms errors={errors} processed_during={processed} ({:.0}/s) backlog_after={}",
+        if args.gateway { "gateway" } else { "all" },
+        args.concurrency,
+        latencies.len(),
+        latencies.len() as f64 / elapsed,
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0),
+        processed as f64 / elapsed,
+        after.pending + after.processing,
+    );
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let commits = value("leadgate_group_commit_seconds_count");
+    let batches = value("leadgate_stage_seconds_count{stage=\"persist\"}");
+    println!(
+        "  group commits={commits:.0} mean_items={:.1} mean_commit={:.2}ms | worker batches={batches:.0} mean_persist={:.2}ms",
+        value("leadgate_group_commit_items_sum") / commits.max(1.0),
+        1000.0 * value("leadgate_group_commit_seconds_sum") / commits.max(1.0),
+        1000.0 * value("leadgate_stage_seconds_sum{stage=\"persist\"}") / batches.max(1.0),
+    );
+    handle.stop(true).await;
+    let _ = server.await;
+}

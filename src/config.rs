@@ -36,6 +36,19 @@ pub struct Config {
     pub group_commit_max: usize,
     /// Seconds the server waits for in-flight requests on shutdown.
     pub shutdown_timeout_secs: u64,
+    /// What this process does: accept, process, or both.
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Accept inbound records and process them in-process.
+    All,
+    /// Accept and make durable only; processing happens elsewhere.
+    Gateway,
+    /// Process the inbox only; serves health, readiness and metrics.
+    Worker,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +72,7 @@ impl Default for Config {
             worker_batch: 256,
             group_commit_max: 512,
             shutdown_timeout_secs: 30,
+            role: Role::All,
         }
     }
 }
@@ -71,8 +85,12 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// Environment variables with this prefix that are not configuration keys.
-const NON_CONFIG_VARIABLES: &[&str] = &["test_", "config"];
+/// `LEADGATE_*` variables that are not configuration keys: the test suite's switches
+/// (`LEADGATE_TEST_*`) and the log filter override (`LEADGATE_LOG`).
+fn is_config_variable(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    !(key.starts_with("test_") || key == "log")
+}
 
 impl Config {
     /// Loads defaults, then `file` (or `./leadgate.toml` when present), then `LEADGATE_*`.
@@ -86,11 +104,8 @@ impl Config {
             }
             None => {}
         }
-        figment = figment.merge(Env::prefixed("LEADGATE_").filter(|key| {
-            !NON_CONFIG_VARIABLES
-                .iter()
-                .any(|skip| key.as_str().starts_with(skip))
-        }));
+        figment = figment
+            .merge(Env::prefixed("LEADGATE_").filter(|key| is_config_variable(key.as_str())));
         Self::from_figment(figment)
     }
 
@@ -171,7 +186,11 @@ mod tests {
     fn defaults_need_no_file() {
         let config = load_from("").expect("defaults are valid");
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
-        assert!(config.effective_database_url().starts_with("sqlite://data/"));
+        assert!(
+            config
+                .effective_database_url()
+                .starts_with("sqlite://data/")
+        );
     }
 
     #[test]
@@ -186,6 +205,14 @@ mod tests {
     fn an_unknown_key_is_refused() {
         let error = load_from("lisen = \"127.0.0.1:1\"").unwrap_err();
         assert!(error.to_string().contains("lisen"), "{error}");
+    }
+
+    #[test]
+    fn test_switches_and_the_log_override_are_not_config_keys() {
+        assert!(!is_config_variable("TEST_PG"));
+        assert!(!is_config_variable("LOG"));
+        assert!(is_config_variable("LOG_FORMAT"));
+        assert!(is_config_variable("LISTEN"));
     }
 
     #[test]

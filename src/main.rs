@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use leadgate::config::Config;
+use leadgate::config::{Config, Role};
 use leadgate::startup::{Application, open_store};
 use leadgate::store::{RequestMeta, WriteContext};
 use leadgate::telemetry;
@@ -29,6 +29,9 @@ enum Command {
         /// Address to listen on (LEADGATE_LISTEN), e.g. 127.0.0.1:8080.
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// all (default): accept and process; gateway: accept only; worker: process only.
+        #[arg(long, value_enum)]
+        role: Option<Role>,
     },
     /// Apply pending store migrations and exit.
     Migrate,
@@ -87,9 +90,12 @@ async fn main() -> anyhow::Result<()> {
     }
     telemetry::init_logging(config.log_format, &config.log_filter);
     match cli.command {
-        Command::Serve { listen } => {
+        Command::Serve { listen, role } => {
             if let Some(listen) = listen {
                 config.listen = listen;
+            }
+            if let Some(role) = role {
+                config.role = role;
             }
             let app = Application::build(config).await?;
             app.run_until_stopped().await?;
@@ -115,7 +121,8 @@ async fn main() -> anyhow::Result<()> {
                 }
                 (false, None) => anyhow::bail!("say --admin or --partner NAME"),
             };
-            let expires_at = expires_in_days.map(|d| chrono::Utc::now() + chrono::Duration::days(d));
+            let expires_at =
+                expires_in_days.map(|d| chrono::Utc::now() + chrono::Duration::days(d));
             let token = store
                 .create_token(&cli_context(), &name, &principal, role, expires_at)
                 .await?;
@@ -132,14 +139,20 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Inbox(InboxCommand::Status) => {
             let store = open_store(&config).await?;
-            println!("{}", serde_json::to_string_pretty(&store.inbox_depth().await?)?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&store.inbox_depth().await?)?
+            );
         }
         Command::Inbox(InboxCommand::Retry { id, all_failed }) => {
             let store = open_store(&config).await?;
             match (id, all_failed) {
                 (Some(id), _) if store.retry_inbox(&id).await? => println!("queued {id} again"),
                 (Some(id), _) => anyhow::bail!("inbound {id} is not a failed row"),
-                (None, true) => println!("queued {} failed rows again", store.retry_all_failed().await?),
+                (None, true) => println!(
+                    "queued {} failed rows again",
+                    store.retry_all_failed().await?
+                ),
                 (None, false) => anyhow::bail!("give an inbound id or --all-failed"),
             }
         }
@@ -150,5 +163,7 @@ async fn main() -> anyhow::Result<()> {
 fn is_slug(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }

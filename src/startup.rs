@@ -11,10 +11,11 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::http::{self, AppState};
 use crate::pipeline::{PassThrough, worker::Worker};
 use crate::queue::Accepter;
+use crate::store::tokens::TokenCache;
 use crate::store::{RequestMeta, Store, StoreError, WriteContext};
 use crate::telemetry::Metrics;
 
@@ -34,7 +35,7 @@ pub struct Application {
     store: Store,
     server: Server,
     shutdown: CancellationToken,
-    worker: JoinHandle<()>,
+    worker: Option<JoinHandle<()>>,
     writer: JoinHandle<()>,
 }
 
@@ -49,11 +50,10 @@ impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let store = open_store(&config).await?;
         bootstrap_admin_token(&store).await?;
-        let listener =
-            TcpListener::bind(config.listen).map_err(|source| StartError::Listen {
-                addr: config.listen.to_string(),
-                source,
-            })?;
+        let listener = TcpListener::bind(config.listen).map_err(|source| StartError::Listen {
+            addr: config.listen.to_string(),
+            source,
+        })?;
         let port = listener
             .local_addr()
             .map_err(|source| StartError::Listen {
@@ -70,15 +70,18 @@ impl Application {
             appended.clone(),
             metrics.clone(),
         );
-        let worker = Worker {
-            store: store.clone(),
-            pipeline: Arc::new(PassThrough),
-            batch: config.worker_batch,
-            appended: appended.clone(),
-            metrics: metrics.clone(),
-            shutdown: shutdown.clone(),
-        }
-        .spawn();
+        let role = config.role;
+        let worker = (role != Role::Gateway).then(|| {
+            Worker {
+                store: store.clone(),
+                pipeline: Arc::new(PassThrough),
+                batch: config.worker_batch,
+                appended: appended.clone(),
+                metrics: metrics.clone(),
+                shutdown: shutdown.clone(),
+            }
+            .spawn()
+        });
         let http_workers = if config.http_workers == 0 {
             std::thread::available_parallelism().map_or(2, usize::from)
         } else {
@@ -91,12 +94,13 @@ impl Application {
             accepter,
             metrics,
             appended,
+            tokens: TokenCache::new(Duration::from_secs(5)),
         });
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .wrap(from_fn(http::request_context))
-                .configure(http::routes)
+                .configure(|cfg| http::routes(cfg, role))
                 .default_service(web::to(|| async {
                     Err::<actix_web::HttpResponse, _>(http::ApiError::NotFound)
                 }))
@@ -110,7 +114,7 @@ impl Application {
             source,
         })?
         .run();
-        tracing::info!(port, backend = ?store.backend(), "leadgate listening");
+        tracing::info!(port, backend = ?store.backend(), ?role, "leadgate listening");
         Ok(Self {
             port,
             store,
@@ -138,11 +142,18 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
         tracing::info!("HTTP server stopped; draining");
-        if tokio::time::timeout(Duration::from_secs(10), self.writer).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), self.writer)
+            .await
+            .is_err()
+        {
             tracing::warn!("inbox writer did not drain in time");
         }
         self.shutdown.cancel();
-        if tokio::time::timeout(Duration::from_secs(30), self.worker).await.is_err() {
+        if let Some(worker) = self.worker
+            && tokio::time::timeout(Duration::from_secs(30), worker)
+                .await
+                .is_err()
+        {
             tracing::warn!("inbox worker did not finish its batch in time");
         }
         self.store.close().await;

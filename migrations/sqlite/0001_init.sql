@@ -31,11 +31,10 @@ CREATE TABLE leads (
     updated_at TEXT NOT NULL,
     version INTEGER NOT NULL DEFAULT 1
 );
-CREATE INDEX leads_email_idx ON leads (email);
-CREATE INDEX leads_phone_idx ON leads (phone);
-CREATE INDEX leads_owner_id_idx ON leads (owner_id);
-CREATE INDEX leads_account_id_idx ON leads (account_id);
-CREATE INDEX leads_updated_at_idx ON leads (updated_at);
+CREATE INDEX leads_email_idx ON leads (email) WHERE email IS NOT NULL;
+CREATE INDEX leads_phone_idx ON leads (phone) WHERE phone IS NOT NULL;
+CREATE INDEX leads_owner_id_idx ON leads (owner_id) WHERE owner_id IS NOT NULL;
+CREATE INDEX leads_account_id_idx ON leads (account_id) WHERE account_id IS NOT NULL;
 
 CREATE TABLE accounts (
     id TEXT PRIMARY KEY,
@@ -55,8 +54,8 @@ CREATE TABLE accounts (
     updated_at TEXT NOT NULL,
     version INTEGER NOT NULL DEFAULT 1
 );
-CREATE INDEX accounts_domain_idx ON accounts (domain);
-CREATE INDEX accounts_owner_id_idx ON accounts (owner_id);
+CREATE INDEX accounts_domain_idx ON accounts (domain) WHERE domain IS NOT NULL;
+CREATE INDEX accounts_owner_id_idx ON accounts (owner_id) WHERE owner_id IS NOT NULL;
 
 CREATE TABLE contacts (
     id TEXT PRIMARY KEY,
@@ -74,10 +73,10 @@ CREATE TABLE contacts (
     updated_at TEXT NOT NULL,
     version INTEGER NOT NULL DEFAULT 1
 );
-CREATE INDEX contacts_email_idx ON contacts (email);
-CREATE INDEX contacts_phone_idx ON contacts (phone);
-CREATE INDEX contacts_account_id_idx ON contacts (account_id);
-CREATE INDEX contacts_owner_id_idx ON contacts (owner_id);
+CREATE INDEX contacts_email_idx ON contacts (email) WHERE email IS NOT NULL;
+CREATE INDEX contacts_phone_idx ON contacts (phone) WHERE phone IS NOT NULL;
+CREATE INDEX contacts_account_id_idx ON contacts (account_id) WHERE account_id IS NOT NULL;
+CREATE INDEX contacts_owner_id_idx ON contacts (owner_id) WHERE owner_id IS NOT NULL;
 
 CREATE TABLE opportunities (
     id TEXT PRIMARY KEY,
@@ -97,8 +96,8 @@ CREATE TABLE opportunities (
     updated_at TEXT NOT NULL,
     version INTEGER NOT NULL DEFAULT 1
 );
-CREATE INDEX opportunities_account_id_idx ON opportunities (account_id);
-CREATE INDEX opportunities_owner_id_idx ON opportunities (owner_id);
+CREATE INDEX opportunities_account_id_idx ON opportunities (account_id) WHERE account_id IS NOT NULL;
+CREATE INDEX opportunities_owner_id_idx ON opportunities (owner_id) WHERE owner_id IS NOT NULL;
 CREATE INDEX opportunities_stage_idx ON opportunities (stage);
 
 CREATE TABLE activities (
@@ -124,12 +123,12 @@ CREATE TABLE activities (
     updated_at TEXT NOT NULL,
     version INTEGER NOT NULL DEFAULT 1
 );
-CREATE INDEX activities_lead_id_idx ON activities (lead_id);
-CREATE INDEX activities_contact_id_idx ON activities (contact_id);
-CREATE INDEX activities_account_id_idx ON activities (account_id);
-CREATE INDEX activities_opportunity_id_idx ON activities (opportunity_id);
-CREATE INDEX activities_ticket_id_idx ON activities (ticket_id);
-CREATE INDEX activities_inbound_id_idx ON activities (inbound_id);
+CREATE INDEX activities_lead_id_idx ON activities (lead_id) WHERE lead_id IS NOT NULL;
+CREATE INDEX activities_contact_id_idx ON activities (contact_id) WHERE contact_id IS NOT NULL;
+CREATE INDEX activities_account_id_idx ON activities (account_id) WHERE account_id IS NOT NULL;
+CREATE INDEX activities_opportunity_id_idx ON activities (opportunity_id) WHERE opportunity_id IS NOT NULL;
+CREATE INDEX activities_ticket_id_idx ON activities (ticket_id) WHERE ticket_id IS NOT NULL;
+CREATE INDEX activities_inbound_id_idx ON activities (inbound_id) WHERE inbound_id IS NOT NULL;
 
 CREATE TABLE sales_orders (
     id TEXT PRIMARY KEY,
@@ -150,7 +149,7 @@ CREATE TABLE sales_orders (
     updated_at TEXT NOT NULL,
     version INTEGER NOT NULL DEFAULT 1
 );
-CREATE INDEX sales_orders_account_id_idx ON sales_orders (account_id);
+CREATE INDEX sales_orders_account_id_idx ON sales_orders (account_id) WHERE account_id IS NOT NULL;
 
 CREATE TABLE sales_order_lines (
     id TEXT PRIMARY KEY,
@@ -167,7 +166,7 @@ CREATE TABLE sales_order_lines (
     updated_at TEXT NOT NULL,
     version INTEGER NOT NULL DEFAULT 1
 );
-CREATE INDEX sales_order_lines_order_id_idx ON sales_order_lines (order_id);
+CREATE INDEX sales_order_lines_order_id_idx ON sales_order_lines (order_id) WHERE order_id IS NOT NULL;
 
 CREATE TABLE invoices (
     id TEXT PRIMARY KEY,
@@ -193,8 +192,8 @@ CREATE TABLE invoices (
     updated_at TEXT NOT NULL,
     version INTEGER NOT NULL DEFAULT 1
 );
-CREATE INDEX invoices_account_id_idx ON invoices (account_id);
-CREATE INDEX invoices_order_id_idx ON invoices (order_id);
+CREATE INDEX invoices_account_id_idx ON invoices (account_id) WHERE account_id IS NOT NULL;
+CREATE INDEX invoices_order_id_idx ON invoices (order_id) WHERE order_id IS NOT NULL;
 CREATE UNIQUE INDEX invoices_series_year_sequence_key ON invoices (series, year, sequence);
 
 CREATE TABLE invoice_lines (
@@ -210,7 +209,7 @@ CREATE TABLE invoice_lines (
     updated_at TEXT NOT NULL,
     version INTEGER NOT NULL DEFAULT 1
 );
-CREATE INDEX invoice_lines_invoice_id_idx ON invoice_lines (invoice_id);
+CREATE INDEX invoice_lines_invoice_id_idx ON invoice_lines (invoice_id) WHERE invoice_id IS NOT NULL;
 
 CREATE TABLE payments (
     id TEXT PRIMARY KEY,
@@ -230,7 +229,7 @@ CREATE TABLE payments (
     updated_at TEXT NOT NULL,
     version INTEGER NOT NULL DEFAULT 1
 );
-CREATE INDEX payments_account_id_idx ON payments (account_id);
+CREATE INDEX payments_account_id_idx ON payments (account_id) WHERE account_id IS NOT NULL;
 
 CREATE TABLE payment_allocations (
     id TEXT PRIMARY KEY,
@@ -241,8 +240,8 @@ CREATE TABLE payment_allocations (
     updated_at TEXT NOT NULL,
     version INTEGER NOT NULL DEFAULT 1
 );
-CREATE INDEX payment_allocations_payment_id_idx ON payment_allocations (payment_id);
-CREATE INDEX payment_allocations_invoice_id_idx ON payment_allocations (invoice_id);
+CREATE INDEX payment_allocations_payment_id_idx ON payment_allocations (payment_id) WHERE payment_id IS NOT NULL;
+CREATE INDEX payment_allocations_invoice_id_idx ON payment_allocations (invoice_id) WHERE invoice_id IS NOT NULL;
 
 CREATE TABLE tickets (
     id TEXT PRIMARY KEY,
@@ -265,9 +264,9 @@ CREATE TABLE tickets (
     updated_at TEXT NOT NULL,
     version INTEGER NOT NULL DEFAULT 1
 );
-CREATE INDEX tickets_account_id_idx ON tickets (account_id);
-CREATE INDEX tickets_contact_id_idx ON tickets (contact_id);
-CREATE INDEX tickets_owner_id_idx ON tickets (owner_id);
+CREATE INDEX tickets_account_id_idx ON tickets (account_id) WHERE account_id IS NOT NULL;
+CREATE INDEX tickets_contact_id_idx ON tickets (contact_id) WHERE contact_id IS NOT NULL;
+CREATE INDEX tickets_owner_id_idx ON tickets (owner_id) WHERE owner_id IS NOT NULL;
 CREATE INDEX tickets_status_idx ON tickets (status);
 
 CREATE TABLE renewals (
@@ -289,8 +288,8 @@ CREATE TABLE renewals (
     updated_at TEXT NOT NULL,
     version INTEGER NOT NULL DEFAULT 1
 );
-CREATE INDEX renewals_account_id_idx ON renewals (account_id);
-CREATE INDEX renewals_end_date_idx ON renewals (end_date);
+CREATE INDEX renewals_account_id_idx ON renewals (account_id) WHERE account_id IS NOT NULL;
+CREATE INDEX renewals_end_date_idx ON renewals (end_date) WHERE end_date IS NOT NULL;
 
 CREATE TABLE users (
     id TEXT PRIMARY KEY,
@@ -315,7 +314,7 @@ CREATE TABLE teams (
     updated_at TEXT NOT NULL,
     version INTEGER NOT NULL DEFAULT 1
 );
-CREATE INDEX teams_parent_id_idx ON teams (parent_id);
+CREATE INDEX teams_parent_id_idx ON teams (parent_id) WHERE parent_id IS NOT NULL;
 
 CREATE TABLE roles (
     id TEXT PRIMARY KEY,
@@ -341,6 +340,8 @@ CREATE TABLE api_tokens (
 );
 CREATE UNIQUE INDEX api_tokens_token_sha256_key ON api_tokens (token_sha256);
 
+-- Indexes on optional columns are partial, so rows without a value cost no index write.
+
 -- Every change of every record: one row per changed field (per record for inserts
 -- and deletes, with the whole record as JSON), written in the change's transaction.
 CREATE TABLE audit_log (
@@ -360,7 +361,6 @@ CREATE TABLE audit_log (
 );
 CREATE INDEX audit_log_record_idx ON audit_log (record_kind, record_id, seq);
 CREATE INDEX audit_log_actor_idx ON audit_log (actor, at);
-CREATE INDEX audit_log_at_idx ON audit_log (at);
 
 -- Changes committed to records, for the search index to follow after commit.
 CREATE TABLE outbox (

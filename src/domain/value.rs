@@ -128,7 +128,7 @@ fn canonical_decimal(text: &str) -> Option<String> {
     let valid = !whole.is_empty()
         && all_digits(whole)
         && all_digits(fraction)
-        && (fraction.is_empty() == !digits.contains('.'))
+        && (fraction.is_empty() != digits.contains('.'))
         && whole.len() + fraction.len() <= 38;
     valid.then(|| unsigned.to_owned())
 }
@@ -164,9 +164,11 @@ mod tests {
 
     #[test]
     fn timestamps_are_normalised_to_utc() {
-        let value =
-            SqlValue::from_json(&def(FieldType::Timestamp), &json!("2026-01-02T03:04:05+02:00"))
-                .unwrap();
+        let value = SqlValue::from_json(
+            &def(FieldType::Timestamp),
+            &json!("2026-01-02T03:04:05+02:00"),
+        )
+        .unwrap();
         assert_eq!(value, SqlValue::Text("2026-01-02T01:04:05.000000Z".into()));
     }
 

@@ -59,11 +59,14 @@ impl FromRequest for Principal {
             };
             let token = token.ok_or_else(|| reject("missing"))?;
             let owner = state
-                .store
-                .authenticate_token(&token)
+                .tokens
+                .authenticate(&state.store, &token)
                 .await?
                 .ok_or_else(|| reject("invalid"))?;
-            match (owner.role.as_str(), owner.principal.strip_prefix("partner:")) {
+            match (
+                owner.role.as_str(),
+                owner.principal.strip_prefix("partner:"),
+            ) {
                 ("admin", _) => Ok(Principal::Admin {
                     token_id: owner.token_id,
                 }),

@@ -35,7 +35,11 @@ pub async fn get_inbound(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require_admin()?;
-    let row = state.store.inbox_row(&id).await?.ok_or(ApiError::NotFound)?;
+    let row = state
+        .store
+        .inbox_row(&id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Ok().json(row))
 }
 
@@ -81,13 +85,21 @@ pub async fn retry_inbound(
 ) -> Result<HttpResponse, ApiError> {
     principal.require_admin()?;
     if !state.store.retry_inbox(&id).await? {
-        let row = state.store.inbox_row(&id).await?.ok_or(ApiError::NotFound)?;
+        let row = state
+            .store
+            .inbox_row(&id)
+            .await?
+            .ok_or(ApiError::NotFound)?;
         return Err(ApiError::Conflict(format!(
             "inbound {} is {}, only failed rows are retried",
             row.id, row.status
         )));
     }
     state.appended.notify_one();
-    let row = state.store.inbox_row(&id).await?.ok_or(ApiError::NotFound)?;
+    let row = state
+        .store
+        .inbox_row(&id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Accepted().json(row))
 }

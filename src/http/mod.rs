@@ -15,9 +15,10 @@ use tokio::sync::Notify;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::queue::Accepter;
 use crate::store::Store;
+use crate::store::tokens::TokenCache;
 use crate::telemetry::Metrics;
 
 pub use auth::Principal;
@@ -32,14 +33,18 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Wakes the inbox worker (new rows, retries).
     pub appended: Arc<Notify>,
+    pub tokens: TokenCache,
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
     cfg.service(ops::healthz)
         .service(ops::readyz)
         .service(ops::metrics)
-        .service(ops::openapi)
-        .service(partner::submit_leads)
+        .service(ops::openapi);
+    if role == Role::Worker {
+        return;
+    }
+    cfg.service(partner::submit_leads)
         .service(inbound::list_inbound)
         .service(inbound::get_inbound)
         .service(inbound::retry_inbound)

@@ -34,7 +34,11 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                 Ok(false) => "pending".to_owned(),
                 Err(error) => format!("unknown: {error}"),
             };
-            ("ok".to_owned(), migrations, state.store.inbox_depth().await.ok())
+            (
+                "ok".to_owned(),
+                migrations,
+                state.store.inbox_depth().await.ok(),
+            )
         }
     };
     let ready = store == "ok" && migrations == "applied";
@@ -58,7 +62,9 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     if let Ok(depth) = state.store.inbox_depth().await {
         let gauge = &state.metrics.inbox_depth;
         gauge.with_label_values(&["pending"]).set(depth.pending);
-        gauge.with_label_values(&["processing"]).set(depth.processing);
+        gauge
+            .with_label_values(&["processing"])
+            .set(depth.processing);
         gauge.with_label_values(&["failed"]).set(depth.failed);
         gauge.with_label_values(&["done"]).set(depth.done);
     }

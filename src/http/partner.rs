@@ -100,7 +100,9 @@ pub async fn submit_leads(
     let mut items = Vec::with_capacity(leads.len());
     for (index, lead) in leads.into_iter().enumerate() {
         if lead.is_empty() {
-            return Err(ApiError::Unprocessable(format!("lead {index} has no fields")));
+            return Err(ApiError::Unprocessable(format!(
+                "lead {index} has no fields"
+            )));
         }
         let external_id = match lead.get("external_id") {
             None | Some(Value::Null) => None,
@@ -141,10 +143,22 @@ pub async fn submit_leads(
     };
     let duplicates = receipts.iter().filter(|r| r.duplicate).count() as u64;
     if replayed {
-        state.metrics.inbound_replayed.with_label_values(&["partner"]).inc_by(count);
+        state
+            .metrics
+            .inbound_replayed
+            .with_label_values(&["partner"])
+            .inc_by(count);
     } else {
-        state.metrics.inbound_accepted.with_label_values(&["partner"]).inc_by(count - duplicates);
-        state.metrics.inbound_replayed.with_label_values(&["partner"]).inc_by(duplicates);
+        state
+            .metrics
+            .inbound_accepted
+            .with_label_values(&["partner"])
+            .inc_by(count - duplicates);
+        state
+            .metrics
+            .inbound_replayed
+            .with_label_values(&["partner"])
+            .inc_by(duplicates);
     }
     let mut response = HttpResponse::Accepted();
     if replayed || duplicates == count {

@@ -102,10 +102,16 @@ pub async fn patch_record(
     require_json(&req)?;
     let body = read_body(&req, payload, state.config.max_body_bytes).await?;
     let Value::Object(fields) = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::BadRequest(format!("malformed JSON at line {}, column {}: {e}", e.line(), e.column()))
+        ApiError::BadRequest(format!(
+            "malformed JSON at line {}, column {}: {e}",
+            e.line(),
+            e.column()
+        ))
     })?
     else {
-        return Err(ApiError::BadRequest("expected a JSON object of fields".into()));
+        return Err(ApiError::BadRequest(
+            "expected a JSON object of fields".into(),
+        ));
     };
     let expected_version = match req.headers().get(header::IF_MATCH) {
         None => None,
@@ -131,7 +137,11 @@ pub async fn patch_record(
             }],
         )
         .await?;
-    let record = state.store.get(kind, &id).await?.ok_or(ApiError::NotFound)?;
+    let record = state
+        .store
+        .get(kind, &id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Ok()
         .insert_header((header::ETAG, format!("\"{}\"", record.version)))
         .json(record))
@@ -154,7 +164,11 @@ pub async fn get_timeline(
     principal.require_admin()?;
     let (kind, id) = path.into_inner();
     let kind = public_kind(&kind)?;
-    state.store.get(kind, &id).await?.ok_or(ApiError::NotFound)?;
+    state
+        .store
+        .get(kind, &id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     let items = state.store.timeline(kind, &id, query.value()).await?;
     Ok(HttpResponse::Ok().json(Timeline { items }))
 }

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Pipeline, Plan};
 use crate::store::inbox::{InboxRow, mark_done, mark_failed};
+use crate::store::write::Journal;
 use crate::store::{Store, StoreError, WriteContext, write};
 use crate::telemetry::Metrics;
 
@@ -91,7 +92,9 @@ impl Worker {
                 for one in &planned {
                     if let Err(error) = self.commit(std::slice::from_ref(one)).await {
                         self.record(one.0, Err(error.to_string()));
-                        self.store.mark_inbox_failed(&one.0.id, &error.to_string()).await?;
+                        self.store
+                            .mark_inbox_failed(&one.0.id, &error.to_string())
+                            .await?;
                     }
                 }
                 return Ok(rows.len());
@@ -103,13 +106,20 @@ impl Worker {
         Ok(rows.len())
     }
 
-    async fn commit(&self, planned: &[(&InboxRow, Result<Plan, String>)]) -> Result<(), StoreError> {
+    async fn commit(
+        &self,
+        planned: &[(&InboxRow, Result<Plan, String>)],
+    ) -> Result<(), StoreError> {
         let mut tx = self.store.begin_write().await?;
+        let mut journal = Journal::default();
+        let mut done = Vec::with_capacity(planned.len());
         for (row, plan) in planned {
             match plan {
                 Ok(plan) => {
-                    let ctx = context_of(row);
-                    let written = write::apply(&mut tx, &ctx, plan.changes.clone()).await?;
+                    let ctx = Arc::new(context_of(row));
+                    let written =
+                        write::apply_journaled(&mut tx, &ctx, plan.changes.clone(), &mut journal)
+                            .await?;
                     let mut result = plan.result.clone();
                     result["written"] = json!(
                         written
@@ -117,11 +127,13 @@ impl Worker {
                             .map(|w| json!({"kind": w.kind, "id": w.id, "action": w.action}))
                             .collect::<Vec<_>>()
                     );
-                    mark_done(&mut tx, &row.id, &result).await?;
+                    done.push((row.id.clone(), result));
                 }
                 Err(error) => mark_failed(&mut tx, &row.id, error).await?,
             }
         }
+        journal.flush(&mut tx).await?;
+        mark_done(&mut tx, &done).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -129,10 +141,17 @@ impl Worker {
     fn record(&self, row: &InboxRow, outcome: Result<(), String>) {
         let source = source_family(&row.source);
         match outcome {
-            Ok(()) => self.metrics.inbound_processed.with_label_values(&[source]).inc(),
+            Ok(()) => self
+                .metrics
+                .inbound_processed
+                .with_label_values(&[source])
+                .inc(),
             Err(error) => {
                 tracing::warn!(inbound = %row.id, %error, "inbound row failed");
-                self.metrics.inbound_failed.with_label_values(&[source]).inc();
+                self.metrics
+                    .inbound_failed
+                    .with_label_values(&[source])
+                    .inc();
             }
         }
     }

@@ -52,7 +52,9 @@ fn is_unavailable(error: &sqlx::Error) -> bool {
             matches!(code.as_ref(), "5" | "6" | "10" | "13" | "3D000")
                 || code.starts_with("08")
                 || code.starts_with("57P")
-                || code.parse::<i64>().is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13))
+                || code
+                    .parse::<i64>()
+                    .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13))
         }
         _ => false,
     }

@@ -1,5 +1,7 @@
 //! The durable inbox: accepted inbound records, their processing state and lineage.
 
+use std::collections::{HashMap, HashSet};
+
 use connectors::Inbound;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -7,7 +9,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
-use super::write::{RequestMeta, new_id};
+use super::write::{RequestMeta, new_id, rows_per_statement};
 use super::{Backend, Store, StoreError};
 use crate::domain::value::{format_timestamp, now_timestamp};
 
@@ -112,10 +114,7 @@ impl Store {
         submissions: &[Submission],
     ) -> Result<Vec<Accepted>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let mut answers = Vec::with_capacity(submissions.len());
-        for submission in submissions {
-            answers.push(append_one(&mut tx, submission).await?);
-        }
+        let answers = append_all(&mut tx, submissions).await?;
         tx.commit().await?;
         Ok(answers)
     }
@@ -226,114 +225,229 @@ impl Store {
     }
 }
 
-async fn append_one(
-    conn: &mut AnyConnection,
-    submission: &Submission,
-) -> Result<Accepted, StoreError> {
-    if let Some(key) = &submission.idempotency {
-        let seen = sqlx::query(
-            "SELECT request_sha256, response FROM idempotency_keys WHERE scope = $1 AND key = $2",
-        )
-        .bind(&key.scope)
-        .bind(&key.key)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let Some(seen) = seen {
-            let hash: String = seen.try_get("request_sha256")?;
-            if hash != key.request_sha256 {
-                return Ok(Accepted::KeyReused);
-            }
-            let response: String = seen.try_get("response")?;
-            let receipts = serde_json::from_str(&response)
-                .map_err(|e| StoreError::Conflict(format!("stored answer unreadable: {e}")))?;
-            return Ok(Accepted::Replayed(receipts));
-        }
-    }
-    let mut receipts = Vec::with_capacity(submission.items.len());
-    for item in &submission.items {
-        receipts.push(append_item(conn, item, &submission.meta).await?);
-    }
-    if let Some(key) = &submission.idempotency {
-        let response = serde_json::to_string(&receipts)
-            .map_err(|e| StoreError::Conflict(format!("answer not serialisable: {e}")))?;
-        sqlx::query(
-            "INSERT INTO idempotency_keys (scope, key, request_sha256, response, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&key.scope)
-        .bind(&key.key)
-        .bind(&key.request_sha256)
-        .bind(response)
-        .bind(now_timestamp())
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(Accepted::New(receipts))
+/// How a submission's Idempotency-Key resolves before anything is inserted.
+enum KeyState {
+    Fresh,
+    Answered(Accepted),
+    /// The same key came earlier in this very batch, from submission `.0`.
+    SameBatch(usize),
 }
 
-async fn append_item(
+async fn append_all(
     conn: &mut AnyConnection,
-    item: &Inbound,
-    meta: &RequestMeta,
-) -> Result<Receipt, StoreError> {
-    let id = new_id();
-    let fields = Value::Object(item.fields.clone()).to_string();
-    let inserted: Option<String> = sqlx::query_scalar(
-        "INSERT INTO inbox (id, source, external_id, received_at, fields, raw, request_id, ip, \
-         user_agent, status, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10) \
-         ON CONFLICT (source, external_id) DO NOTHING RETURNING id",
+    submissions: &[Submission],
+) -> Result<Vec<Accepted>, StoreError> {
+    let mut states = Vec::with_capacity(submissions.len());
+    let mut first_of_key: HashMap<(&str, &str), usize> = HashMap::new();
+    for (index, submission) in submissions.iter().enumerate() {
+        let state = match &submission.idempotency {
+            None => KeyState::Fresh,
+            Some(key) => match first_of_key.get(&(key.scope.as_str(), key.key.as_str())) {
+                Some(first) => KeyState::SameBatch(*first),
+                None => {
+                    first_of_key.insert((key.scope.as_str(), key.key.as_str()), index);
+                    stored_answer(conn, key).await?
+                }
+            },
+        };
+        states.push(state);
+    }
+
+    // Every item of every fresh submission, in one multi-row insert per chunk.
+    let items: Vec<(usize, &Inbound, String)> = submissions
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| matches!(states[*index], KeyState::Fresh))
+        .flat_map(|(index, submission)| {
+            submission
+                .items
+                .iter()
+                .map(move |item| (index, item, new_id()))
+        })
+        .collect();
+    let inserted = insert_items(conn, submissions, &items).await?;
+
+    let mut receipts: Vec<Vec<Receipt>> = vec![Vec::new(); submissions.len()];
+    for (index, item, id) in &items {
+        let receipt = if inserted.contains(id.as_str()) {
+            Receipt {
+                id: id.clone(),
+                external_id: item.external_id.clone(),
+                duplicate: false,
+            }
+        } else {
+            let first: String =
+                sqlx::query_scalar("SELECT id FROM inbox WHERE source = $1 AND external_id = $2")
+                    .bind(&item.source)
+                    .bind(&item.external_id)
+                    .fetch_one(&mut *conn)
+                    .await?;
+            Receipt {
+                id: first,
+                external_id: item.external_id.clone(),
+                duplicate: true,
+            }
+        };
+        receipts[*index].push(receipt);
+    }
+
+    let mut answers = Vec::with_capacity(submissions.len());
+    for (index, state) in states.into_iter().enumerate() {
+        let answer = match state {
+            KeyState::Answered(answer) => answer,
+            KeyState::Fresh => {
+                if let Some(key) = &submissions[index].idempotency {
+                    remember_answer(conn, key, &receipts[index]).await?;
+                }
+                Accepted::New(std::mem::take(&mut receipts[index]))
+            }
+            KeyState::SameBatch(first) => {
+                let same_body = submissions[first]
+                    .idempotency
+                    .as_ref()
+                    .map(|k| &k.request_sha256)
+                    == submissions[index]
+                        .idempotency
+                        .as_ref()
+                        .map(|k| &k.request_sha256);
+                match (&answers[first], same_body) {
+                    (Accepted::New(first) | Accepted::Replayed(first), true) => {
+                        Accepted::Replayed(first.clone())
+                    }
+                    (Accepted::KeyReused, _) | (_, false) => Accepted::KeyReused,
+                }
+            }
+        };
+        answers.push(answer);
+    }
+    Ok(answers)
+}
+
+async fn stored_answer(
+    conn: &mut AnyConnection,
+    key: &IdempotencyKey,
+) -> Result<KeyState, StoreError> {
+    let seen = sqlx::query(
+        "SELECT request_sha256, response FROM idempotency_keys WHERE scope = $1 AND key = $2",
     )
-    .bind(&id)
-    .bind(&item.source)
-    .bind(&item.external_id)
-    .bind(format_timestamp(item.received_at))
-    .bind(fields)
-    .bind(item.raw.clone())
-    .bind(&meta.request_id)
-    .bind(&meta.ip)
-    .bind(&meta.user_agent)
-    .bind(now_timestamp())
+    .bind(&key.scope)
+    .bind(&key.key)
     .fetch_optional(&mut *conn)
     .await?;
-    if let Some(id) = inserted {
-        return Ok(Receipt {
-            id,
-            external_id: item.external_id.clone(),
-            duplicate: false,
-        });
+    let Some(seen) = seen else {
+        return Ok(KeyState::Fresh);
+    };
+    let hash: String = seen.try_get("request_sha256")?;
+    if hash != key.request_sha256 {
+        return Ok(KeyState::Answered(Accepted::KeyReused));
     }
-    let first: String =
-        sqlx::query_scalar("SELECT id FROM inbox WHERE source = $1 AND external_id = $2")
-            .bind(&item.source)
-            .bind(&item.external_id)
-            .fetch_one(&mut *conn)
-            .await?;
-    Ok(Receipt {
-        id: first,
-        external_id: item.external_id.clone(),
-        duplicate: true,
-    })
+    let response: String = seen.try_get("response")?;
+    let receipts = serde_json::from_str(&response)
+        .map_err(|e| StoreError::Conflict(format!("stored answer unreadable: {e}")))?;
+    Ok(KeyState::Answered(Accepted::Replayed(receipts)))
 }
 
-/// Marks a claimed row done, with what it became, inside the caller's transaction.
-pub async fn mark_done(
+async fn remember_answer(
     conn: &mut AnyConnection,
-    id: &str,
-    result: &Value,
+    key: &IdempotencyKey,
+    receipts: &[Receipt],
 ) -> Result<(), StoreError> {
+    let response = serde_json::to_string(receipts)
+        .map_err(|e| StoreError::Conflict(format!("answer not serialisable: {e}")))?;
     sqlx::query(
-        "UPDATE inbox SET status = 'done', error = NULL, result = $1, updated_at = $2 WHERE id = $3",
+        "INSERT INTO idempotency_keys (scope, key, request_sha256, response, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
     )
-    .bind(result.to_string())
+    .bind(&key.scope)
+    .bind(&key.key)
+    .bind(&key.request_sha256)
+    .bind(response)
     .bind(now_timestamp())
-    .bind(id)
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
-pub async fn mark_failed(conn: &mut AnyConnection, id: &str, error: &str) -> Result<(), StoreError> {
+/// Inserts the items, skipping `(source, external_id)` pairs already present (or earlier
+/// in the same statement); answers the ids that were inserted.
+async fn insert_items(
+    conn: &mut AnyConnection,
+    submissions: &[Submission],
+    items: &[(usize, &Inbound, String)],
+) -> Result<HashSet<String>, StoreError> {
+    const COLUMNS: usize = 11;
+    let now = now_timestamp();
+    let mut inserted = HashSet::with_capacity(items.len());
+    for chunk in items.chunks(rows_per_statement(COLUMNS)) {
+        let mut values = String::new();
+        for row in 0..chunk.len() {
+            values.push_str(if row == 0 { "(" } else { ", (" });
+            for column in 0..COLUMNS {
+                if column > 0 {
+                    values.push_str(", ");
+                }
+                values.push_str(&format!("${}", row * COLUMNS + column + 1));
+            }
+            values.push_str(", 'pending')");
+        }
+        let sql = format!(
+            "INSERT INTO inbox (id, source, external_id, received_at, fields, raw, request_id, \
+             ip, user_agent, updated_at, attempts, status) VALUES {values} \
+             ON CONFLICT (source, external_id) DO NOTHING RETURNING id"
+        );
+        let mut query = sqlx::query_scalar::<_, String>(&sql);
+        for (index, item, id) in chunk {
+            let meta = &submissions[*index].meta;
+            query = query
+                .bind(id.as_str())
+                .bind(item.source.as_str())
+                .bind(item.external_id.as_deref())
+                .bind(format_timestamp(item.received_at))
+                .bind(Value::Object(item.fields.clone()).to_string())
+                .bind(item.raw.clone())
+                .bind(meta.request_id.as_deref())
+                .bind(meta.ip.as_deref())
+                .bind(meta.user_agent.as_deref())
+                .bind(now.as_str())
+                .bind(0_i64);
+        }
+        inserted.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(inserted)
+}
+
+/// Marks claimed rows done, each with what it became, inside the caller's transaction.
+pub async fn mark_done(
+    conn: &mut AnyConnection,
+    results: &[(String, Value)],
+) -> Result<(), StoreError> {
+    for chunk in results.chunks(rows_per_statement(2)) {
+        let mut cases = String::new();
+        let mut ids = Vec::with_capacity(chunk.len());
+        for n in 0..chunk.len() {
+            let (id, result) = (2 * n + 2, 2 * n + 3);
+            cases.push_str(&format!(" WHEN ${id} THEN ${result}"));
+            ids.push(format!("${id}"));
+        }
+        let sql = format!(
+            "UPDATE inbox SET status = 'done', error = NULL, updated_at = $1, \
+             result = CASE id{cases} END WHERE id IN ({})",
+            ids.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(now_timestamp());
+        for (id, result) in chunk {
+            query = query.bind(id.as_str()).bind(result.to_string());
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+pub async fn mark_failed(
+    conn: &mut AnyConnection,
+    id: &str,
+    error: &str,
+) -> Result<(), StoreError> {
     sqlx::query("UPDATE inbox SET status = 'failed', error = $1, updated_at = $2 WHERE id = $3")
         .bind(error)
         .bind(now_timestamp())

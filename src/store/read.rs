@@ -165,7 +165,9 @@ impl Store {
             .bind(limit)
             .fetch_all(self.pool())
             .await?;
-        rows.iter().map(|row| decode_record(activity, row)).collect()
+        rows.iter()
+            .map(|row| decode_record(activity, row))
+            .collect()
     }
 
     /// The audit trail of one record, oldest first.

@@ -83,7 +83,9 @@ impl Store {
             Ok(TokenOwner {
                 token_id: row.try_get("id")?,
                 principal: row.try_get("principal")?,
-                role: row.try_get::<Option<String>, _>("role_id")?.unwrap_or_default(),
+                role: row
+                    .try_get::<Option<String>, _>("role_id")?
+                    .unwrap_or_default(),
             })
         })
         .transpose()
@@ -107,5 +109,46 @@ impl Store {
 
     pub async fn token_count(&self) -> Result<i64, StoreError> {
         self.count(RecordKind::ApiToken).await
+    }
+}
+
+/// Recently authenticated tokens, so a busy partner does not cost a store read per
+/// request. A revocation takes effect within `ttl`.
+pub struct TokenCache {
+    ttl: std::time::Duration,
+    entries: std::sync::Mutex<std::collections::HashMap<String, (TokenOwner, std::time::Instant)>>,
+}
+
+/// Entries kept at most; the cache starts over past this rather than grow unbounded.
+const TOKEN_CACHE_CAPACITY: usize = 10_000;
+
+impl TokenCache {
+    pub fn new(ttl: std::time::Duration) -> Self {
+        Self {
+            ttl,
+            entries: Default::default(),
+        }
+    }
+
+    pub async fn authenticate(
+        &self,
+        store: &Store,
+        secret: &str,
+    ) -> Result<Option<TokenOwner>, StoreError> {
+        let hash = token_hash(secret);
+        if let Ok(entries) = self.entries.lock()
+            && let Some((owner, at)) = entries.get(&hash)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(Some(owner.clone()));
+        }
+        let owner = store.authenticate_token(secret).await?;
+        if let (Some(owner), Ok(mut entries)) = (&owner, self.entries.lock()) {
+            if entries.len() >= TOKEN_CACHE_CAPACITY {
+                entries.clear();
+            }
+            entries.insert(hash, (owner.clone(), std::time::Instant::now()));
+        }
+        Ok(owner)
     }
 }

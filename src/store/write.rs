@@ -2,6 +2,8 @@
 //! through [`apply`], which writes the change, its audit rows and an outbox row for the
 //! search index in the caller's transaction. No other module writes record tables.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sqlx::any::AnyArguments;
@@ -112,6 +114,16 @@ struct AuditRow {
     new: Option<String>,
 }
 
+/// Inserts, audit rows and outbox rows of changes made in a transaction, written by
+/// [`Journal::flush`] before it commits: one statement per few hundred rows instead of
+/// one per change. Updates and deletes run at once, after the queued inserts.
+#[derive(Default)]
+pub struct Journal {
+    inserts: Vec<PendingInsert>,
+    audit: Vec<(Arc<WriteContext>, String, AuditRow)>,
+    outbox: Vec<(RecordKind, String, Action, String)>,
+}
+
 impl Store {
     /// Applies `changes` atomically: all of them with their audit rows, or none.
     pub async fn write(
@@ -126,24 +138,56 @@ impl Store {
     }
 }
 
-/// Applies `changes` inside the caller's transaction (the inbox worker commits them
-/// together with the inbox row they came from).
+/// Applies `changes` inside the caller's transaction, audit rows included.
 pub async fn apply(
     conn: &mut AnyConnection,
     ctx: &WriteContext,
     changes: Vec<Change>,
 ) -> Result<Vec<Written>, StoreError> {
+    let mut journal = Journal::default();
+    let written = apply_journaled(conn, &Arc::new(ctx.clone()), changes, &mut journal).await?;
+    journal.flush(conn).await?;
+    Ok(written)
+}
+
+/// Applies `changes` and keeps their audit rows in `journal`; the caller flushes the
+/// journal in the same transaction (the inbox worker does so once per batch).
+pub async fn apply_journaled(
+    conn: &mut AnyConnection,
+    ctx: &Arc<WriteContext>,
+    changes: Vec<Change>,
+    journal: &mut Journal,
+) -> Result<Vec<Written>, StoreError> {
     let now = format_timestamp(chrono::Utc::now());
     let mut written = Vec::with_capacity(changes.len());
     for change in changes {
+        // Whatever reads the store must see the inserts queued before it.
+        if !matches!(change, Change::Insert { .. }) {
+            write_inserts(conn, &mut journal.inserts).await?;
+        }
         let (result, audit) = match change {
-            Change::Insert { kind, id, fields } => insert(conn, kind, id, &fields, &now).await?,
+            Change::Insert { kind, id, fields } => {
+                let (written, audit, pending) = insert(kind, id, &fields, &now)?;
+                journal.inserts.push(pending);
+                (written, audit)
+            }
             Change::Update {
                 kind,
                 id,
                 fields,
                 expected_version,
-            } => update(conn, kind, id, &fields, expected_version, Action::Update, &now).await?,
+            } => {
+                update(
+                    conn,
+                    kind,
+                    id,
+                    &fields,
+                    expected_version,
+                    Action::Update,
+                    &now,
+                )
+                .await?
+            }
             Change::Delete { kind, id } => delete(conn, kind, id, Action::Delete, None).await?,
             Change::Merge {
                 kind,
@@ -159,21 +203,90 @@ pub async fn apply(
                 (kept, audit)
             }
         };
-        write_audit(conn, ctx, &audit, &now).await?;
         if !audit.is_empty() {
-            sqlx::query(
-                "INSERT INTO outbox (record_kind, record_id, op, created_at) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(result.kind.path())
-            .bind(&result.id)
-            .bind(result.action.as_str())
-            .bind(&now)
-            .execute(&mut *conn)
-            .await?;
+            journal
+                .outbox
+                .push((result.kind, result.id.clone(), result.action, now.clone()));
         }
+        journal
+            .audit
+            .extend(audit.into_iter().map(|row| (ctx.clone(), now.clone(), row)));
         written.push(result);
     }
     Ok(written)
+}
+
+/// Parameters per multi-row statement. SQLite looks a numbered parameter up by walking
+/// its list, so binding costs grow with the square of this; a few hundred keeps that
+/// negligible while still writing dozens of rows per statement.
+pub(crate) const PARAMS_PER_STATEMENT: usize = 240;
+
+/// Rows of `columns` parameters that fit one statement.
+pub(crate) fn rows_per_statement(columns: usize) -> usize {
+    (PARAMS_PER_STATEMENT / columns.max(1)).max(1)
+}
+
+pub(crate) fn values_clause(rows: usize, columns: usize) -> String {
+    let mut sql = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", row * columns + column + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+impl Journal {
+    pub async fn flush(&mut self, conn: &mut AnyConnection) -> Result<(), StoreError> {
+        write_inserts(conn, &mut self.inserts).await?;
+        for chunk in self.audit.chunks(rows_per_statement(12)) {
+            let sql = format!(
+                "INSERT INTO audit_log (at, actor, channel, action, record_kind, record_id, field, \
+                 old_value, new_value, ip, user_agent, request_id) VALUES {}",
+                values_clause(chunk.len(), 12)
+            );
+            let mut query = sqlx::query(&sql);
+            for (ctx, at, row) in chunk {
+                query = query
+                    .bind(at.as_str())
+                    .bind(ctx.actor.as_str())
+                    .bind(ctx.channel.as_str())
+                    .bind(row.action.as_str())
+                    .bind(row.kind.path())
+                    .bind(row.id.as_str())
+                    .bind(row.field.as_deref())
+                    .bind(row.old.as_deref())
+                    .bind(row.new.as_deref())
+                    .bind(ctx.request.ip.as_deref())
+                    .bind(ctx.request.user_agent.as_deref())
+                    .bind(ctx.request.request_id.as_deref());
+            }
+            query.execute(&mut *conn).await?;
+        }
+        for chunk in self.outbox.chunks(rows_per_statement(4)) {
+            let sql = format!(
+                "INSERT INTO outbox (record_kind, record_id, op, created_at) VALUES {}",
+                values_clause(chunk.len(), 4)
+            );
+            let mut query = sqlx::query(&sql);
+            for (kind, id, action, at) in chunk {
+                query = query
+                    .bind(kind.path())
+                    .bind(id.as_str())
+                    .bind(action.as_str())
+                    .bind(at.as_str());
+            }
+            query.execute(&mut *conn).await?;
+        }
+        self.audit.clear();
+        self.outbox.clear();
+        Ok(())
+    }
 }
 
 fn typed_fields(
@@ -237,28 +350,22 @@ fn snapshot(values: &[(&'static FieldDef, SqlValue)]) -> Option<String> {
     Some(Value::Object(object).to_string())
 }
 
-async fn insert(
-    conn: &mut AnyConnection,
+/// A row to insert, held in the journal so rows of one shape share one statement.
+struct PendingInsert {
+    kind: RecordKind,
+    id: String,
+    at: String,
+    values: Vec<(&'static FieldDef, SqlValue)>,
+}
+
+fn insert(
     kind: RecordKind,
     id: Option<String>,
     fields: &Fields,
     now: &str,
-) -> Result<(Written, Vec<AuditRow>), StoreError> {
+) -> Result<(Written, Vec<AuditRow>, PendingInsert), StoreError> {
     let values = typed_fields(kind, fields)?;
     let id = id.unwrap_or_else(new_id);
-    let mut columns = String::from("id, created_at, updated_at, version");
-    let mut params = String::from("$1, $2, $3, 1");
-    for (n, (def, _)) in values.iter().enumerate() {
-        columns.push_str(", ");
-        columns.push_str(def.name);
-        params.push_str(&format!(", ${}", n + 4));
-    }
-    let sql = format!("INSERT INTO {} ({columns}) VALUES ({params})", kind.table());
-    let mut query = sqlx::query(&sql).bind(&id).bind(now).bind(now);
-    for (_, value) in &values {
-        query = bind_value(query, value);
-    }
-    query.execute(&mut *conn).await?;
     let audit = vec![AuditRow {
         action: Action::Insert,
         kind,
@@ -267,17 +374,64 @@ async fn insert(
         old: None,
         new: snapshot(&values),
     }];
-    let changed = values.iter().map(|(def, _)| def.name.to_owned()).collect();
-    Ok((
-        Written {
-            kind,
-            id,
-            action: Action::Insert,
-            changed,
-            version: 1,
-        },
-        audit,
-    ))
+    let written = Written {
+        kind,
+        id: id.clone(),
+        action: Action::Insert,
+        changed: values.iter().map(|(def, _)| def.name.to_owned()).collect(),
+        version: 1,
+    };
+    let pending = PendingInsert {
+        kind,
+        id,
+        at: now.to_owned(),
+        values,
+    };
+    Ok((written, audit, pending))
+}
+
+/// Writes pending inserts, one multi-row statement per kind and column set.
+async fn write_inserts(
+    conn: &mut AnyConnection,
+    pending: &mut Vec<PendingInsert>,
+) -> Result<(), StoreError> {
+    let mut groups: Vec<(RecordKind, Vec<&'static str>, Vec<&PendingInsert>)> = Vec::new();
+    for row in pending.iter() {
+        let names: Vec<&'static str> = row.values.iter().map(|(def, _)| def.name).collect();
+        match groups
+            .iter_mut()
+            .find(|(kind, columns, _)| *kind == row.kind && *columns == names)
+        {
+            Some((_, _, rows)) => rows.push(row),
+            None => groups.push((row.kind, names, vec![row])),
+        }
+    }
+    for (kind, names, rows) in groups {
+        let width = names.len() + 3;
+        let per_statement = rows_per_statement(width);
+        for chunk in rows.chunks(per_statement) {
+            let sql = format!(
+                "INSERT INTO {} (id, created_at, updated_at{}{}) VALUES {}",
+                kind.table(),
+                if names.is_empty() { "" } else { ", " },
+                names.join(", "),
+                values_clause(chunk.len(), width)
+            );
+            let mut query = sqlx::query(&sql);
+            for row in chunk {
+                query = query
+                    .bind(row.id.as_str())
+                    .bind(row.at.as_str())
+                    .bind(row.at.as_str());
+                for (_, value) in &row.values {
+                    query = bind_value(query, value);
+                }
+            }
+            query.execute(&mut *conn).await?;
+        }
+    }
+    pending.clear();
+    Ok(())
 }
 
 /// Reads the named columns of one record as the store holds them.
@@ -374,7 +528,10 @@ async fn update(
             new: audit_text(def, new),
         })
         .collect();
-    let changed = changes.iter().map(|(def, _, _)| def.name.to_owned()).collect();
+    let changed = changes
+        .iter()
+        .map(|(def, _, _)| def.name.to_owned())
+        .collect();
     Ok((
         Written {
             kind,
@@ -417,51 +574,6 @@ async fn delete(
         },
         audit,
     ))
-}
-
-async fn write_audit(
-    conn: &mut AnyConnection,
-    ctx: &WriteContext,
-    rows: &[AuditRow],
-    now: &str,
-) -> Result<(), StoreError> {
-    const COLUMNS: usize = 12;
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut sql = String::from(
-        "INSERT INTO audit_log (at, actor, channel, action, record_kind, record_id, field, \
-         old_value, new_value, ip, user_agent, request_id) VALUES ",
-    );
-    for n in 0..rows.len() {
-        if n > 0 {
-            sql.push_str(", ");
-        }
-        let params: Vec<String> = (1..=COLUMNS)
-            .map(|c| format!("${}", n * COLUMNS + c))
-            .collect();
-        sql.push('(');
-        sql.push_str(&params.join(", "));
-        sql.push(')');
-    }
-    let mut query = sqlx::query(&sql);
-    for row in rows {
-        query = query
-            .bind(now)
-            .bind(&ctx.actor)
-            .bind(&ctx.channel)
-            .bind(row.action.as_str())
-            .bind(row.kind.path())
-            .bind(&row.id)
-            .bind(&row.field)
-            .bind(&row.old)
-            .bind(&row.new)
-            .bind(&ctx.request.ip)
-            .bind(&ctx.request.user_agent)
-            .bind(&ctx.request.request_id);
-    }
-    query.execute(&mut *conn).await?;
-    Ok(())
 }
 
 /// Time-ordered ids keep inserts at the end of the primary-key index.
