@@ -244,7 +244,10 @@ mod tests {
     const SECRET: &str = "shared-secret";
 
     fn fixture(name: &str) -> Vec<u8> {
-        let path = format!("{}/../fixtures/cti_generic/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/../fixtures/cti_generic/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         std::fs::read(&path).unwrap_or_else(|error| panic!("{path}: {error}"))
     }
 

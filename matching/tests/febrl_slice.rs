@@ -10,7 +10,10 @@ use std::fs::File;
 use std::io::BufReader;
 
 fn load() -> Vec<matching::Record> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/febrl3/febrl3_slice.csv");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fixtures/febrl3/febrl3_slice.csv"
+    );
     let file = File::open(path).expect("fixture present");
     common::read_febrl(BufReader::new(file)).expect("fixture parses")
 }
