@@ -38,6 +38,14 @@ pub struct Config {
     pub shutdown_timeout_secs: u64,
     /// What this process does: accept, process, or both.
     pub role: Role,
+    /// Directory of mapping files; the shipped mappings are used when it does not exist.
+    pub mappings_dir: PathBuf,
+    /// ISO 3166 alpha-2 region for phone numbers written without a country code.
+    pub default_region: String,
+    /// Match weight (bits of evidence) at or above which an arrival merges.
+    pub dedup_merge_threshold: f64,
+    /// Match weight at or above which a pair goes to the review queue.
+    pub dedup_review_threshold: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -73,6 +81,10 @@ impl Default for Config {
             group_commit_max: 512,
             shutdown_timeout_secs: 30,
             role: Role::All,
+            mappings_dir: PathBuf::from("mappings"),
+            default_region: "GB".to_owned(),
+            dedup_merge_threshold: 20.0,
+            dedup_review_threshold: 10.0,
         }
     }
 }
@@ -127,6 +139,20 @@ impl Config {
         }
         if self.worker_batch == 0 || self.group_commit_max == 0 {
             return invalid("worker_batch/group_commit_max", "must be at least 1");
+        }
+        if self.dedup_review_threshold > self.dedup_merge_threshold {
+            return invalid(
+                "dedup_review_threshold",
+                "must not exceed dedup_merge_threshold",
+            );
+        }
+        if self.default_region.len() != 2
+            || !self.default_region.chars().all(|c| c.is_ascii_alphabetic())
+        {
+            return invalid(
+                "default_region",
+                "must be an ISO 3166 alpha-2 code such as GB",
+            );
         }
         if !self.database_url.is_empty()
             && !self.database_url.starts_with("sqlite:")

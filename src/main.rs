@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use leadgate::config::{Config, Role};
-use leadgate::startup::{Application, open_store};
+use leadgate::mapping::MappingSet;
+use leadgate::pipeline::harness::{self, Mode};
+use leadgate::startup::{Application, build_pipeline, open_store};
+use leadgate::store::Store;
 use leadgate::store::{RequestMeta, WriteContext};
 use leadgate::telemetry;
 
@@ -41,6 +44,25 @@ enum Command {
     /// The inbox of accepted inbound records.
     #[command(subcommand)]
     Inbox(InboxCommand),
+    /// Run a CSV through mapping, normalisation and dedup in a scratch store and write the
+    /// duplicate pairs found, by the file's own id column.
+    Dedup {
+        file: PathBuf,
+        /// The mapping (mappings/NAME.toml) that reads the file's columns.
+        #[arg(long)]
+        mapping: String,
+        /// The column holding each row's own id.
+        #[arg(long)]
+        id_column: String,
+        /// Where to write `id_a,id_b,score` for every pair merged into one record.
+        #[arg(long)]
+        pairs: PathBuf,
+        /// Where to write the review-band pairs (default: PAIRS with .review.csv).
+        #[arg(long)]
+        review_pairs: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "stream")]
+        mode: Mode,
+    },
 }
 
 #[derive(Subcommand)]
@@ -136,6 +158,56 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("revoking token {id}"))?;
             println!("revoked {id}");
+        }
+        Command::Dedup {
+            file,
+            mapping,
+            id_column,
+            pairs,
+            review_pairs,
+            mode,
+        } => {
+            let mut pipeline = build_pipeline(&config)?;
+            let mappings = if config.mappings_dir.is_dir() {
+                MappingSet::load_dir(&config.mappings_dir)?
+            } else {
+                MappingSet::builtin()?
+            };
+            let chosen = mappings
+                .by_name(&mapping)
+                .with_context(|| format!("no mapping named `{mapping}`"))?
+                .clone();
+            pipeline = pipeline.with_mapping(chosen);
+            let scratch = tempfile::tempdir()?;
+            let url = format!("sqlite://{}/scratch.db?mode=rwc", scratch.path().display());
+            let store = Store::connect(&url, 2).await?;
+            store.migrate().await?;
+            let review_pairs = review_pairs.unwrap_or_else(|| pairs.with_extension("review.csv"));
+            let report = harness::run(
+                &store,
+                &pipeline,
+                &file,
+                &id_column,
+                mode,
+                &pairs,
+                &review_pairs,
+            )
+            .await?;
+            eprintln!(
+                "{} rows in {:.2}s ({:.0}/s): {} new, {} merged, {} review, {} failed; \
+                 {} pairs -> {}, {} review pairs -> {}",
+                report.rows,
+                report.seconds,
+                report.rows as f64 / report.seconds.max(1e-9),
+                report.created,
+                report.merged,
+                report.review,
+                report.failed,
+                report.pairs,
+                pairs.display(),
+                report.review_pairs,
+                review_pairs.display()
+            );
         }
         Command::Inbox(InboxCommand::Status) => {
             let store = open_store(&config).await?;

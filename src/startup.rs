@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Role};
 use crate::http::{self, AppState};
-use crate::pipeline::{PassThrough, worker::Worker};
+use crate::mapping::{MappingError, MappingSet};
+use crate::pipeline::{Dedup, Normalise, Pipeline, worker::Worker};
 use crate::queue::Accepter;
 use crate::store::tokens::TokenCache;
 use crate::store::{RequestMeta, Store, StoreError, WriteContext};
@@ -23,6 +24,10 @@ use crate::telemetry::Metrics;
 pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("invalid mapping: {0}")]
+    Mapping(#[from] MappingError),
+    #[error("invalid dedup configuration: {0}")]
+    Dedup(#[from] matching::ConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -48,6 +53,7 @@ pub async fn open_store(config: &Config) -> Result<Store, StoreError> {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
+        let pipeline = Arc::new(build_pipeline(&config)?);
         let store = open_store(&config).await?;
         bootstrap_admin_token(&store).await?;
         let listener = TcpListener::bind(config.listen).map_err(|source| StartError::Listen {
@@ -74,7 +80,7 @@ impl Application {
         let worker = (role != Role::Gateway).then(|| {
             Worker {
                 store: store.clone(),
-                pipeline: Arc::new(PassThrough),
+                pipeline: pipeline.clone(),
                 batch: config.worker_batch,
                 appended: appended.clone(),
                 metrics: metrics.clone(),
@@ -160,6 +166,31 @@ impl Application {
         tracing::info!("stopped");
         served
     }
+}
+
+/// The pipeline the configuration describes; mappings are loaded and checked here, so a
+/// bad mapping stops start with its file, line and field.
+pub fn build_pipeline(config: &Config) -> Result<Pipeline, StartError> {
+    let mappings = if config.mappings_dir.is_dir() {
+        MappingSet::load_dir(&config.mappings_dir)?
+    } else {
+        MappingSet::builtin()?
+    };
+    let mut match_config = matching::MatchConfig {
+        merge: config.dedup_merge_threshold,
+        review: config.dedup_review_threshold,
+        ..Default::default()
+    };
+    match_config.prepare.default_region = config.default_region.clone();
+    let normalise = Normalise {
+        default_region: config.default_region.clone(),
+        email: match_config.prepare.email.clone(),
+    };
+    Ok(Pipeline::new(
+        mappings,
+        vec![Box::new(normalise)],
+        Dedup::new(match_config)?,
+    ))
 }
 
 /// A store with no tokens at all gets one admin token, printed once, so a fresh install

@@ -5,7 +5,7 @@ use crate::normalise::{
     EmailOptions, address_match_form, normalise_company, normalise_country, normalise_date,
     normalise_email, normalise_name, normalise_phone, place_match_form, postcode_match_form,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Fields the matcher knows how to compare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -68,7 +68,7 @@ impl std::fmt::Display for Field {
 
 /// A raw CRM lead / person record. Every field is optional; `id` is the
 /// caller's own identifier and is never used for matching.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Record {
     pub id: String,

@@ -85,6 +85,8 @@ kinds! {
         f("utm_term", Text), f("utm_content", Text), f("consent_email", Bool),
         f("consent_whatsapp", Bool), f("score", Integer), f("owner_id", Text),
         f("account_id", Text), f("contact_id", Text), f("custom", Json),
+        f("street", Text), f("street2", Text), f("postal_code", Text), f("region", Text),
+        f("birth_date", Date),
     ];
     Account => "accounts", "accounts", [
         f("name", Text), f("domain", Text), f("industry", Text), f("employees", Integer),

@@ -7,6 +7,7 @@ mod ops;
 mod partner;
 mod records;
 mod request;
+mod review;
 
 use std::sync::Arc;
 
@@ -48,6 +49,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
         .service(inbound::list_inbound)
         .service(inbound::get_inbound)
         .service(inbound::retry_inbound)
+        .service(review::list_review)
+        .service(review::decide_review)
         .service(records::get_timeline)
         .service(records::get_audit)
         .service(records::get_record)
@@ -73,6 +76,7 @@ impl utoipa::Modify for BearerAuth {
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
         partner::submit_leads,
         inbound::get_inbound, inbound::list_inbound, inbound::retry_inbound,
+        review::list_review, review::decide_review,
         records::get_record, records::patch_record, records::get_timeline, records::get_audit,
     ),
     components(schemas(error::Problem, partner::BatchReceipt)),

@@ -1,21 +1,79 @@
-//! The pipeline: what an inbox row becomes. Until mappings, normalisation, dedup,
-//! scoring and assignment land, inbound fields pass through onto a new lead.
+//! The pipeline: what an inbox row becomes. Map (mappings/*.toml) → normalise → dedup
+//! (merge, review or new) → persist, all inside the worker's transaction, so a row is done
+//! exactly when its records, their audit rows and its lineage are written.
 
-mod passthrough;
+pub mod dedup;
+pub mod harness;
+mod normalise;
+pub mod review;
 pub mod worker;
 
-use serde_json::Value;
+use std::sync::Arc;
 
-use crate::store::Change;
+use serde_json::{Map, Value, json};
+use sqlx::AnyConnection;
+
+use crate::domain::{RecordKind, SqlValue};
+use crate::mapping::{Mapping, MappingSet};
 use crate::store::inbox::InboxRow;
+use crate::store::write::{Journal, apply_journaled, new_id};
+use crate::store::{Change, StoreError, WriteContext};
 
-pub use passthrough::PassThrough;
+pub use dedup::{Dedup, Outcome};
+pub use normalise::Normalise;
 
-/// The writes one inbox row turns into, and the lineage recorded on the row.
+/// A record on its way through the stages.
 #[derive(Debug, Clone)]
-pub struct Plan {
-    pub changes: Vec<Change>,
-    pub result: Value,
+pub struct Draft {
+    pub kind: RecordKind,
+    pub fields: Map<String, Value>,
+    pub custom: Map<String, Value>,
+    /// Raw values a mapping transform could not convert, by target field.
+    pub unconverted: Map<String, Value>,
+}
+
+impl Draft {
+    pub fn new(kind: RecordKind) -> Self {
+        Self {
+            kind,
+            fields: Map::new(),
+            custom: Map::new(),
+            unconverted: Map::new(),
+        }
+    }
+
+    pub fn set(&mut self, field: &str, value: String) {
+        self.fields.insert(field.to_owned(), Value::String(value));
+    }
+
+    /// Keeps a value that failed a check, and says which and why.
+    pub fn flag(&mut self, field: &str, raw: &str, reason: &str) {
+        let issues = self
+            .custom
+            .entry("_issues")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(list) = issues {
+            list.push(json!({"field": field, "value": raw, "reason": reason}));
+        }
+    }
+
+    /// Text of a field, or the raw text a transform could not convert.
+    pub fn text(&self, field: &str) -> Option<String> {
+        self.fields
+            .get(field)
+            .or_else(|| self.unconverted.get(field))
+            .and_then(|value| match value {
+                Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+    }
+}
+
+/// A synchronous step over a draft (normalise; enrich, score and assign to come).
+pub trait Stage: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn apply(&self, draft: &mut Draft) -> Result<(), PipelineError>;
 }
 
 /// A row that cannot be processed as it stands; kept on the row, retryable.
@@ -23,7 +81,256 @@ pub struct Plan {
 #[error("{0}")]
 pub struct PipelineError(pub String);
 
-/// Turns one inbox row into a plan of writes. Implementations do not write.
-pub trait Pipeline: Send + Sync + 'static {
-    fn plan(&self, row: &InboxRow) -> Result<Plan, PipelineError>;
+/// Why one row failed: its own data (the row fails, the batch goes on) or the store.
+#[derive(Debug, thiserror::Error)]
+pub enum RowError {
+    #[error(transparent)]
+    Row(#[from] PipelineError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Fields that identify a person; a lead needs at least one.
+const IDENTIFYING: &[&str] = &["email", "phone", "first_name", "last_name", "company"];
+
+pub struct Pipeline {
+    mappings: MappingSet,
+    /// When set, every row is mapped with this (the `dedup` command's `--mapping`).
+    forced: Option<Mapping>,
+    stages: Vec<Box<dyn Stage>>,
+    dedup: Dedup,
+}
+
+impl Pipeline {
+    pub fn new(mappings: MappingSet, stages: Vec<Box<dyn Stage>>, dedup: Dedup) -> Self {
+        Self {
+            mappings,
+            forced: None,
+            stages,
+            dedup,
+        }
+    }
+
+    pub fn with_mapping(mut self, mapping: Mapping) -> Self {
+        self.forced = Some(mapping);
+        self
+    }
+
+    pub fn dedup(&self) -> &Dedup {
+        &self.dedup
+    }
+
+    /// Map and run the pure stages; no store access.
+    pub fn prepare(&self, row: &InboxRow) -> Result<Draft, PipelineError> {
+        let Value::Object(inbound) = &row.fields else {
+            return Err(PipelineError("inbound fields are not an object".into()));
+        };
+        let mapping = self
+            .forced
+            .as_ref()
+            .or_else(|| self.mappings.for_source(&row.source))
+            .ok_or_else(|| PipelineError(format!("no mapping serves source `{}`", row.source)))?;
+        let mapped = mapping.apply(inbound);
+        let mut draft = Draft::new(mapping.target);
+        draft.fields = mapped.fields;
+        draft.custom = mapped.custom;
+        draft.unconverted = mapped.unconverted;
+        for (field, reason) in &mapped.problems {
+            let raw = draft
+                .unconverted
+                .get(field)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            draft.flag(field, &raw, reason);
+        }
+        for stage in &self.stages {
+            stage.apply(&mut draft)?;
+        }
+        // Values the store would refuse are kept as custom fields and flagged.
+        let kind = draft.kind;
+        let names: Vec<String> = draft.fields.keys().cloned().collect();
+        for name in names {
+            let fits = kind.field(&name).is_some_and(|def| {
+                draft
+                    .fields
+                    .get(&name)
+                    .is_some_and(|v| SqlValue::from_json(def, v).is_ok())
+            });
+            if !fits && let Some(value) = draft.fields.remove(&name) {
+                let raw = value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_owned);
+                draft.flag(&name, &raw, "does not fit the field's type");
+                draft.custom.insert(name, value);
+            }
+        }
+        if kind == RecordKind::Lead {
+            let identified = IDENTIFYING.iter().any(|f| draft.text(f).is_some());
+            if !identified {
+                return Err(PipelineError(
+                    "no identifying field: a lead needs an email, phone, name or company".into(),
+                ));
+            }
+        }
+        Ok(draft)
+    }
+
+    /// Dedup and persist one prepared row in the worker's transaction; answers the
+    /// lineage recorded on the inbox row.
+    pub async fn persist(
+        &self,
+        conn: &mut AnyConnection,
+        journal: &mut Journal,
+        row: &InboxRow,
+        mut draft: Draft,
+    ) -> Result<Value, RowError> {
+        let ctx = Arc::new(WriteContext::new(
+            row.source.clone(),
+            worker::source_family(&row.source),
+            row.meta.clone(),
+        ));
+        if draft.kind != RecordKind::Lead {
+            let id = new_id();
+            let mut fields = draft.fields;
+            if !draft.custom.is_empty() && draft.kind.field("custom").is_some() {
+                fields.insert("custom".into(), Value::Object(draft.custom));
+            }
+            apply_journaled(
+                conn,
+                &ctx,
+                vec![Change::Insert {
+                    kind: draft.kind,
+                    id: Some(id.clone()),
+                    fields,
+                }],
+                journal,
+            )
+            .await?;
+            return Ok(json!({"action": "created", "kind": draft.kind, "id": id}));
+        }
+        let candidate = self.dedup.record_of(&draft);
+        let outcome = self.dedup.decide(conn, &candidate).await?;
+        draft
+            .fields
+            .entry("source")
+            .or_insert_with(|| Value::from(row.source.clone()));
+        let (lead_id, mut result, changes) = match &outcome {
+            Outcome::Merge { into, score } => {
+                journal.settle_inserts(conn).await?;
+                let existing = load_lead(conn, into).await?;
+                let fields = survivorship(&existing, &draft);
+                (
+                    into.clone(),
+                    json!({"action": "merged", "kind": "leads", "id": into, "score": score}),
+                    vec![Change::MergeIncoming {
+                        kind: RecordKind::Lead,
+                        into: into.clone(),
+                        fields,
+                    }],
+                )
+            }
+            Outcome::Review { .. } | Outcome::New => {
+                let id = new_id();
+                let mut fields = draft.fields.clone();
+                fields.insert("status".into(), Value::from("new"));
+                if !draft.custom.is_empty() {
+                    fields.insert("custom".into(), Value::Object(draft.custom.clone()));
+                }
+                let action = if matches!(outcome, Outcome::New) {
+                    "created"
+                } else {
+                    "review"
+                };
+                (
+                    id.clone(),
+                    json!({"action": action, "kind": "leads", "id": id}),
+                    vec![Change::Insert {
+                        kind: RecordKind::Lead,
+                        id: Some(id),
+                        fields,
+                    }],
+                )
+            }
+        };
+        let activity = json!({
+            "activity_type": "inbound",
+            "channel": row.source,
+            "subject": format!("Received from {}", row.source),
+            "direction": "inbound",
+            "occurred_at": row.received_at,
+            "lead_id": lead_id,
+            "inbound_id": row.id,
+            "external_id": row.external_id,
+            "data": {"dedup": result["action"]},
+        });
+        let Value::Object(activity) = activity else {
+            return Err(PipelineError("activity is not an object".into()).into());
+        };
+        let mut changes = changes;
+        changes.push(Change::Insert {
+            kind: RecordKind::Activity,
+            id: None,
+            fields: activity,
+        });
+        apply_journaled(conn, &ctx, changes, journal).await?;
+        self.dedup
+            .remember(conn, RecordKind::Lead, &lead_id, &row.id, &candidate)
+            .await?;
+        if let Outcome::Review {
+            with,
+            score,
+            breakdown,
+        } = &outcome
+        {
+            dedup::open_review(
+                conn,
+                RecordKind::Lead,
+                with,
+                &lead_id,
+                *score,
+                breakdown,
+                &row.id,
+            )
+            .await?;
+            result["review_with"] = json!(with);
+            result["score"] = json!(score);
+        }
+        Ok(result)
+    }
+}
+
+async fn load_lead(conn: &mut AnyConnection, id: &str) -> Result<Map<String, Value>, StoreError> {
+    crate::store::read::fields_in(conn, RecordKind::Lead, id)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            kind: RecordKind::Lead,
+            id: id.to_owned(),
+        })
+}
+
+/// Newest non-empty wins: the arriving record's non-empty values replace the stored ones;
+/// custom fields are combined, newest winning per key.
+pub fn survivorship(existing: &Map<String, Value>, draft: &Draft) -> Map<String, Value> {
+    let mut fields = Map::new();
+    for (name, value) in &draft.fields {
+        let empty = value.is_null() || value.as_str().is_some_and(|s| s.trim().is_empty());
+        if !empty && existing.get(name) != Some(value) && name != "source" {
+            fields.insert(name.clone(), value.clone());
+        }
+    }
+    if !draft.custom.is_empty() {
+        let mut custom = existing
+            .get("custom")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        for (key, value) in &draft.custom {
+            custom.insert(key.clone(), value.clone());
+        }
+        if existing.get("custom").and_then(Value::as_object) != Some(&custom) {
+            fields.insert("custom".into(), Value::Object(custom));
+        }
+    }
+    fields
 }

@@ -5,22 +5,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{Pipeline, Plan};
+use super::{Pipeline, RowError};
 use crate::store::inbox::{InboxRow, mark_done, mark_failed};
 use crate::store::write::Journal;
-use crate::store::{Store, StoreError, WriteContext, write};
+use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
 
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
 pub struct Worker {
     pub store: Store,
-    pub pipeline: Arc<dyn Pipeline>,
+    pub pipeline: Arc<Pipeline>,
     pub batch: usize,
     pub appended: Arc<Notify>,
     pub metrics: Arc<Metrics>,
@@ -66,22 +65,16 @@ impl Worker {
         let timer = self
             .metrics
             .stage_seconds
-            .with_label_values(&["plan"])
-            .start_timer();
-        let planned: Vec<_> = rows
-            .iter()
-            .map(|row| (row, self.pipeline.plan(row).map_err(|e| e.to_string())))
-            .collect();
-        timer.observe_duration();
-        let timer = self
-            .metrics
-            .stage_seconds
             .with_label_values(&["persist"])
             .start_timer();
-        let committed = self.commit(&planned).await;
+        let committed = self.commit(&rows).await;
         timer.observe_duration();
         match committed {
-            Ok(()) => {}
+            Ok(outcomes) => {
+                for (row, outcome) in rows.iter().zip(outcomes) {
+                    self.record(row, outcome);
+                }
+            }
             Err(StoreError::Unavailable(why)) => {
                 self.release(&rows).await;
                 return Err(StoreError::Unavailable(why));
@@ -89,53 +82,54 @@ impl Worker {
             // One row broke the batch: isolate it by committing rows one at a time.
             Err(error) => {
                 tracing::warn!(%error, "batch commit failed; committing rows one by one");
-                for one in &planned {
-                    if let Err(error) = self.commit(std::slice::from_ref(one)).await {
-                        self.record(one.0, Err(error.to_string()));
-                        self.store
-                            .mark_inbox_failed(&one.0.id, &error.to_string())
-                            .await?;
+                for row in &rows {
+                    match self.commit(std::slice::from_ref(row)).await {
+                        Ok(mut outcome) => self.record(row, outcome.remove(0)),
+                        Err(error) => {
+                            self.record(row, Err(error.to_string()));
+                            self.store
+                                .mark_inbox_failed(&row.id, &error.to_string())
+                                .await?;
+                        }
                     }
                 }
-                return Ok(rows.len());
             }
-        }
-        for (row, plan) in &planned {
-            self.record(row, plan.as_ref().map(|_| ()).map_err(Clone::clone));
         }
         Ok(rows.len())
     }
 
-    async fn commit(
-        &self,
-        planned: &[(&InboxRow, Result<Plan, String>)],
-    ) -> Result<(), StoreError> {
+    /// Runs the rows through the pipeline in one transaction. A row whose own data fails
+    /// is marked failed in the same transaction; a store error fails the whole batch.
+    async fn commit(&self, rows: &[InboxRow]) -> Result<Vec<Result<(), String>>, StoreError> {
         let mut tx = self.store.begin_write().await?;
         let mut journal = Journal::default();
-        let mut done = Vec::with_capacity(planned.len());
-        for (row, plan) in planned {
-            match plan {
-                Ok(plan) => {
-                    let ctx = Arc::new(context_of(row));
-                    let written =
-                        write::apply_journaled(&mut tx, &ctx, plan.changes.clone(), &mut journal)
-                            .await?;
-                    let mut result = plan.result.clone();
-                    result["written"] = json!(
-                        written
-                            .iter()
-                            .map(|w| json!({"kind": w.kind, "id": w.id, "action": w.action}))
-                            .collect::<Vec<_>>()
-                    );
-                    done.push((row.id.clone(), result));
+        let mut done = Vec::with_capacity(rows.len());
+        let mut outcomes = Vec::with_capacity(rows.len());
+        for row in rows {
+            let processed = match self.pipeline.prepare(row) {
+                Ok(draft) => {
+                    self.pipeline
+                        .persist(&mut tx, &mut journal, row, draft)
+                        .await
                 }
-                Err(error) => mark_failed(&mut tx, &row.id, error).await?,
+                Err(error) => Err(RowError::Row(error)),
+            };
+            match processed {
+                Ok(result) => {
+                    done.push((row.id.clone(), result));
+                    outcomes.push(Ok(()));
+                }
+                Err(RowError::Row(error)) => {
+                    mark_failed(&mut tx, &row.id, &error.to_string()).await?;
+                    outcomes.push(Err(error.to_string()));
+                }
+                Err(RowError::Store(error)) => return Err(error),
             }
         }
         journal.flush(&mut tx).await?;
         mark_done(&mut tx, &done).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(outcomes)
     }
 
     fn record(&self, row: &InboxRow, outcome: Result<(), String>) {
@@ -161,16 +155,6 @@ impl Worker {
             tracing::warn!(%error, rows = rows.len(), "could not release claimed rows; they are requeued at next start");
         }
     }
-}
-
-/// Pipeline writes are attributed to the channel that delivered the record, with the
-/// delivering request's IP, user agent and request id.
-fn context_of(row: &InboxRow) -> WriteContext {
-    WriteContext::new(
-        row.source.clone(),
-        source_family(&row.source),
-        row.meta.clone(),
-    )
 }
 
 /// `partner:acme` → `partner`: bounded label values for metrics.

@@ -99,6 +99,25 @@ fn decode_audit(row: &AnyRow) -> Result<AuditEntry, StoreError> {
     })
 }
 
+/// A record's fields read inside a transaction (the pipeline reads what it will change).
+pub async fn fields_in(
+    conn: &mut sqlx::AnyConnection,
+    kind: RecordKind,
+    id: &str,
+) -> Result<Option<Map<String, Value>>, StoreError> {
+    let sql = format!(
+        "SELECT {} FROM {} WHERE id = $1",
+        select_list(kind),
+        kind.table()
+    );
+    let row = sqlx::query(&sql)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(|row| decode_record(kind, &row).map(|record| record.fields))
+        .transpose()
+}
+
 impl Store {
     pub async fn get(&self, kind: RecordKind, id: &str) -> Result<Option<Record>, StoreError> {
         let sql = format!(

@@ -63,6 +63,12 @@ pub enum Change {
         kind: RecordKind,
         id: String,
     },
+    /// An arriving record merged into a stored one: an update audited as `merge`.
+    MergeIncoming {
+        kind: RecordKind,
+        into: String,
+        fields: Fields,
+    },
     /// `merged` folds into `survivor`: the survivor takes `fields`, the merged record is
     /// removed, and its full snapshot stays in the audit trail so the merge can be undone.
     Merge {
@@ -189,6 +195,9 @@ pub async fn apply_journaled(
                 .await?
             }
             Change::Delete { kind, id } => delete(conn, kind, id, Action::Delete, None).await?,
+            Change::MergeIncoming { kind, into, fields } => {
+                update(conn, kind, into, &fields, None, Action::Merge, &now).await?
+            }
             Change::Merge {
                 kind,
                 survivor,
@@ -242,6 +251,11 @@ pub(crate) fn values_clause(rows: usize, columns: usize) -> String {
 }
 
 impl Journal {
+    /// Writes the queued inserts now, so reads in this transaction see them.
+    pub async fn settle_inserts(&mut self, conn: &mut AnyConnection) -> Result<(), StoreError> {
+        write_inserts(conn, &mut self.inserts).await
+    }
+
     pub async fn flush(&mut self, conn: &mut AnyConnection) -> Result<(), StoreError> {
         write_inserts(conn, &mut self.inserts).await?;
         for chunk in self.audit.chunks(rows_per_statement(12)) {
@@ -497,7 +511,7 @@ async fn update(
         .filter(|((_, new), old)| new != *old)
         .map(|((def, new), old)| (*def, old, new))
         .collect();
-    if changes.is_empty() && action == Action::Update {
+    if changes.is_empty() {
         let written = Written {
             kind,
             id,

@@ -1,0 +1,43 @@
+-- Address and birth date on leads, used by matching.
+ALTER TABLE leads ADD COLUMN street TEXT;
+ALTER TABLE leads ADD COLUMN street2 TEXT;
+ALTER TABLE leads ADD COLUMN postal_code TEXT;
+ALTER TABLE leads ADD COLUMN region TEXT;
+ALTER TABLE leads ADD COLUMN birth_date TEXT;
+
+-- Dedup memory. Every record that reached a lead (the first and each one merged into it)
+-- is a member with its own normalised values, so a later arrival is compared with each
+-- variant seen, not only with the merged result. Keys are the matcher's blocking keys.
+CREATE TABLE match_members (
+    id TEXT PRIMARY KEY,
+    record_kind TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    source_id TEXT,
+    match_values TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX match_members_record_idx ON match_members (record_kind, record_id);
+
+CREATE TABLE match_keys (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    key INTEGER NOT NULL,
+    member_id TEXT NOT NULL
+);
+CREATE INDEX match_keys_key_idx ON match_keys (key, seq);
+
+-- Pairs a steward decides: scored between the review and merge thresholds.
+CREATE TABLE review_pairs (
+    id TEXT PRIMARY KEY,
+    record_kind TEXT NOT NULL,
+    record_a TEXT NOT NULL,
+    record_b TEXT NOT NULL,
+    score REAL NOT NULL,
+    breakdown TEXT NOT NULL,
+    status TEXT NOT NULL,
+    inbound_id TEXT,
+    decided_by TEXT,
+    decided_at TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE UNIQUE INDEX review_pairs_pair_key ON review_pairs (record_kind, record_a, record_b);
+CREATE INDEX review_pairs_open_idx ON review_pairs (created_at) WHERE status = 'open';

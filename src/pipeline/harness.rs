@@ -1,0 +1,206 @@
+//! `leadgate dedup`: a file through mapping, normalisation and dedup in a scratch store,
+//! written out as the duplicate pairs it found — the harness for tuning weights and the
+//! source of the accuracy figures.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use serde_json::{Map, Value};
+use sqlx::Row;
+
+use super::{Pipeline, RowError};
+use crate::store::inbox::InboxRow;
+use crate::store::write::Journal;
+use crate::store::{RequestMeta, Store, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Records arrive one by one, each committed before the next.
+    Stream,
+    /// Records arrive as one upload, committed a thousand at a time.
+    Batch,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error("reading {file}: {reason}")]
+    Read { file: String, reason: String },
+    #[error("the file has no column `{0}`")]
+    NoIdColumn(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("writing {file}: {reason}")]
+    Write { file: String, reason: String },
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub rows: usize,
+    pub failed: usize,
+    pub created: usize,
+    pub merged: usize,
+    pub review: usize,
+    pub pairs: usize,
+    pub review_pairs: usize,
+    pub seconds: f64,
+}
+
+/// Runs `file` (CSV with a header row) through `pipeline` into `store` (a scratch one)
+/// and writes `id_a,id_b,score` pairs by the file's `id_column`.
+pub async fn run(
+    store: &Store,
+    pipeline: &Pipeline,
+    file: &Path,
+    id_column: &str,
+    mode: Mode,
+    pairs_out: &Path,
+    review_out: &Path,
+) -> Result<Report, HarnessError> {
+    let read_error = |reason: String| HarnessError::Read {
+        file: file.display().to_string(),
+        reason,
+    };
+    let mut reader = csv::Reader::from_path(file).map_err(|e| read_error(e.to_string()))?;
+    let headers = reader
+        .headers()
+        .map_err(|e| read_error(e.to_string()))?
+        .clone();
+    if !headers.iter().any(|h| h == id_column) {
+        return Err(HarnessError::NoIdColumn(id_column.to_owned()));
+    }
+    let mut rows = Vec::new();
+    for (n, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| read_error(format!("row {}: {e}", n + 2)))?;
+        let mut fields = Map::new();
+        let mut id = format!("row-{}", n + 2);
+        for (header, value) in headers.iter().zip(record.iter()) {
+            if header == id_column {
+                id = value.trim().to_owned();
+            } else if !value.trim().is_empty() {
+                fields.insert(header.to_owned(), Value::String(value.trim().to_owned()));
+            }
+        }
+        rows.push(InboxRow {
+            id,
+            source: "dedup:harness".into(),
+            external_id: None,
+            received_at: crate::domain::value::now_timestamp(),
+            fields: Value::Object(fields),
+            status: "processing".into(),
+            attempts: 1,
+            error: None,
+            result: Value::Null,
+            request_id: None,
+            updated_at: String::new(),
+            meta: RequestMeta::default(),
+        });
+    }
+    let mut report = Report {
+        rows: rows.len(),
+        ..Report::default()
+    };
+    let started = Instant::now();
+    let chunk = match mode {
+        Mode::Stream => 1,
+        Mode::Batch => 1000,
+    };
+    for batch in rows.chunks(chunk) {
+        let mut tx = store.begin_write().await?;
+        let mut journal = Journal::default();
+        for row in batch {
+            let processed = match pipeline.prepare(row) {
+                Ok(draft) => pipeline.persist(&mut tx, &mut journal, row, draft).await,
+                Err(error) => Err(RowError::Row(error)),
+            };
+            match processed {
+                Ok(result) => match result["action"].as_str() {
+                    Some("merged") => report.merged += 1,
+                    Some("review") => report.review += 1,
+                    _ => report.created += 1,
+                },
+                Err(RowError::Row(_)) => report.failed += 1,
+                Err(RowError::Store(error)) => return Err(error.into()),
+            }
+        }
+        journal.flush(&mut tx).await?;
+        tx.commit().await?;
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    write_pairs(store, pipeline, pairs_out, review_out, &mut report).await?;
+    Ok(report)
+}
+
+async fn write_pairs(
+    store: &Store,
+    pipeline: &Pipeline,
+    pairs_out: &Path,
+    review_out: &Path,
+    report: &mut Report,
+) -> Result<(), HarnessError> {
+    let write_error = |file: &Path, reason: String| HarnessError::Write {
+        file: file.display().to_string(),
+        reason,
+    };
+    let members = sqlx::query(
+        "SELECT record_id, source_id, match_values FROM match_members ORDER BY created_at",
+    )
+    .fetch_all(store.pool())
+    .await
+    .map_err(StoreError::from)?;
+    let mut clusters: HashMap<String, Vec<(String, matching::Record)>> = HashMap::new();
+    for row in members {
+        let record_id: String = row.try_get("record_id").map_err(StoreError::from)?;
+        let source: String = row.try_get("source_id").map_err(StoreError::from)?;
+        let values: String = row.try_get("match_values").map_err(StoreError::from)?;
+        let record = serde_json::from_str(&values).unwrap_or_default();
+        clusters
+            .entry(record_id)
+            .or_default()
+            .push((source, record));
+    }
+    let matcher = pipeline.dedup().matcher();
+    let mut out =
+        csv::Writer::from_path(pairs_out).map_err(|e| write_error(pairs_out, e.to_string()))?;
+    out.write_record(["id_a", "id_b", "score"])
+        .map_err(|e| write_error(pairs_out, e.to_string()))?;
+    for members in clusters.values() {
+        for (i, (a, record_a)) in members.iter().enumerate() {
+            for (b, record_b) in &members[i + 1..] {
+                let score = matcher.total(&matcher.prepare(record_a), &matcher.prepare(record_b));
+                out.write_record([a.as_str(), b.as_str(), &format!("{score:.2}")])
+                    .map_err(|e| write_error(pairs_out, e.to_string()))?;
+                report.pairs += 1;
+            }
+        }
+    }
+    out.flush()
+        .map_err(|e| write_error(pairs_out, e.to_string()))?;
+    let reviews = sqlx::query("SELECT record_a, record_b, score FROM review_pairs")
+        .fetch_all(store.pool())
+        .await
+        .map_err(StoreError::from)?;
+    let mut out =
+        csv::Writer::from_path(review_out).map_err(|e| write_error(review_out, e.to_string()))?;
+    out.write_record(["id_a", "id_b", "score"])
+        .map_err(|e| write_error(review_out, e.to_string()))?;
+    let first = |id: &str| {
+        clusters
+            .get(id)
+            .and_then(|m| m.first())
+            .map(|(s, _)| s.clone())
+    };
+    for row in reviews {
+        let a: String = row.try_get("record_a").map_err(StoreError::from)?;
+        let b: String = row.try_get("record_b").map_err(StoreError::from)?;
+        let score: f64 = row.try_get("score").map_err(StoreError::from)?;
+        if let (Some(a), Some(b)) = (first(&a), first(&b)) {
+            out.write_record([a, b, format!("{score:.2}")])
+                .map_err(|e| write_error(review_out, e.to_string()))?;
+            report.review_pairs += 1;
+        }
+    }
+    out.flush()
+        .map_err(|e| write_error(review_out, e.to_string()))?;
+    Ok(())
+}

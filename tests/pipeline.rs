@@ -1,0 +1,251 @@
+//! The pipeline end to end: mapping, normalisation, dedup (merge, review, new), the review
+//! queue, and the dedup harness on a slice of the Febrl benchmark.
+
+mod common;
+
+use common::{Backend, spawn_app};
+use serde_json::{Value, json};
+
+on_both_backends!(
+    the_same_person_twice_becomes_one_lead_with_both_arrivals_on_its_timeline,
+    values_are_normalised_and_unfit_values_kept_and_flagged,
+    a_review_pair_is_decided_once,
+);
+
+async fn submit(app: &common::TestApp, key: &str, lead: Value) -> Value {
+    let receipt: Value = app
+        .post_json(key, "/v1/partner/leads", &lead)
+        .await
+        .json()
+        .await
+        .unwrap();
+    app.settled_inbound(receipt["id"].as_str().unwrap()).await
+}
+
+async fn the_same_person_twice_becomes_one_lead_with_both_arrivals_on_its_timeline(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let key = app.partner_token("acme").await;
+    let first = submit(
+        &app,
+        &key,
+        json!({"first_name": "Margaret", "last_name": "Hamilton",
+        "email": "margaret.hamilton@apollo.example", "phone": "020 7946 0958", "city": "Boston"}),
+    )
+    .await;
+    assert_eq!(first["result"]["action"], "created", "{first}");
+    let second = submit(&app, &key, json!({"first_name": "Margret", "last_name": "Hamilton",
+        "email": "Margaret.Hamilton@Apollo.example", "phone": "+44 20 7946 0958", "company": "MIT Instrumentation Lab"})).await;
+    assert_eq!(second["result"]["action"], "merged", "{second}");
+    let lead_id = first["result"]["id"].as_str().unwrap();
+    assert_eq!(second["result"]["id"], lead_id);
+
+    let (_, lead) = app.get_json(&format!("/v1/leads/{lead_id}")).await;
+    assert_eq!(
+        lead["fields"]["company"], "MIT Instrumentation Lab",
+        "newest non-empty wins"
+    );
+    assert_eq!(
+        lead["fields"]["city"], "Boston",
+        "an empty arrival keeps what was there"
+    );
+    assert_eq!(lead["fields"]["phone"], "+442079460958");
+    let (_, timeline) = app.get_json(&format!("/v1/leads/{lead_id}/timeline")).await;
+    assert_eq!(timeline["items"].as_array().unwrap().len(), 2);
+    let (_, audit) = app.get_json(&format!("/v1/leads/{lead_id}/audit")).await;
+    let merges: Vec<&Value> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "merge")
+        .collect();
+    let company = merges
+        .iter()
+        .find(|e| e["field"] == "company")
+        .expect("merge audited per field");
+    assert_eq!(company["old_value"], Value::Null);
+    assert_eq!(company["new_value"], "MIT Instrumentation Lab");
+    assert_eq!(
+        app.store
+            .count(leadgate::domain::RecordKind::Lead)
+            .await
+            .unwrap(),
+        1
+    );
+    app.stop().await;
+}
+
+async fn values_are_normalised_and_unfit_values_kept_and_flagged(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = app.partner_token("acme").await;
+    let row = submit(
+        &app,
+        &key,
+        json!({"first_name": "  mr john ", "email": "JOHN@Example.ORG",
+        "country": "United States", "phone": "not a phone", "consent_email": "maybe"}),
+    )
+    .await;
+    let lead_id = row["result"]["id"].as_str().unwrap();
+    let (_, lead) = app.get_json(&format!("/v1/leads/{lead_id}")).await;
+    assert_eq!(lead["fields"]["first_name"], "John");
+    assert_eq!(lead["fields"]["email"], "john@example.org");
+    assert_eq!(lead["fields"]["country"], "US");
+    assert_eq!(lead["fields"]["phone"], "not a phone", "kept raw");
+    assert_eq!(
+        lead["fields"]["custom"]["consent_email"], "maybe",
+        "kept, not dropped"
+    );
+    let issues = lead["fields"]["custom"]["_issues"].as_array().unwrap();
+    let flagged: Vec<&str> = issues
+        .iter()
+        .map(|i| i["field"].as_str().unwrap())
+        .collect();
+    assert!(
+        flagged.contains(&"phone") && flagged.contains(&"consent_email"),
+        "{flagged:?}"
+    );
+    app.stop().await;
+}
+
+async fn a_review_pair_is_decided_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = app.partner_token("acme").await;
+    // The same name and different addresses: evidence enough to ask, not to merge.
+    let a = submit(
+        &app,
+        &key,
+        json!({"first_name": "Sam", "last_name": "Okafor", "email": "sam@okafor.example"}),
+    )
+    .await;
+    let b = submit(
+        &app,
+        &key,
+        json!({"first_name": "Sam", "last_name": "Okafor", "email": "sokafor@bello.example"}),
+    )
+    .await;
+    assert_eq!(b["result"]["action"], "review", "{b}");
+    let (_, queue) = app.get_json("/v1/review").await;
+    let pair = &queue["items"][0];
+    assert_eq!(pair["record_a"], a["result"]["id"]);
+    assert_eq!(pair["b"]["fields"]["email"], "sokafor@bello.example");
+    assert!(
+        pair["breakdown"]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["field"] == "email")
+    );
+    let decide = |id: String, decision: &'static str| {
+        app.client
+            .post(format!("{}/v1/review/{id}", app.base))
+            .bearer_auth(&app.admin_token)
+            .json(&json!({"decision": decision}))
+            .send()
+    };
+    let id = pair["id"].as_str().unwrap().to_owned();
+    let merged = decide(id.clone(), "merge").await.unwrap();
+    assert_eq!(merged.status(), 200);
+    let again = decide(id.clone(), "not_a_duplicate").await.unwrap();
+    assert_eq!(
+        again.status(),
+        409,
+        "a second steward is told it was resolved"
+    );
+    let survivor = a["result"]["id"].as_str().unwrap();
+    let (_, lead) = app.get_json(&format!("/v1/leads/{survivor}")).await;
+    assert_eq!(
+        lead["fields"]["email"], "sokafor@bello.example",
+        "the later arrival's value wins"
+    );
+    let (_, timeline) = app
+        .get_json(&format!("/v1/leads/{survivor}/timeline"))
+        .await;
+    assert_eq!(
+        timeline["items"].as_array().unwrap().len(),
+        2,
+        "the merged lead's activities moved"
+    );
+    let merged_away = b["result"]["id"].as_str().unwrap();
+    let (status, _) = app.get_json(&format!("/v1/leads/{merged_away}")).await;
+    assert_eq!(status, 404);
+    let (_, trail) = app
+        .get_json(&format!("/v1/leads/{merged_away}/audit"))
+        .await;
+    assert_eq!(
+        trail["items"].as_array().unwrap().last().unwrap()["action"],
+        "merged_into"
+    );
+    let (_, queue) = app.get_json("/v1/review").await;
+    assert_eq!(queue["items"].as_array().unwrap().len(), 0);
+    let missing = decide("no-such-pair".into(), "merge").await.unwrap();
+    assert_eq!(missing.status(), 404);
+    app.stop().await;
+}
+
+/// The harness scores a 321-row slice of Febrl3 (fixtures/febrl3) against the labels in
+/// its ids; a regression in mapping, normalisation or matching shows here.
+#[test]
+fn the_dedup_harness_finds_the_febrl_slice_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let pairs = dir.path().join("pairs.csv");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/febrl3/febrl3_slice.csv"
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_leadgate"))
+        .args([
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "dedup",
+            fixture,
+            "--mapping",
+            "febrl",
+            "--id-column",
+            "rec_id",
+            "--pairs",
+            pairs.to_str().unwrap(),
+            "--mode",
+            "batch",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let entity = |id: &str| id.split('-').nth(1).unwrap().to_owned();
+    let text = std::fs::read_to_string(&pairs).unwrap();
+    let found: Vec<(String, String)> = text
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let mut parts = line.split(',');
+            (
+                parts.next().unwrap().to_owned(),
+                parts.next().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let true_positives = found.iter().filter(|(a, b)| entity(a) == entity(b)).count();
+    let precision = true_positives as f64 / found.len() as f64;
+    // Pairs in the slice: sum over entities of n*(n-1)/2.
+    let ids: Vec<String> = std::fs::read_to_string(fixture)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().trim().to_owned())
+        .collect();
+    let mut sizes = std::collections::HashMap::new();
+    for id in &ids {
+        *sizes.entry(entity(id)).or_insert(0usize) += 1;
+    }
+    let truth: usize = sizes.values().map(|n| n * (n - 1) / 2).sum();
+    let recall = true_positives as f64 / truth as f64;
+    assert!(precision >= 0.99, "precision {precision}");
+    assert!(
+        recall >= 0.90,
+        "recall {recall} ({true_positives} of {truth})"
+    );
+}
