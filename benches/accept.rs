@@ -189,12 +189,12 @@ async fn main() {
             .unwrap_or(0.0)
     };
     let commits = value("leadgate_group_commit_seconds_count");
-    let batches = value("leadgate_stage_seconds_count{stage=\"persist\"}");
+    let batches = value("leadgate_stage_seconds_count{stage=\"batch\"}");
     println!(
         "  group commits={commits:.0} mean_items={:.1} mean_commit={:.2}ms | worker batches={batches:.0} mean_persist={:.2}ms",
         value("leadgate_group_commit_items_sum") / commits.max(1.0),
         1000.0 * value("leadgate_group_commit_seconds_sum") / commits.max(1.0),
-        1000.0 * value("leadgate_stage_seconds_sum{stage=\"persist\"}") / batches.max(1.0),
+        1000.0 * value("leadgate_stage_seconds_sum{stage=\"batch\"}") / batches.max(1.0),
     );
     handle.stop(true).await;
     let _ = server.await;

@@ -38,7 +38,7 @@ async fn probes_metrics_and_openapi_answer(backend: Backend) {
         "leadgate_inbound_processed_total{source=\"partner\"} 1",
         "leadgate_inbox_rows{status=\"done\"} 1",
         "leadgate_http_requests_total{method=\"POST\",route=\"/v1/partner/leads\",status=\"202\"} 1",
-        "leadgate_stage_seconds_count{stage=\"persist\"}",
+        "leadgate_stage_seconds_count{stage=\"batch\"}",
         "leadgate_group_commit_items_count",
     ] {
         assert!(metrics.contains(line), "missing {line}\n{metrics}");

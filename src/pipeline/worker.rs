@@ -3,7 +3,7 @@
 //! its records exist.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -65,7 +65,7 @@ impl Worker {
         let timer = self
             .metrics
             .stage_seconds
-            .with_label_values(&["persist"])
+            .with_label_values(&["batch"])
             .start_timer();
         let committed = self.commit(&rows).await;
         timer.observe_duration();
@@ -105,8 +105,13 @@ impl Worker {
         let mut journal = Journal::default();
         let mut done = Vec::with_capacity(rows.len());
         let mut outcomes = Vec::with_capacity(rows.len());
+        let (mut preparing, mut deduping) = (Duration::ZERO, Duration::ZERO);
         for row in rows {
-            let processed = match self.pipeline.prepare(row) {
+            let started = Instant::now();
+            let prepared = self.pipeline.prepare(row);
+            let mapped = Instant::now();
+            preparing += mapped - started;
+            let processed = match prepared {
                 Ok(draft) => {
                     self.pipeline
                         .persist(&mut tx, &mut journal, row, draft)
@@ -114,6 +119,7 @@ impl Worker {
                 }
                 Err(error) => Err(RowError::Row(error)),
             };
+            deduping += mapped.elapsed();
             match processed {
                 Ok(result) => {
                     done.push((row.id.clone(), result));
@@ -126,9 +132,19 @@ impl Worker {
                 Err(RowError::Store(error)) => return Err(error),
             }
         }
+        let stage = |name: &str, took: Duration| {
+            self.metrics
+                .stage_seconds
+                .with_label_values(&[name])
+                .observe(took.as_secs_f64());
+        };
+        stage("map_normalise", preparing);
+        stage("dedup_decide", deduping);
+        let started = Instant::now();
         journal.flush(&mut tx).await?;
         mark_done(&mut tx, &done).await?;
         tx.commit().await?;
+        stage("write_commit", started.elapsed());
         Ok(outcomes)
     }
 
