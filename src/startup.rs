@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Role};
 use crate::http::{self, AppState};
 use crate::mapping::{MappingError, MappingSet};
-use crate::pipeline::{Dedup, Normalise, Pipeline, worker::Worker};
+use crate::pipeline::{Dedup, Enrich, Normalise, Pipeline, worker::Worker};
 use crate::queue::Accepter;
 use crate::store::tokens::TokenCache;
 use crate::store::{RequestMeta, Store, StoreError, WriteContext};
@@ -188,7 +188,7 @@ pub fn build_pipeline(config: &Config) -> Result<Pipeline, StartError> {
     };
     Ok(Pipeline::new(
         mappings,
-        vec![Box::new(normalise)],
+        vec![Box::new(normalise), Box::new(Enrich::default())],
         Dedup::new(match_config)?,
     ))
 }

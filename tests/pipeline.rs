@@ -10,7 +10,79 @@ on_both_backends!(
     the_same_person_twice_becomes_one_lead_with_both_arrivals_on_its_timeline,
     values_are_normalised_and_unfit_values_kept_and_flagged,
     a_review_pair_is_decided_once,
+    leads_are_enriched_and_linked_to_their_account_by_domain,
 );
+
+async fn leads_are_enriched_and_linked_to_their_account_by_domain(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = app.partner_token("acme").await;
+    let first = submit(&app, &key, json!({"first_name": "Ines", "last_name": "Duarte",
+        "email": "ines@northwind-traders.example", "company": "Northwind Traders Ltd", "phone": "+33 1 44 55 66 77"})).await;
+    let (_, lead) = app
+        .get_json(&format!(
+            "/v1/leads/{}",
+            first["result"]["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(lead["fields"]["email_type"], "corporate");
+    assert_eq!(lead["fields"]["company_key"], "northwind traders");
+    assert_eq!(lead["fields"]["country"], "FR", "from the phone");
+    assert_eq!(lead["fields"]["time_zone"], "Europe/Paris");
+    let account_id = lead["fields"]["account_id"]
+        .as_str()
+        .expect("linked")
+        .to_owned();
+    let (_, account) = app.get_json(&format!("/v1/accounts/{account_id}")).await;
+    assert_eq!(account["fields"]["domain"], "northwind-traders.example");
+    assert_eq!(account["fields"]["name"], "Northwind Traders Ltd");
+
+    // The account gets an owner; the next lead from that domain keeps it.
+    let response = app
+        .client
+        .patch(format!("{}/v1/accounts/{account_id}", app.base))
+        .bearer_auth(&app.admin_token)
+        .json(&json!({"owner_id": "user-7"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let second = submit(&app, &key, json!({"first_name": "Tomas", "last_name": "Berg", "email": "tomas@northwind-traders.example"})).await;
+    let (_, lead) = app
+        .get_json(&format!(
+            "/v1/leads/{}",
+            second["result"]["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(lead["fields"]["account_id"], account_id.as_str());
+    assert_eq!(lead["fields"]["owner_id"], "user-7");
+    assert_eq!(
+        app.store
+            .count(leadgate::domain::RecordKind::Account)
+            .await
+            .unwrap(),
+        1
+    );
+
+    let personal = submit(
+        &app,
+        &key,
+        json!({"first_name": "Li", "last_name": "Wei", "email": "li.wei@gmail.com"}),
+    )
+    .await;
+    let (_, lead) = app
+        .get_json(&format!(
+            "/v1/leads/{}",
+            personal["result"]["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(lead["fields"]["email_type"], "free");
+    assert_eq!(
+        lead["fields"]["account_id"],
+        Value::Null,
+        "a free-mail domain is nobody's account"
+    );
+    app.stop().await;
+}
 
 async fn submit(app: &common::TestApp, key: &str, lead: Value) -> Value {
     let receipt: Value = app

@@ -5,6 +5,11 @@ ALTER TABLE leads ADD COLUMN postal_code TEXT;
 ALTER TABLE leads ADD COLUMN region TEXT;
 ALTER TABLE leads ADD COLUMN birth_date TEXT;
 
+-- Enrichment: what the address and phone tell about the lead.
+ALTER TABLE leads ADD COLUMN email_type TEXT;
+ALTER TABLE leads ADD COLUMN company_key TEXT;
+ALTER TABLE leads ADD COLUMN time_zone TEXT;
+
 -- Dedup memory. Every record that reached a lead (the first and each one merged into it)
 -- is a member with its own normalised values, so a later arrival is compared with each
 -- variant seen, not only with the merged result. Keys are the matcher's blocking keys.

@@ -3,6 +3,7 @@
 //! exactly when its records, their audit rows and its lineage are written.
 
 pub mod dedup;
+mod enrich;
 pub mod harness;
 mod normalise;
 pub mod review;
@@ -20,6 +21,7 @@ use crate::store::write::{Journal, apply_journaled, new_id};
 use crate::store::{Change, StoreError, WriteContext};
 
 pub use dedup::{Dedup, Outcome};
+pub use enrich::Enrich;
 pub use normalise::Normalise;
 
 /// A record on its way through the stages.
@@ -211,6 +213,9 @@ impl Pipeline {
         }
         let candidate = self.dedup.record_of(&draft);
         let outcome = self.dedup.decide(conn, &candidate).await?;
+        if !matches!(outcome, Outcome::Merge { .. }) {
+            link_account(conn, journal, &ctx, &mut draft).await?;
+        }
         draft
             .fields
             .entry("source")
@@ -298,6 +303,88 @@ impl Pipeline {
         }
         Ok(result)
     }
+}
+
+/// Links a lead to its account: the account of a contact with the same email, else the
+/// account owning its corporate email or website domain, created when there is none. A
+/// known account's owner is kept (owner stickiness).
+async fn link_account(
+    conn: &mut AnyConnection,
+    journal: &mut Journal,
+    ctx: &Arc<WriteContext>,
+    draft: &mut Draft,
+) -> Result<(), StoreError> {
+    use sqlx::Row;
+    if draft.text("account_id").is_some() {
+        return Ok(());
+    }
+    if let Some(email) = draft.text("email") {
+        let contact = sqlx::query(
+            "SELECT account_id FROM contacts WHERE email = $1 AND account_id IS NOT NULL LIMIT 1",
+        )
+        .bind(&email)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(row) = contact {
+            let account: String = row.try_get("account_id")?;
+            draft.set("account_id", account);
+            return Ok(());
+        }
+    }
+    let corporate = draft.text("email_type").as_deref() == Some("corporate");
+    let domain = draft
+        .text("email")
+        .filter(|_| corporate)
+        .as_deref()
+        .and_then(enrich::email_domain)
+        .or_else(|| {
+            draft
+                .text("website")
+                .as_deref()
+                .and_then(enrich::website_domain)
+        });
+    let Some(domain) = domain else {
+        return Ok(());
+    };
+    let found = sqlx::query("SELECT id, owner_id FROM accounts WHERE domain = $1 LIMIT 1")
+        .bind(&domain)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let account = match found {
+        Some(row) => {
+            let owner: Option<String> = row.try_get("owner_id")?;
+            if let Some(owner) = owner.filter(|_| draft.text("owner_id").is_none()) {
+                draft.set("owner_id", owner);
+            }
+            row.try_get::<String, _>("id")?
+        }
+        None => {
+            let id = new_id();
+            let name = draft.text("company").unwrap_or_else(|| domain.clone());
+            let mut fields = Map::new();
+            fields.insert("name".into(), Value::String(name));
+            fields.insert("domain".into(), Value::String(domain.clone()));
+            if let Some(website) = draft.text("website") {
+                fields.insert("website".into(), Value::String(website));
+            }
+            apply_journaled(
+                conn,
+                ctx,
+                vec![Change::Insert {
+                    kind: RecordKind::Account,
+                    id: Some(id.clone()),
+                    fields,
+                }],
+                journal,
+            )
+            .await?;
+            // Later rows of this batch must find it.
+            journal.settle_inserts(conn).await?;
+            id
+        }
+    };
+    draft.set("account_id", account);
+    Ok(())
 }
 
 async fn load_lead(conn: &mut AnyConnection, id: &str) -> Result<Map<String, Value>, StoreError> {
