@@ -10,6 +10,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::pipeline::score::{ScoreRule, default_rules};
+
 /// The whole configuration of one leadgate process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +48,8 @@ pub struct Config {
     pub dedup_merge_threshold: f64,
     /// Match weight at or above which a pair goes to the review queue.
     pub dedup_review_threshold: f64,
+    /// Lead scoring rules (`[[score_rules]]`); the defaults are a plain B2B model.
+    pub score_rules: Vec<ScoreRule>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -85,6 +89,7 @@ impl Default for Config {
             default_region: "GB".to_owned(),
             dedup_merge_threshold: 20.0,
             dedup_review_threshold: 10.0,
+            score_rules: default_rules(),
         }
     }
 }

@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Role};
 use crate::http::{self, AppState};
 use crate::mapping::{MappingError, MappingSet};
-use crate::pipeline::{Dedup, Enrich, Normalise, Pipeline, worker::Worker};
+use crate::pipeline::score::ScoreRuleError;
+use crate::pipeline::{Dedup, Enrich, Normalise, Pipeline, Scoring, worker::Worker};
 use crate::queue::Accepter;
 use crate::store::tokens::TokenCache;
 use crate::store::{RequestMeta, Store, StoreError, WriteContext};
@@ -28,6 +29,8 @@ pub enum StartError {
     Mapping(#[from] MappingError),
     #[error("invalid dedup configuration: {0}")]
     Dedup(#[from] matching::ConfigError),
+    #[error("invalid configuration: score_rules: {0}")]
+    Score(#[from] ScoreRuleError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -190,6 +193,7 @@ pub fn build_pipeline(config: &Config) -> Result<Pipeline, StartError> {
         mappings,
         vec![Box::new(normalise), Box::new(Enrich::default())],
         Dedup::new(match_config)?,
+        Scoring::new(&config.score_rules)?,
     ))
 }
 

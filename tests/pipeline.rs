@@ -123,8 +123,32 @@ async fn the_same_person_twice_becomes_one_lead_with_both_arrivals_on_its_timeli
         "an empty arrival keeps what was there"
     );
     assert_eq!(lead["fields"]["phone"], "+442079460958");
+    // Fit: corporate email 10 + phone 5; the second arrival adds a company (5). Partner
+    // arrivals score no behaviour.
+    assert_eq!(lead["fields"]["score"], 20);
     let (_, timeline) = app.get_json(&format!("/v1/leads/{lead_id}/timeline")).await;
-    assert_eq!(timeline["items"].as_array().unwrap().len(), 2);
+    let items = timeline["items"].as_array().unwrap();
+    let inbound = items
+        .iter()
+        .filter(|a| a["fields"]["activity_type"] == "inbound")
+        .count();
+    assert_eq!(inbound, 2);
+    let changes: Vec<&Value> = items
+        .iter()
+        .filter(|a| a["fields"]["activity_type"] == "score_change")
+        .collect();
+    assert_eq!(changes.len(), 2, "0 → 15, then 15 → 20");
+    let latest = changes
+        .iter()
+        .find(|a| a["fields"]["data"]["to"] == 20)
+        .expect("15 → 20");
+    assert_eq!(latest["fields"]["data"]["from"], 15);
+    assert!(
+        latest["fields"]["data"]["rules"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("company named"))
+    );
     let (_, audit) = app.get_json(&format!("/v1/leads/{lead_id}/audit")).await;
     let merges: Vec<&Value> = audit["items"]
         .as_array()
@@ -233,11 +257,13 @@ async fn a_review_pair_is_decided_once(backend: Backend) {
     let (_, timeline) = app
         .get_json(&format!("/v1/leads/{survivor}/timeline"))
         .await;
-    assert_eq!(
-        timeline["items"].as_array().unwrap().len(),
-        2,
-        "the merged lead's activities moved"
-    );
+    let inbound = timeline["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["fields"]["activity_type"] == "inbound")
+        .count();
+    assert_eq!(inbound, 2, "the merged lead's activities moved");
     let merged_away = b["result"]["id"].as_str().unwrap();
     let (status, _) = app.get_json(&format!("/v1/leads/{merged_away}")).await;
     assert_eq!(status, 404);

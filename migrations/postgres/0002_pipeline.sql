@@ -10,6 +10,10 @@ ALTER TABLE leads ADD COLUMN email_type TEXT;
 ALTER TABLE leads ADD COLUMN company_key TEXT;
 ALTER TABLE leads ADD COLUMN time_zone TEXT;
 
+-- Scoring: score = fit_score + behaviour_score.
+ALTER TABLE leads ADD COLUMN fit_score BIGINT;
+ALTER TABLE leads ADD COLUMN behaviour_score BIGINT;
+
 -- Dedup memory. Every record that reached a lead (the first and each one merged into it)
 -- is a member with its own normalised values, so a later arrival is compared with each
 -- variant seen, not only with the merged result. Keys are the matcher's blocking keys.

@@ -87,7 +87,7 @@ kinds! {
         f("account_id", Text), f("contact_id", Text), f("custom", Json),
         f("street", Text), f("street2", Text), f("postal_code", Text), f("region", Text),
         f("birth_date", Date), f("email_type", Text), f("company_key", Text),
-        f("time_zone", Text),
+        f("time_zone", Text), f("fit_score", Integer), f("behaviour_score", Integer),
     ];
     Account => "accounts", "accounts", [
         f("name", Text), f("domain", Text), f("industry", Text), f("employees", Integer),

@@ -7,6 +7,7 @@ mod enrich;
 pub mod harness;
 mod normalise;
 pub mod review;
+pub mod score;
 pub mod worker;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use crate::store::{Change, StoreError, WriteContext};
 pub use dedup::{Dedup, Outcome};
 pub use enrich::Enrich;
 pub use normalise::Normalise;
+pub use score::Scoring;
 
 /// A record on its way through the stages.
 #[derive(Debug, Clone)]
@@ -101,15 +103,22 @@ pub struct Pipeline {
     forced: Option<Mapping>,
     stages: Vec<Box<dyn Stage>>,
     dedup: Dedup,
+    scoring: Scoring,
 }
 
 impl Pipeline {
-    pub fn new(mappings: MappingSet, stages: Vec<Box<dyn Stage>>, dedup: Dedup) -> Self {
+    pub fn new(
+        mappings: MappingSet,
+        stages: Vec<Box<dyn Stage>>,
+        dedup: Dedup,
+        scoring: Scoring,
+    ) -> Self {
         Self {
             mappings,
             forced: None,
             stages,
             dedup,
+            scoring,
         }
     }
 
@@ -220,11 +229,24 @@ impl Pipeline {
             .fields
             .entry("source")
             .or_insert_with(|| Value::from(row.source.clone()));
+        let mut score_change: Option<(i64, Scored)> = None;
         let (lead_id, mut result, changes) = match &outcome {
             Outcome::Merge { into, score } => {
                 journal.settle_inserts(conn).await?;
                 let existing = load_lead(conn, into).await?;
-                let fields = survivorship(&existing, &draft);
+                let mut fields = survivorship(&existing, &draft);
+                let mut merged = existing.clone();
+                merged.extend(fields.clone());
+                let behaviour_before = existing
+                    .get("behaviour_score")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                let scored = self.score(&merged, behaviour_before, &row.source);
+                let before = existing.get("score").and_then(Value::as_i64).unwrap_or(0);
+                if scored.score != before {
+                    scored.write_into(&mut fields);
+                    score_change = Some((before, scored));
+                }
                 (
                     into.clone(),
                     json!({"action": "merged", "kind": "leads", "id": into, "score": score}),
@@ -239,6 +261,11 @@ impl Pipeline {
                 let id = new_id();
                 let mut fields = draft.fields.clone();
                 fields.insert("status".into(), Value::from("new"));
+                let scored = self.score(&fields, 0, &row.source);
+                scored.write_into(&mut fields);
+                if scored.score != 0 {
+                    score_change = Some((0, scored));
+                }
                 if !draft.custom.is_empty() {
                     fields.insert("custom".into(), Value::Object(draft.custom.clone()));
                 }
@@ -278,6 +305,25 @@ impl Pipeline {
             id: None,
             fields: activity,
         });
+        if let Some((from, scored)) = score_change {
+            let activity = json!({
+                "activity_type": "score_change",
+                "channel": "pipeline",
+                "subject": format!("Score {from} → {}", scored.score),
+                "occurred_at": row.received_at,
+                "lead_id": lead_id,
+                "inbound_id": row.id,
+                "data": {"from": from, "to": scored.score, "fit": scored.fit.total,
+                         "behaviour": scored.behaviour, "rules": scored.rules},
+            });
+            if let Value::Object(activity) = activity {
+                changes.push(Change::Insert {
+                    kind: RecordKind::Activity,
+                    id: None,
+                    fields: activity,
+                });
+            }
+        }
         apply_journaled(conn, &ctx, changes, journal).await?;
         self.dedup
             .remember(conn, RecordKind::Lead, &lead_id, &row.id, &candidate)
@@ -385,6 +431,38 @@ async fn link_account(
     };
     draft.set("account_id", account);
     Ok(())
+}
+
+/// A lead's score and how it came about.
+struct Scored {
+    fit: score::Points,
+    behaviour: i64,
+    score: i64,
+    rules: Vec<String>,
+}
+
+impl Scored {
+    fn write_into(&self, fields: &mut Map<String, Value>) {
+        fields.insert("fit_score".into(), Value::from(self.fit.total));
+        fields.insert("behaviour_score".into(), Value::from(self.behaviour));
+        fields.insert("score".into(), Value::from(self.score));
+    }
+}
+
+impl Pipeline {
+    fn score(&self, fields: &Map<String, Value>, behaviour_before: i64, source: &str) -> Scored {
+        let fit = self.scoring.fit(fields);
+        let behaviour = self.scoring.behaviour(worker::source_family(source));
+        let mut rules = fit.fired.clone();
+        rules.extend(behaviour.fired);
+        let behaviour = behaviour_before + behaviour.total;
+        Scored {
+            score: fit.total + behaviour,
+            fit,
+            behaviour,
+            rules,
+        }
+    }
 }
 
 async fn load_lead(conn: &mut AnyConnection, id: &str) -> Result<Map<String, Value>, StoreError> {
