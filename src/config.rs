@@ -10,6 +10,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::pipeline::assign::AssignmentRule;
 use crate::pipeline::score::{ScoreRule, default_rules};
 
 /// The whole configuration of one leadgate process.
@@ -50,6 +51,10 @@ pub struct Config {
     pub dedup_review_threshold: f64,
     /// Lead scoring rules (`[[score_rules]]`); the defaults are a plain B2B model.
     pub score_rules: Vec<ScoreRule>,
+    /// Ordered assignment rules (`[[assignment_rules]]`); none means leads stay unowned.
+    pub assignment_rules: Vec<AssignmentRule>,
+    /// Open leads one user may hold before round-robin skips them; 0 is no limit.
+    pub max_open_leads_per_user: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -90,6 +95,8 @@ impl Default for Config {
             dedup_merge_threshold: 20.0,
             dedup_review_threshold: 10.0,
             score_rules: default_rules(),
+            assignment_rules: Vec::new(),
+            max_open_leads_per_user: 0,
         }
     }
 }

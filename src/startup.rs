@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Role};
 use crate::http::{self, AppState};
 use crate::mapping::{MappingError, MappingSet};
+use crate::pipeline::assign::AssignmentRuleError;
 use crate::pipeline::score::ScoreRuleError;
-use crate::pipeline::{Dedup, Enrich, Normalise, Pipeline, Scoring, worker::Worker};
+use crate::pipeline::{Assigner, Dedup, Enrich, Normalise, Pipeline, Scoring, worker::Worker};
 use crate::queue::Accepter;
 use crate::store::tokens::TokenCache;
 use crate::store::{RequestMeta, Store, StoreError, WriteContext};
@@ -31,6 +32,8 @@ pub enum StartError {
     Dedup(#[from] matching::ConfigError),
     #[error("invalid configuration: score_rules: {0}")]
     Score(#[from] ScoreRuleError),
+    #[error("invalid configuration: assignment_rules: {0}")]
+    Assignment(#[from] AssignmentRuleError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -194,6 +197,7 @@ pub fn build_pipeline(config: &Config) -> Result<Pipeline, StartError> {
         vec![Box::new(normalise), Box::new(Enrich::default())],
         Dedup::new(match_config)?,
         Scoring::new(&config.score_rules)?,
+        Assigner::new(&config.assignment_rules, config.max_open_leads_per_user)?,
     ))
 }
 

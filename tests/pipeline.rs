@@ -11,7 +11,100 @@ on_both_backends!(
     values_are_normalised_and_unfit_values_kept_and_flagged,
     a_review_pair_is_decided_once,
     leads_are_enriched_and_linked_to_their_account_by_domain,
+    leads_are_assigned_round_robin_within_capacity_by_the_first_rule_that_holds,
 );
+
+async fn leads_are_assigned_round_robin_within_capacity_by_the_first_rule_that_holds(
+    backend: Backend,
+) {
+    use leadgate::domain::RecordKind;
+    use leadgate::pipeline::assign::AssignmentRule;
+    use leadgate::store::{Change, RequestMeta, WriteContext};
+    let data = tempfile::tempdir().unwrap();
+    let mut config = common::test_config(backend, &data).await;
+    let rule =
+        |name: &str, country: &[&str], user: Option<&str>, team: Option<&str>| AssignmentRule {
+            name: name.into(),
+            country: country.iter().map(|c| c.to_string()).collect(),
+            region: vec![],
+            postcode_prefix: vec![],
+            source: None,
+            min_score: None,
+            max_score: None,
+            to_user: user.map(Into::into),
+            to_team: team.map(Into::into),
+        };
+    config.assignment_rules = vec![
+        rule("UK & Ireland", &["GB", "IE"], None, Some("emea")),
+        rule("everyone else", &[], Some("u-catchall"), None),
+    ];
+    config.max_open_leads_per_user = 2;
+    let app = common::spawn_app_with(config, data).await;
+    let ctx = WriteContext::new("test", "test", RequestMeta::default());
+    for user in ["u-anna", "u-ben"] {
+        let Value::Object(fields) = json!({"email": format!("{user}@crm.example"), "name": user, "team_id": "emea", "active": true})
+        else {
+            unreachable!()
+        };
+        app.store
+            .write(
+                &ctx,
+                vec![Change::Insert {
+                    kind: RecordKind::User,
+                    id: Some(user.into()),
+                    fields,
+                }],
+            )
+            .await
+            .unwrap();
+    }
+    let key = app.partner_token("acme").await;
+    let mut owners = Vec::new();
+    for n in 0..5 {
+        let row = submit(
+            &app,
+            &key,
+            json!({"first_name": format!("Person{n}"), "last_name": format!("Surname{n}"),
+            "email": format!("p{n}@mail{n}.example"), "country": "GB"}),
+        )
+        .await;
+        let (_, lead) = app
+            .get_json(&format!(
+                "/v1/leads/{}",
+                row["result"]["id"].as_str().unwrap()
+            ))
+            .await;
+        owners.push(lead["fields"]["owner_id"].clone());
+    }
+    assert_eq!(
+        owners[..4],
+        [
+            json!("u-anna"),
+            json!("u-ben"),
+            json!("u-anna"),
+            json!("u-ben")
+        ],
+        "round robin"
+    );
+    assert_eq!(
+        owners[4],
+        json!("u-catchall"),
+        "the team is at capacity: the next rule takes it"
+    );
+    let row = submit(&app, &key, json!({"first_name": "Ana", "last_name": "Silva", "email": "ana@silva.example", "country": "Portugal"})).await;
+    let lead_id = row["result"]["id"].as_str().unwrap();
+    let (_, timeline) = app.get_json(&format!("/v1/leads/{lead_id}/timeline")).await;
+    let assignment = timeline["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["fields"]["activity_type"] == "assignment")
+        .expect("assignment on the timeline")
+        .clone();
+    assert_eq!(assignment["fields"]["data"]["rule"], "everyone else");
+    assert_eq!(assignment["fields"]["owner_id"], "u-catchall");
+    app.stop().await;
+}
 
 async fn leads_are_enriched_and_linked_to_their_account_by_domain(backend: Backend) {
     let app = spawn_app(backend).await;

@@ -50,3 +50,9 @@ CREATE TABLE review_pairs (
 );
 CREATE UNIQUE INDEX review_pairs_pair_key ON review_pairs (record_kind, record_a, record_b);
 CREATE INDEX review_pairs_open_idx ON review_pairs (created_at) WHERE status = 'open';
+
+-- Round-robin position per team, shared by every worker.
+CREATE TABLE assignment_cursors (
+    team_id TEXT PRIMARY KEY,
+    position BIGINT NOT NULL
+);

@@ -2,6 +2,7 @@
 //! (merge, review or new) → persist, all inside the worker's transaction, so a row is done
 //! exactly when its records, their audit rows and its lineage are written.
 
+pub mod assign;
 pub mod dedup;
 mod enrich;
 pub mod harness;
@@ -21,6 +22,7 @@ use crate::store::inbox::InboxRow;
 use crate::store::write::{Journal, apply_journaled, new_id};
 use crate::store::{Change, StoreError, WriteContext};
 
+pub use assign::Assigner;
 pub use dedup::{Dedup, Outcome};
 pub use enrich::Enrich;
 pub use normalise::Normalise;
@@ -104,6 +106,7 @@ pub struct Pipeline {
     stages: Vec<Box<dyn Stage>>,
     dedup: Dedup,
     scoring: Scoring,
+    assigner: Assigner,
 }
 
 impl Pipeline {
@@ -112,6 +115,7 @@ impl Pipeline {
         stages: Vec<Box<dyn Stage>>,
         dedup: Dedup,
         scoring: Scoring,
+        assigner: Assigner,
     ) -> Self {
         Self {
             mappings,
@@ -119,6 +123,7 @@ impl Pipeline {
             stages,
             dedup,
             scoring,
+            assigner,
         }
     }
 
@@ -230,6 +235,7 @@ impl Pipeline {
             .entry("source")
             .or_insert_with(|| Value::from(row.source.clone()));
         let mut score_change: Option<(i64, Scored)> = None;
+        let mut assignment = None;
         let (lead_id, mut result, changes) = match &outcome {
             Outcome::Merge { into, score } => {
                 journal.settle_inserts(conn).await?;
@@ -265,6 +271,12 @@ impl Pipeline {
                 scored.write_into(&mut fields);
                 if scored.score != 0 {
                     score_change = Some((0, scored));
+                }
+                if !fields.contains_key("owner_id")
+                    && let Some(assigned) = self.assigner.assign(conn, &fields, &row.source).await?
+                {
+                    fields.insert("owner_id".into(), Value::from(assigned.owner.clone()));
+                    assignment = Some(assigned);
                 }
                 if !draft.custom.is_empty() {
                     fields.insert("custom".into(), Value::Object(draft.custom.clone()));
@@ -305,6 +317,25 @@ impl Pipeline {
             id: None,
             fields: activity,
         });
+        if let Some(assigned) = assignment {
+            let activity = json!({
+                "activity_type": "assignment",
+                "channel": "pipeline",
+                "subject": format!("Assigned to {} by rule “{}”", assigned.owner, assigned.rule),
+                "occurred_at": row.received_at,
+                "lead_id": lead_id,
+                "owner_id": assigned.owner,
+                "inbound_id": row.id,
+                "data": {"rule": assigned.rule, "team": assigned.team, "owner": assigned.owner},
+            });
+            if let Value::Object(activity) = activity {
+                changes.push(Change::Insert {
+                    kind: RecordKind::Activity,
+                    id: None,
+                    fields: activity,
+                });
+            }
+        }
         if let Some((from, scored)) = score_change {
             let activity = json!({
                 "activity_type": "score_change",
