@@ -1,10 +1,12 @@
 //! The actix-web application: routes, shared state and the OpenAPI document.
 
 mod auth;
+mod channels;
 pub mod error;
 mod inbound;
 mod ops;
 mod partner;
+mod rate_limit;
 mod records;
 mod request;
 
@@ -23,6 +25,7 @@ use crate::telemetry::Metrics;
 
 pub use auth::Principal;
 pub use error::ApiError;
+pub use rate_limit::RateLimiter;
 pub use request::request_context;
 
 /// What every handler can reach.
@@ -34,6 +37,8 @@ pub struct AppState {
     /// Wakes the inbox worker (new rows, retries).
     pub appended: Arc<Notify>,
     pub tokens: TokenCache,
+    /// Per-client-IP limit of the public endpoints (forms, webhooks).
+    pub limiter: RateLimiter,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
@@ -45,6 +50,13 @@ pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
         return;
     }
     cfg.service(partner::submit_leads)
+        .service(partner::submission_status)
+        .service(channels::forms::submit_form)
+        .service(channels::forms::preflight_form)
+        .service(channels::whatsapp::whatsapp_handshake)
+        .service(channels::whatsapp::whatsapp_webhook)
+        .service(channels::cti::cti_webhook)
+        .service(channels::zoom::zoom_webhook)
         .service(inbound::list_inbound)
         .service(inbound::get_inbound)
         .service(inbound::retry_inbound)
@@ -71,11 +83,17 @@ impl utoipa::Modify for BearerAuth {
     info(title = "leadgate", description = "Integration gateway and ingestion pipeline of a CRM"),
     paths(
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
-        partner::submit_leads,
+        partner::submit_leads, partner::submission_status,
+        channels::forms::submit_form, channels::forms::preflight_form,
+        channels::whatsapp::whatsapp_handshake, channels::whatsapp::whatsapp_webhook,
+        channels::cti::cti_webhook, channels::zoom::zoom_webhook,
         inbound::get_inbound, inbound::list_inbound, inbound::retry_inbound,
         records::get_record, records::patch_record, records::get_timeline, records::get_audit,
     ),
-    components(schemas(error::Problem, partner::BatchReceipt)),
+    components(schemas(
+        error::Problem, error::FieldProblem, partner::BatchReceipt, partner::SubmissionStatus,
+        channels::whatsapp::WebhookReceipt, channels::cti::ScreenPop, channels::cti::Caller,
+    )),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
