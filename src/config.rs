@@ -308,6 +308,12 @@ impl Config {
                 "must be the http(s) URL Twilio calls when auth_token is set",
             );
         }
+        if matching::normalise::normalise_phone("+14155551234", &self.cti.default_region).is_err() {
+            return invalid(
+                "cti.default_region",
+                "must be an ISO 3166 region code such as US or DE",
+            );
+        }
         if let Some(name) = self.forms.keys().find(|name| {
             name.is_empty()
                 || !name
@@ -430,6 +436,8 @@ mod tests {
         assert!(error.to_string().contains("app_secre"), "{error}");
         let error = load_from("[forms.contact]\nrequird = []").unwrap_err();
         assert!(error.to_string().contains("requird"), "{error}");
+        let error = load_from("[cti]\ndefault_region = \"Atlantis\"").unwrap_err();
+        assert!(error.to_string().contains("cti.default_region"), "{error}");
         let error = load_from("[cti.twilio]\nauth_token = \"t\"").unwrap_err();
         assert!(error.to_string().contains("public_base_url"), "{error}");
     }

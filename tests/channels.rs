@@ -481,6 +481,17 @@ async fn an_unconfigured_channel_answers_404() {
         assert_problem(&response, 404);
     }
     assert_eq!(app.inbox_total().await, 0);
+    let (_, doc) = app.get_json("/openapi.json").await;
+    for path in [
+        "/v1/forms/{form}",
+        "/v1/webhooks/whatsapp",
+        "/v1/webhooks/cti/{provider}",
+        "/v1/webhooks/zoom",
+        "/v1/partner/leads/{id}",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} not documented");
+    }
+    assert!(doc["paths"]["/v1/forms/{form}"].get("options").is_some());
     app.stop().await;
 }
 
