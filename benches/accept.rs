@@ -1,23 +1,51 @@
-//! Durable accepts per second on `POST /v1/partner/leads`.
+//! Durable accepts per second on `POST /v1/partner/leads`, a website form or the WhatsApp
+//! webhook.
 //!
-//!     cargo bench --bench accept -- [--pg postgres://…/test] [--gateway] [--concurrency 64] [--seconds 10]
+//!     cargo bench --bench accept -- [--target partner|form|whatsapp] [--pg postgres://…/test]
+//!         [--gateway] [--concurrency 64] [--seconds 10]
 //!
 //! Starts the real server in-process on port 0 (SQLite in a temporary directory, or a
-//! fresh PostgreSQL database), then posts unique leads from N keep-alive connections and
+//! fresh PostgreSQL database), then posts unique records from N keep-alive connections and
 //! prints throughput and latency percentiles. By default the inbox worker runs as it does
 //! in a single process, competing for the same cores; `--gateway` measures acceptance
 //! alone, as a gateway process does when workers run elsewhere.
+//!
+//! Targets: `partner` posts single JSON leads with a partner key; `form` posts urlencoded
+//! fields to a configured form (`[forms.bench]`, required email); `whatsapp` posts the
+//! documented text-message payload with a unique message id, signed with
+//! `X-Hub-Signature-256`. The rate limit is off for the run.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use leadgate::config::{Config, Role};
+use connectors::signature::hmac_sha256_hex;
+use leadgate::config::{Config, FormSection, Role};
 use leadgate::startup::Application;
 use leadgate::store::{RequestMeta, WriteContext};
 use sqlx::Connection;
 
+const WA_SECRET: &str = "bench-app-secret";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Partner,
+    Form,
+    WhatsApp,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Partner => "partner",
+            Target::Form => "form",
+            Target::WhatsApp => "whatsapp",
+        }
+    }
+}
+
 struct Args {
+    target: Target,
     pg: Option<String>,
     gateway: bool,
     concurrency: usize,
@@ -26,6 +54,7 @@ struct Args {
 
 fn parse_args() -> Args {
     let mut args = Args {
+        target: Target::Partner,
         pg: None,
         gateway: false,
         concurrency: 64,
@@ -35,6 +64,14 @@ fn parse_args() -> Args {
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--pg" => args.pg = it.next(),
+            "--target" => {
+                args.target = match it.next().as_deref() {
+                    Some("partner") => Target::Partner,
+                    Some("form") => Target::Form,
+                    Some("whatsapp") => Target::WhatsApp,
+                    other => panic!("--target partner|form|whatsapp, not {other:?}"),
+                }
+            }
             "--gateway" => args.gateway = true,
             "--concurrency" => {
                 args.concurrency = it.next().and_then(|v| v.parse().ok()).unwrap_or(64)
@@ -76,7 +113,7 @@ async fn main() {
         Some(base) => ("postgres", fresh_pg(base).await),
         None => ("sqlite", String::new()),
     };
-    let config = Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse().expect("address"),
         data_dir: data.path().to_path_buf(),
         database_url,
@@ -86,8 +123,19 @@ async fn main() {
         } else {
             Role::All
         },
+        rate_limit_per_minute: 0,
         ..Config::default()
     };
+    config.whatsapp.app_secret = WA_SECRET.into();
+    config.whatsapp.verify_token = "bench".into();
+    config.forms.insert(
+        "bench".into(),
+        FormSection {
+            required: vec!["email".into()],
+            honeypot_field: Some("website".into()),
+            ..FormSection::default()
+        },
+    );
     leadgate::telemetry::init_logging(config.log_format, "warn");
     let app = Application::build(config).await.expect("app builds");
     let port = app.port();
@@ -101,7 +149,20 @@ async fn main() {
         .expect("token")
         .secret;
 
-    let url = format!("http://127.0.0.1:{port}/v1/partner/leads");
+    let target = args.target;
+    let (path, expected) = match target {
+        Target::Partner => ("/v1/partner/leads", 202),
+        Target::Form => ("/v1/forms/bench", 202),
+        Target::WhatsApp => ("/v1/webhooks/whatsapp", 200),
+    };
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let whatsapp_template = Arc::new(
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/whatsapp/text_message.json"
+        ))
+        .expect("whatsapp fixture"),
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -110,26 +171,46 @@ async fn main() {
             .pool_max_idle_per_host(1)
             .build()
             .expect("client");
-        let (url, key, stop, measuring) =
-            (url.clone(), key.clone(), stop.clone(), measuring.clone());
+        let (url, key, stop, measuring, template) = (
+            url.clone(),
+            key.clone(),
+            stop.clone(),
+            measuring.clone(),
+            whatsapp_template.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(100_000);
             let mut errors = 0u64;
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
-                let body = format!(
-                    r#"{{"external_id":"b{conn}-{n}","first_name":"Bench","last_name":"User {n}","email":"b{conn}-{n}@bench.example","company":"Load Ltd"}}"#
-                );
+                let request = match target {
+                    Target::Partner => client
+                        .post(&url)
+                        .bearer_auth(&key)
+                        .header("content-type", "application/json")
+                        .body(format!(
+                            r#"{{"external_id":"b{conn}-{n}","first_name":"Bench","last_name":"User {n}","email":"b{conn}-{n}@bench.example","company":"Load Ltd"}}"#
+                        )),
+                    Target::Form => client
+                        .post(&url)
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .body(format!(
+                            "name=Bench+User+{n}&email=b{conn}-{n}%40bench.example&company=Load+Ltd&utm_source=bench&page_url=https%3A%2F%2Fwww.example.com%2Fpricing&website="
+                        )),
+                    Target::WhatsApp => {
+                        let body = template.replace("ABGGFlA5Fpa", &format!("wamid.b{conn}-{n}"));
+                        let signature = hmac_sha256_hex(WA_SECRET.as_bytes(), &[body.as_bytes()]);
+                        client
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .header("x-hub-signature-256", format!("sha256={signature}"))
+                            .body(body)
+                    }
+                };
                 let started = Instant::now();
-                let response = client
-                    .post(&url)
-                    .bearer_auth(&key)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await;
-                let ok = matches!(&response, Ok(r) if r.status() == 202);
+                let response = request.send().await;
+                let ok = matches!(&response, Ok(r) if r.status() == expected);
                 if let Ok(response) = response {
                     let _ = response.bytes().await;
                 }
@@ -163,7 +244,8 @@ async fn main() {
     let after = store.inbox_depth().await.expect("depth");
     let processed = after.done - before.done;
     println!(
-        "accept backend={backend} role={} concurrency={} seconds={elapsed:.1} accepted={} rate={:.0}/s p50={:.2}ms p99={:.2}ms max={:.2}ms errors={errors} processed_during={processed} ({:.0}/s) backlog_after={}",
+        "accept target={} backend={backend} role={} concurrency={} seconds={elapsed:.1} accepted={} rate={:.0}/s p50={:.2}ms p99={:.2}ms max={:.2}ms errors={errors} processed_during={processed} ({:.0}/s) backlog_after={}",
+        target.name(),
         if args.gateway { "gateway" } else { "all" },
         args.concurrency,
         latencies.len(),

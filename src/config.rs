@@ -3,6 +3,7 @@
 //! Every key has a default, so `leadgate serve` runs with no file at all. A value of the
 //! wrong type fails start with an error that names the key.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -55,6 +56,145 @@ pub struct Config {
     pub assignment_rules: Vec<AssignmentRule>,
     /// Open leads one user may hold before round-robin skips them; 0 is no limit.
     pub max_open_leads_per_user: i64,
+    /// Requests per minute one client IP may make to the public endpoints (forms and
+    /// webhooks); 0 turns the limit off.
+    pub rate_limit_per_minute: u32,
+    /// WhatsApp Cloud API webhooks; unset secrets leave the channel answering 404.
+    pub whatsapp: WhatsAppSection,
+    /// Zoom meeting and webinar webhooks.
+    pub zoom: ZoomSection,
+    /// Telephony (CTI) webhooks.
+    pub cti: CtiSection,
+    /// Website forms by name: `[forms.contact]` serves `POST /v1/forms/contact`.
+    pub forms: BTreeMap<String, FormSection>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WhatsAppSection {
+    /// The Meta app secret that keys `X-Hub-Signature-256`.
+    #[serde(deserialize_with = "text")]
+    pub app_secret: String,
+    /// The token typed into the Meta dashboard for the subscription handshake.
+    #[serde(deserialize_with = "text")]
+    pub verify_token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZoomSection {
+    /// The app's Secret Token (keys the URL validation and event signatures).
+    #[serde(deserialize_with = "text")]
+    pub secret_token: String,
+    /// How far `x-zm-request-timestamp` may be from our clock.
+    pub timestamp_tolerance_seconds: u32,
+}
+
+impl Default for ZoomSection {
+    fn default() -> Self {
+        Self {
+            secret_token: String::new(),
+            timestamp_tolerance_seconds: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CtiSection {
+    pub twilio: TwilioSection,
+    pub generic: CtiGenericSection,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TwilioSection {
+    /// The account's auth token (keys `X-Twilio-Signature`).
+    #[serde(deserialize_with = "text")]
+    pub auth_token: String,
+    /// The public scheme and host Twilio calls, e.g. `https://leadgate.example.com`; Twilio
+    /// signs the full URL, which behind a proxy differs from the one this process sees.
+    pub public_base_url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CtiGenericSection {
+    /// The shared secret keying `X-Leadgate-Signature`.
+    #[serde(deserialize_with = "text")]
+    pub secret: String,
+    /// How far `X-Leadgate-Timestamp` may be from our clock.
+    pub timestamp_tolerance_seconds: u32,
+}
+
+impl Default for CtiGenericSection {
+    fn default() -> Self {
+        Self {
+            secret: String::new(),
+            timestamp_tolerance_seconds: 300,
+        }
+    }
+}
+
+/// One website form; the fields of [`connectors::form::FormConfig`] less its name, which is
+/// the table's key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FormSection {
+    pub allowed_origins: Vec<String>,
+    pub required: Vec<String>,
+    pub honeypot_field: Option<String>,
+    pub thank_you_url: Option<String>,
+    pub mapping: Option<String>,
+    pub dedup_window_seconds: u64,
+}
+
+impl Default for FormSection {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            required: Vec::new(),
+            honeypot_field: None,
+            thank_you_url: None,
+            mapping: None,
+            dedup_window_seconds: 600,
+        }
+    }
+}
+
+impl FormSection {
+    pub fn to_form_config(&self, name: &str) -> connectors::form::FormConfig {
+        connectors::form::FormConfig {
+            name: name.to_owned(),
+            allowed_origins: self.allowed_origins.clone(),
+            required: self.required.clone(),
+            honeypot_field: self.honeypot_field.clone(),
+            thank_you_url: self.thank_you_url.clone(),
+            mapping: self.mapping.clone(),
+            dedup_window_seconds: self.dedup_window_seconds,
+        }
+    }
+}
+
+/// Secrets come from environment variables too, where `12345` parses as a number: accept any
+/// scalar and keep its text.
+fn text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Unsigned(u64),
+        Signed(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    Ok(match Scalar::deserialize(deserializer)? {
+        Scalar::Text(text) => text,
+        Scalar::Unsigned(n) => n.to_string(),
+        Scalar::Signed(n) => n.to_string(),
+        Scalar::Float(n) => n.to_string(),
+        Scalar::Bool(b) => b.to_string(),
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -97,6 +237,11 @@ impl Default for Config {
             score_rules: default_rules(),
             assignment_rules: Vec::new(),
             max_open_leads_per_user: 0,
+            rate_limit_per_minute: 600,
+            whatsapp: WhatsAppSection::default(),
+            zoom: ZoomSection::default(),
+            cti: CtiSection::default(),
+            forms: BTreeMap::new(),
         }
     }
 }
@@ -116,6 +261,15 @@ fn is_config_variable(key: &str) -> bool {
     !(key.starts_with("test_") || key == "log")
 }
 
+/// `LEADGATE_*` variables; `__` separates nested keys (`LEADGATE_WHATSAPP__APP_SECRET` is
+/// `whatsapp.app_secret`, `LEADGATE_FORMS__CONTACT__THANK_YOU_URL` is
+/// `forms.contact.thank_you_url`).
+fn env_provider() -> Env {
+    Env::prefixed("LEADGATE_")
+        .filter(|key| is_config_variable(key.as_str()))
+        .split("__")
+}
+
 impl Config {
     /// Loads defaults, then `file` (or `./leadgate.toml` when present), then `LEADGATE_*`.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -128,9 +282,7 @@ impl Config {
             }
             None => {}
         }
-        figment = figment
-            .merge(Env::prefixed("LEADGATE_").filter(|key| is_config_variable(key.as_str())));
-        Self::from_figment(figment)
+        Self::from_figment(figment.merge(env_provider()))
     }
 
     fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
@@ -172,6 +324,32 @@ impl Config {
             && !self.database_url.starts_with("postgresql:")
         {
             return invalid("database_url", "must start with sqlite: or postgres:");
+        }
+        if !self.cti.twilio.auth_token.is_empty()
+            && !self.cti.twilio.public_base_url.starts_with("http://")
+            && !self.cti.twilio.public_base_url.starts_with("https://")
+        {
+            return invalid(
+                "cti.twilio.public_base_url",
+                "must be the http(s) URL Twilio calls when auth_token is set",
+            );
+        }
+        if matching::normalise::normalise_phone("+14155551234", &self.default_region).is_err() {
+            return invalid(
+                "default_region",
+                "must be an ISO 3166 region code such as GB, US or DE",
+            );
+        }
+        if let Some(name) = self.forms.keys().find(|name| {
+            name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        }) {
+            return invalid(
+                &format!("forms.{name}"),
+                "form names are letters, digits, - and _",
+            );
         }
         Ok(())
     }
@@ -251,6 +429,62 @@ mod tests {
         assert!(!is_config_variable("LOG"));
         assert!(is_config_variable("LOG_FORMAT"));
         assert!(is_config_variable("LISTEN"));
+    }
+
+    #[test]
+    fn channel_sections_load_and_unknown_channel_keys_are_named() {
+        let config = load_from(
+            r#"
+            rate_limit_per_minute = 30
+            [whatsapp]
+            app_secret = "s3cret"
+            verify_token = "tok"
+            [zoom]
+            secret_token = "z"
+            [cti.twilio]
+            auth_token = 12345
+            public_base_url = "https://leadgate.example.com"
+            [forms.contact]
+            required = ["email"]
+            honeypot_field = "website"
+            "#,
+        )
+        .expect("valid channel configuration");
+        assert_eq!(config.whatsapp.app_secret, "s3cret");
+        assert_eq!(config.zoom.timestamp_tolerance_seconds, 300);
+        assert_eq!(config.cti.twilio.auth_token, "12345");
+        assert_eq!(config.forms["contact"].dedup_window_seconds, 600);
+        assert_eq!(
+            config.forms["contact"].to_form_config("contact").source(),
+            "form:contact"
+        );
+        let error = load_from("[whatsapp]\napp_secre = \"x\"").unwrap_err();
+        assert!(error.to_string().contains("app_secre"), "{error}");
+        let error = load_from("[forms.contact]\nrequird = []").unwrap_err();
+        assert!(error.to_string().contains("requird"), "{error}");
+        let error = load_from("default_region = \"Atlantis\"").unwrap_err();
+        assert!(error.to_string().contains("default_region"), "{error}");
+        let error = load_from("[cti.twilio]\nauth_token = \"t\"").unwrap_err();
+        assert!(error.to_string().contains("public_base_url"), "{error}");
+    }
+
+    #[test]
+    fn nested_keys_come_from_the_environment_split_on_double_underscores() {
+        // SAFETY: this test alone touches these variables; other tests read none of them.
+        unsafe {
+            std::env::set_var("LEADGATE_WHATSAPP__APP_SECRET", "from-env");
+            std::env::set_var("LEADGATE_FORMS__ENVFORM__DEDUP_WINDOW_SECONDS", "5");
+        }
+        let config = Config::from_figment(
+            Figment::from(Serialized::defaults(Config::default())).merge(env_provider()),
+        );
+        unsafe {
+            std::env::remove_var("LEADGATE_WHATSAPP__APP_SECRET");
+            std::env::remove_var("LEADGATE_FORMS__ENVFORM__DEDUP_WINDOW_SECONDS");
+        }
+        let config = config.expect("environment configuration is valid");
+        assert_eq!(config.whatsapp.app_secret, "from-env");
+        assert_eq!(config.forms["envform"].dedup_window_seconds, 5);
     }
 
     #[test]

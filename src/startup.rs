@@ -100,7 +100,9 @@ impl Application {
             config.http_workers
         };
         let shutdown_timeout = config.shutdown_timeout_secs;
+        let limiter = http::RateLimiter::new(config.rate_limit_per_minute);
         let state = web::Data::new(AppState {
+            limiter,
             config,
             store: store.clone(),
             accepter,

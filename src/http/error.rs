@@ -31,6 +31,24 @@ pub enum ApiError {
     Unavailable(String),
     #[error("internal error")]
     Internal(String),
+    /// Fields that failed validation, each with its message (the `errors` member).
+    #[error("{} field(s) are invalid", .0.len())]
+    Invalid(Vec<FieldProblem>),
+    /// A webhook whose signature or timestamp did not verify.
+    #[error("signature missing, invalid or expired")]
+    BadSignature,
+    /// A channel without its secret configured is not served at all.
+    #[error("{0} is not configured")]
+    NotConfigured(String),
+    #[error("too many requests; retry after {retry_after_secs} s")]
+    TooManyRequests { retry_after_secs: u64 },
+}
+
+/// One invalid field in a 422 answer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FieldProblem {
+    pub field: String,
+    pub message: String,
 }
 
 /// The problem document answered for every error.
@@ -41,6 +59,9 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
+    /// Per-field validation errors (422 only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldProblem>>,
 }
 
 /// Seconds a client should wait before retrying a 503.
@@ -59,6 +80,10 @@ impl ApiError {
             ApiError::Unprocessable(_) => "unprocessable",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
+            ApiError::Invalid(_) => "validation",
+            ApiError::BadSignature => "bad-signature",
+            ApiError::NotConfigured(_) => "not-configured",
+            ApiError::TooManyRequests { .. } => "rate-limited",
         }
     }
 }
@@ -76,6 +101,10 @@ impl ResponseError for ApiError {
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::BadSignature => StatusCode::UNAUTHORIZED,
+            ApiError::NotConfigured(_) => StatusCode::NOT_FOUND,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -89,6 +118,10 @@ impl ResponseError for ApiError {
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail: self.to_string(),
+            errors: match self {
+                ApiError::Invalid(errors) => Some(errors.clone()),
+                _ => None,
+            },
         };
         let mut response = HttpResponse::build(status);
         response.content_type("application/problem+json");
@@ -99,6 +132,9 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => {
                 response
                     .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+            }
+            ApiError::TooManyRequests { retry_after_secs } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
             }
             _ => {}
         }

@@ -1,10 +1,12 @@
 //! The actix-web application: routes, shared state and the OpenAPI document.
 
 mod auth;
+mod channels;
 pub mod error;
 mod inbound;
 mod ops;
 mod partner;
+mod rate_limit;
 mod records;
 mod request;
 mod review;
@@ -24,6 +26,7 @@ use crate::telemetry::Metrics;
 
 pub use auth::Principal;
 pub use error::ApiError;
+pub use rate_limit::RateLimiter;
 pub use request::request_context;
 
 /// What every handler can reach.
@@ -35,6 +38,8 @@ pub struct AppState {
     /// Wakes the inbox worker (new rows, retries).
     pub appended: Arc<Notify>,
     pub tokens: TokenCache,
+    /// Per-client-IP limit of the public endpoints (forms, webhooks).
+    pub limiter: RateLimiter,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
@@ -46,6 +51,13 @@ pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
         return;
     }
     cfg.service(partner::submit_leads)
+        .service(partner::submission_status)
+        .service(channels::forms::submit_form)
+        .service(channels::forms::preflight_form)
+        .service(channels::whatsapp::whatsapp_handshake)
+        .service(channels::whatsapp::whatsapp_webhook)
+        .service(channels::cti::cti_webhook)
+        .service(channels::zoom::zoom_webhook)
         .service(inbound::list_inbound)
         .service(inbound::get_inbound)
         .service(inbound::retry_inbound)
@@ -74,12 +86,18 @@ impl utoipa::Modify for BearerAuth {
     info(title = "leadgate", description = "Integration gateway and ingestion pipeline of a CRM"),
     paths(
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
-        partner::submit_leads,
+        partner::submit_leads, partner::submission_status,
+        channels::forms::submit_form, channels::forms::preflight_form,
+        channels::whatsapp::whatsapp_handshake, channels::whatsapp::whatsapp_webhook,
+        channels::cti::cti_webhook, channels::zoom::zoom_webhook,
         inbound::get_inbound, inbound::list_inbound, inbound::retry_inbound,
         review::list_review, review::decide_review,
         records::get_record, records::patch_record, records::get_timeline, records::get_audit,
     ),
-    components(schemas(error::Problem, partner::BatchReceipt)),
+    components(schemas(
+        error::Problem, error::FieldProblem, partner::BatchReceipt, partner::SubmissionStatus,
+        channels::whatsapp::WebhookReceipt, channels::cti::ScreenPop, channels::cti::Caller,
+    )),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

@@ -1,7 +1,7 @@
 //! `POST /v1/partner/leads`: partners push one lead or a batch, with an Idempotency-Key.
 
 use actix_web::http::header::HeaderName;
-use actix_web::{HttpRequest, HttpResponse, post, web};
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use chrono::Utc;
 use connectors::Inbound;
 use serde::Serialize;
@@ -191,5 +191,53 @@ fn idempotency_key(
         scope: principal.actor(),
         key: key.to_owned(),
         request_sha256: hex::encode(Sha256::digest(body)),
+    }))
+}
+
+/// Where a partner's submission stands: the inbox row's state, attempts, error and what it
+/// became.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubmissionStatus {
+    pub id: String,
+    /// `pending`, `processing`, `done` or `failed`.
+    pub status: String,
+    pub attempts: i64,
+    pub error: Option<String>,
+    #[schema(value_type = Object)]
+    pub result: Value,
+}
+
+/// The status of one of the calling partner's own submissions; anyone else's is `404`.
+#[utoipa::path(
+    tag = "partner",
+    params(("id" = String, Path, description = "the id a `POST /v1/partner/leads` answered")),
+    responses(
+        (status = 200, body = SubmissionStatus),
+        (status = 401, description = "missing or invalid partner key", body = super::error::Problem),
+        (status = 404, description = "no such submission of this partner", body = super::error::Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/v1/partner/leads/{id}")]
+pub async fn submission_status(
+    id: web::Path<String>,
+    principal: Principal,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let Principal::Partner { name, .. } = &principal else {
+        return Err(ApiError::Forbidden("this needs a partner key".into()));
+    };
+    let row = state
+        .store
+        .inbox_row(&id)
+        .await?
+        .filter(|row| row.source == format!("partner:{name}"))
+        .ok_or(ApiError::NotFound)?;
+    Ok(HttpResponse::Ok().json(SubmissionStatus {
+        id: row.id,
+        status: row.status,
+        attempts: row.attempts,
+        error: row.error,
+        result: row.result,
     }))
 }

@@ -91,6 +91,14 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(config, data).await
 }
 
+/// The app with a configuration the test adjusts first (channel secrets, forms, limits).
+pub async fn spawn_app_with_config(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let data = tempfile::tempdir().expect("temporary directory");
+    let mut config = test_config(backend, &data).await;
+    adjust(&mut config);
+    spawn_app_with(config, data).await
+}
+
 pub async fn spawn_app_with(config: Config, data: tempfile::TempDir) -> TestApp {
     leadgate::telemetry::init_logging(config.log_format, "warn");
     let app = Application::build(config.clone())
@@ -167,6 +175,24 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// How many inbox rows exist, whatever their state.
+    pub async fn inbox_total(&self) -> i64 {
+        let depth = self.store.inbox_depth().await.expect("inbox depth");
+        depth.pending + depth.processing + depth.done + depth.failed
+    }
+
+    /// The Prometheus text the app exposes.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("request sent")
+            .text()
+            .await
+            .expect("metrics text")
     }
 
     pub async fn stop(self) {
