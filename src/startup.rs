@@ -28,6 +28,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("invalid mapping: {0}")]
     Mapping(#[from] MappingError),
+    #[error("invalid configuration: {0}")]
+    Config(String),
     #[error("invalid dedup configuration: {0}")]
     Dedup(#[from] matching::ConfigError),
     #[error("invalid configuration: score_rules: {0}")]
@@ -194,13 +196,21 @@ pub fn build_pipeline(config: &Config) -> Result<Pipeline, StartError> {
         default_region: config.default_region.clone(),
         email: match_config.prepare.email.clone(),
     };
-    Ok(Pipeline::new(
+    let mut pipeline = Pipeline::new(
         mappings,
         vec![Box::new(normalise), Box::new(Enrich::default())],
         Dedup::new(match_config)?,
         Scoring::new(&config.score_rules)?,
         Assigner::new(&config.assignment_rules, config.max_open_leads_per_user)?,
-    ))
+    );
+    for (name, form) in &config.forms {
+        if let Some(mapping) = &form.mapping {
+            pipeline = pipeline
+                .route(&format!("form:{name}"), mapping)
+                .map_err(|reason| StartError::Config(format!("forms.{name}.mapping: {reason}")))?;
+        }
+    }
+    Ok(pipeline)
 }
 
 /// A store with no tokens at all gets one admin token, printed once, so a fresh install

@@ -26,6 +26,8 @@ on_both_backends!(
     generic_cti_events_are_verified_and_stored,
     zoom_validates_and_stores_events,
     a_partner_sees_only_its_own_submissions,
+    whatsapp_messages_become_activities_on_the_senders_lead,
+    a_missed_call_from_an_unknown_number_becomes_an_inbound_call_lead,
 );
 
 fn channels(config: &mut Config) {
@@ -42,7 +44,7 @@ fn channels(config: &mut Config) {
             required: vec!["email".into(), "name".into()],
             honeypot_field: Some("website".into()),
             thank_you_url: Some("https://www.example.com/thanks".into()),
-            mapping: Some("contact-form".into()),
+            mapping: Some("form".into()),
             dedup_window_seconds: 600,
         },
     );
@@ -615,8 +617,9 @@ async fn generic_cti_events_are_verified_and_stored(backend: Backend) {
     assert_eq!(row["fields"]["duration_seconds"], "312");
     assert_eq!(row["fields"]["agent"], "j.meyer@example.com");
 
-    // Ringing from an unknown number: stored, and no match.
-    let ringing = json!({"call_id": "pbx-1", "event": "ringing", "from": "+4930123456789",
+    // Ringing from a number nobody has called from: stored, and no match. (The completed
+    // call above becomes an "inbound call" lead for its own caller.)
+    let ringing = json!({"call_id": "pbx-1", "event": "ringing", "from": "+4930999999999",
         "direction": "inbound", "occurred_at": "2026-11-24T09:00:00Z"});
     let ringing = serde_json::to_vec(&ringing).unwrap();
     let response = post_generic(&app, &ringing, now, CTI_SECRET).await;
@@ -755,5 +758,117 @@ async fn a_partner_sees_only_its_own_submissions(backend: Backend) {
     assert_problem(&missing, 404);
     let anonymous = app.client.get(&path).send().await.unwrap();
     assert_problem(&anonymous, 401);
+    app.stop().await;
+}
+
+// ------------------------------------------------------- through the pipeline
+
+async fn whatsapp_messages_become_activities_on_the_senders_lead(backend: Backend) {
+    let app = spawn(backend).await;
+    let body = fixture("whatsapp/text_message.json");
+    let response = post_whatsapp(&app, &body, wa_sign(&body)).await;
+    assert_eq!(response.status(), 200);
+    let (_, rows) = app.get_json("/v1/inbound?status=pending&limit=10").await;
+    let _ = rows;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let lead = loop {
+        let found = app
+            .store
+            .find_by(
+                leadgate::domain::RecordKind::Lead,
+                "phone",
+                "+16315551181",
+                1,
+            )
+            .await
+            .unwrap();
+        if let Some(lead) = found.into_iter().next() {
+            break lead;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no lead for the sender"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(lead.fields["first_name"], "Test");
+    assert_eq!(lead.fields["last_name"], "User Name");
+    assert_eq!(lead.fields["consent_whatsapp"], true);
+    let timeline = app
+        .store
+        .timeline(leadgate::domain::RecordKind::Lead, &lead.id, 10)
+        .await
+        .unwrap();
+    let message = timeline
+        .iter()
+        .find(|a| a.fields["activity_type"] == "message")
+        .expect("the message is on the timeline");
+    assert_eq!(message.fields["body"], "this is a text message");
+    assert_eq!(message.fields["channel"], "whatsapp");
+
+    // A delivery status is acknowledged and kept, and makes no record.
+    let status = fixture("whatsapp/status_sent.json");
+    let response = post_whatsapp(&app, &status, wa_sign(&status)).await;
+    assert_eq!(response.status(), 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (_, done) = app.get_json("/v1/inbound?status=done&limit=10").await;
+        let skipped = done["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|row| row["result"]["action"] == "skipped");
+        if skipped {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{done}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        app.store
+            .count(leadgate::domain::RecordKind::Lead)
+            .await
+            .unwrap(),
+        1
+    );
+    app.stop().await;
+}
+
+async fn a_missed_call_from_an_unknown_number_becomes_an_inbound_call_lead(backend: Backend) {
+    let app = spawn(backend).await;
+    let now = chrono::Utc::now().timestamp();
+    let body = fixture("cti_generic/call_missed.json");
+    let response = post_generic(&app, &body, now, CTI_SECRET).await;
+    assert_eq!(response.status(), 202);
+    let receipt: Value = response.json().await.unwrap();
+    let row = app
+        .settled_inbound(
+            receipt["inbound_id"]
+                .as_str()
+                .or(receipt["id"].as_str())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(row["status"], "done", "{row}");
+    let lead_id = row["result"]["id"].as_str().unwrap();
+    let (_, lead) = app.get_json(&format!("/v1/leads/{lead_id}")).await;
+    assert_eq!(lead["fields"]["source"], "inbound call");
+    assert_eq!(lead["fields"]["phone"], "+4915112345678");
+    assert_eq!(lead["fields"]["country"], "DE");
+    let (_, timeline) = app.get_json(&format!("/v1/leads/{lead_id}/timeline")).await;
+    let call = timeline["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["fields"]["activity_type"] == "call")
+        .expect("a call activity")
+        .clone();
+    assert_eq!(call["fields"]["direction"], "inbound");
+    assert!(
+        call["fields"]["subject"]
+            .as_str()
+            .unwrap()
+            .starts_with("missed")
+    );
     app.stop().await;
 }

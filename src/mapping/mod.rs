@@ -12,7 +12,8 @@
 //! last_name = { from = "Name", split_name = "last" }
 //! country = { from = "Country", lookup = { "UK" = "GB" }, default = "GB" }
 //! birth_date = { from = "dob", date = ["%Y%m%d", "%d/%m/%Y"] }
-//! street = { from = ["number", "street"], join = " " }
+//! street = { from = ["number", "street"], join = " " }   # joined
+//! phone = { from = ["mobile", "phone"] }                  # the first present
 //! phone = "Phone"                  # a plain rename
 //! "custom.tier" = "Tier"           # a custom field
 //! ```
@@ -75,8 +76,31 @@ struct MappingFile {
     target: Spanned<String>,
     #[serde(default)]
     sources: Vec<String>,
+    /// Inbound records whose field holds one of these values are acknowledged and kept
+    /// in the inbox, but make no record (delivery statuses, ringing calls).
+    #[serde(default)]
+    skip: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    activity: ActivitySpec,
     #[serde(default)]
     fields: BTreeMap<Spanned<String>, Spanned<RuleSpec>>,
+}
+
+/// How the arrival shows on the record's timeline.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivitySpec {
+    /// `message`, `call`, `webinar`, `form_submission` … (default `inbound`).
+    #[serde(rename = "type")]
+    pub activity_type: Option<String>,
+    /// Inbound field whose value becomes the activity's subject.
+    pub subject_from: Option<String>,
+    /// Inbound field whose value becomes the activity's body.
+    pub body_from: Option<String>,
+    /// Inbound field holding a duration in seconds (calls).
+    pub duration_from: Option<String>,
+    /// Inbound field holding `inbound`/`outbound`.
+    pub direction_from: Option<String>,
 }
 
 /// Where a canonical field's value comes from and how it is shaped.
@@ -84,8 +108,9 @@ struct MappingFile {
 pub struct Rule {
     /// `first_name`, or `custom.tier` for a custom field.
     pub target: String,
+    /// Several source fields: joined with `join` when given, else the first present.
     pub from: Vec<String>,
-    pub join: String,
+    pub join: Option<String>,
     pub steps: Vec<Transform>,
     pub default: Option<Value>,
 }
@@ -96,6 +121,8 @@ pub struct Mapping {
     pub target: RecordKind,
     /// Source patterns: exact (`whatsapp`) or prefix (`partner:*`).
     pub sources: Vec<String>,
+    pub skip: BTreeMap<String, Vec<String>>,
+    pub activity: ActivitySpec,
     pub rules: Vec<Rule>,
 }
 
@@ -159,6 +186,8 @@ impl Mapping {
             name: name.to_owned(),
             target,
             sources: parsed.sources,
+            skip: parsed.skip,
+            activity: parsed.activity,
             rules,
         })
     }
@@ -170,6 +199,22 @@ impl Mapping {
                 Some(prefix) => source.starts_with(prefix),
                 None => source == pattern,
             })
+    }
+
+    /// The skip rule an inbound record meets, as `field=value`.
+    pub fn skipped_by(&self, inbound: &Map<String, Value>) -> Option<String> {
+        self.skip.iter().find_map(|(field, values)| {
+            let value = inbound.get(field).and_then(scalar_text)?;
+            values
+                .iter()
+                .any(|v| v.eq_ignore_ascii_case(&value))
+                .then(|| format!("{field}={value}"))
+        })
+    }
+
+    /// The text of an inbound field, for activity details.
+    pub fn inbound_text(inbound: &Map<String, Value>, field: Option<&str>) -> Option<String> {
+        field.and_then(|f| inbound.get(f)).and_then(scalar_text)
     }
 
     /// Maps inbound fields; fields no rule reads go to `custom` untouched.
@@ -193,9 +238,10 @@ impl Mapping {
                         .iter()
                         .filter_map(|name| inbound.get(name).and_then(scalar_text))
                         .collect();
-                    mapped
-                        .unconverted
-                        .insert(rule.target.clone(), Value::String(raw.join(&rule.join)));
+                    mapped.unconverted.insert(
+                        rule.target.clone(),
+                        Value::String(raw.join(rule.join.as_deref().unwrap_or(" "))),
+                    );
                     for source in &rule.from {
                         if let Some(raw) = inbound.get(source) {
                             mapped.custom.insert(source.clone(), raw.clone());
@@ -223,7 +269,7 @@ impl Rule {
                 return Ok(Self {
                     target,
                     from: vec![from],
-                    join: " ".into(),
+                    join: None,
                     steps: Vec::new(),
                     default: None,
                 });
@@ -267,7 +313,7 @@ impl Rule {
         Ok(Self {
             target,
             from,
-            join: full.join.unwrap_or_else(|| " ".into()),
+            join: full.join,
             steps,
             default,
         })
@@ -281,16 +327,23 @@ impl Rule {
             .filter_map(scalar_text)
             .filter(|text| !text.trim().is_empty())
             .collect();
+        let first_present = || {
+            self.from
+                .iter()
+                .filter_map(|name| inbound.get(name))
+                .find(|value| scalar_text(value).is_some_and(|t| !t.trim().is_empty()))
+                .cloned()
+        };
         let value = if parts.is_empty() {
             None
-        } else if self.from.len() == 1 && self.steps.is_empty() {
-            // A plain rename keeps the value's JSON type (numbers, booleans).
-            self.from
-                .first()
-                .and_then(|name| inbound.get(name))
-                .cloned()
+        } else if self.steps.is_empty() && self.join.is_none() {
+            // A rename keeps the value's JSON type (numbers, booleans).
+            first_present()
         } else {
-            let mut text = parts.join(&self.join);
+            let mut text = match &self.join {
+                Some(separator) => parts.join(separator),
+                None => parts.into_iter().next().unwrap_or_default(),
+            };
             for step in &self.steps {
                 match step.apply(&text)? {
                     Some(next) => text = next,
@@ -379,6 +432,10 @@ impl MappingSet {
 
 const BUILTIN: &[(&str, &str)] = &[
     ("partner", include_str!("../../mappings/partner.toml")),
+    ("form", include_str!("../../mappings/form.toml")),
+    ("whatsapp", include_str!("../../mappings/whatsapp.toml")),
+    ("cti", include_str!("../../mappings/cti.toml")),
+    ("zoom", include_str!("../../mappings/zoom.toml")),
     ("febrl", include_str!("../../mappings/febrl.toml")),
 ];
 

@@ -117,6 +117,7 @@ pub async fn run(
                 Ok(result) => match result["action"].as_str() {
                     Some("merged") => report.merged += 1,
                     Some("review") => report.review += 1,
+                    Some("skipped") => {}
                     _ => report.created += 1,
                 },
                 Err(RowError::Row(_)) => report.failed += 1,

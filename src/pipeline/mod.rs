@@ -36,6 +36,10 @@ pub struct Draft {
     pub custom: Map<String, Value>,
     /// Raw values a mapping transform could not convert, by target field.
     pub unconverted: Map<String, Value>,
+    /// How the arrival shows on the timeline.
+    pub activity: Map<String, Value>,
+    /// Set when the mapping says this inbound record makes no record (`field=value`).
+    pub skipped: Option<String>,
 }
 
 impl Draft {
@@ -45,6 +49,8 @@ impl Draft {
             fields: Map::new(),
             custom: Map::new(),
             unconverted: Map::new(),
+            activity: Map::new(),
+            skipped: None,
         }
     }
 
@@ -101,6 +107,8 @@ const IDENTIFYING: &[&str] = &["email", "phone", "first_name", "last_name", "com
 
 pub struct Pipeline {
     mappings: MappingSet,
+    /// Sources with a mapping of their own (`forms.<name>.mapping`).
+    routes: Vec<(String, String)>,
     /// When set, every row is mapped with this (the `dedup` command's `--mapping`).
     forced: Option<Mapping>,
     stages: Vec<Box<dyn Stage>>,
@@ -119,12 +127,22 @@ impl Pipeline {
     ) -> Self {
         Self {
             mappings,
+            routes: Vec::new(),
             forced: None,
             stages,
             dedup,
             scoring,
             assigner,
         }
+    }
+
+    /// Maps rows of `source` with the mapping named `mapping`, which must exist.
+    pub fn route(mut self, source: &str, mapping: &str) -> Result<Self, String> {
+        if self.mappings.by_name(mapping).is_none() {
+            return Err(format!("{source}: no mapping named `{mapping}`"));
+        }
+        self.routes.push((source.to_owned(), mapping.to_owned()));
+        Ok(self)
     }
 
     pub fn with_mapping(mut self, mapping: Mapping) -> Self {
@@ -141,13 +159,58 @@ impl Pipeline {
         let Value::Object(inbound) = &row.fields else {
             return Err(PipelineError("inbound fields are not an object".into()));
         };
+        let routed = self
+            .routes
+            .iter()
+            .find(|(source, _)| *source == row.source)
+            .and_then(|(_, name)| self.mappings.by_name(name));
         let mapping = self
             .forced
             .as_ref()
+            .or(routed)
             .or_else(|| self.mappings.for_source(&row.source))
             .ok_or_else(|| PipelineError(format!("no mapping serves source `{}`", row.source)))?;
-        let mapped = mapping.apply(inbound);
         let mut draft = Draft::new(mapping.target);
+        if let Some(reason) = mapping.skipped_by(inbound) {
+            draft.skipped = Some(reason);
+            return Ok(draft);
+        }
+        let spec = &mapping.activity;
+        let detail = |field: &Option<String>| Mapping::inbound_text(inbound, field.as_deref());
+        let activity_type = spec
+            .activity_type
+            .clone()
+            .unwrap_or_else(|| "inbound".into());
+        draft
+            .activity
+            .insert("activity_type".into(), Value::from(activity_type));
+        let subject = detail(&spec.subject_from)
+            .map(|s| format!("{s} via {}", row.source))
+            .unwrap_or_else(|| format!("Received from {}", row.source));
+        draft
+            .activity
+            .insert("subject".into(), Value::from(subject));
+        if let Some(body) = detail(&spec.body_from) {
+            draft.activity.insert("body".into(), Value::from(body));
+        }
+        if let Some(seconds) = detail(&spec.duration_from).and_then(|d| d.parse::<i64>().ok()) {
+            draft
+                .activity
+                .insert("duration_seconds".into(), Value::from(seconds));
+        }
+        let direction = detail(&spec.direction_from)
+            .map(|d| {
+                if d.starts_with("outbound") {
+                    "outbound"
+                } else {
+                    "inbound"
+                }
+            })
+            .unwrap_or("inbound");
+        draft
+            .activity
+            .insert("direction".into(), Value::from(direction));
+        let mapped = mapping.apply(inbound);
         draft.fields = mapped.fields;
         draft.custom = mapped.custom;
         draft.unconverted = mapped.unconverted;
@@ -201,6 +264,9 @@ impl Pipeline {
         row: &InboxRow,
         mut draft: Draft,
     ) -> Result<Value, RowError> {
+        if let Some(reason) = &draft.skipped {
+            return Ok(json!({"action": "skipped", "reason": reason}));
+        }
         let ctx = Arc::new(WriteContext::new(
             row.source.clone(),
             worker::source_family(&row.source),
@@ -297,20 +363,17 @@ impl Pipeline {
                 )
             }
         };
-        let activity = json!({
-            "activity_type": "inbound",
-            "channel": row.source,
-            "subject": format!("Received from {}", row.source),
-            "direction": "inbound",
-            "occurred_at": row.received_at,
-            "lead_id": lead_id,
-            "inbound_id": row.id,
-            "external_id": row.external_id,
-            "data": {"dedup": result["action"]},
-        });
-        let Value::Object(activity) = activity else {
-            return Err(PipelineError("activity is not an object".into()).into());
-        };
+        let mut activity = std::mem::take(&mut draft.activity);
+        for (key, value) in [
+            ("channel", json!(row.source)),
+            ("occurred_at", json!(row.received_at)),
+            ("lead_id", json!(lead_id)),
+            ("inbound_id", json!(row.id)),
+            ("external_id", json!(row.external_id)),
+            ("data", json!({"dedup": result["action"]})),
+        ] {
+            activity.insert(key.into(), value);
+        }
         let mut changes = changes;
         changes.push(Change::Insert {
             kind: RecordKind::Activity,
