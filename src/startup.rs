@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Role};
 use crate::http::{self, AppState};
-use crate::pipeline::{PassThrough, worker::Worker};
+use crate::pipeline::{PassThrough, Pipeline, worker::Worker};
 use crate::queue::Accepter;
 use crate::store::tokens::TokenCache;
 use crate::store::{RequestMeta, Store, StoreError, WriteContext};
@@ -37,6 +37,11 @@ pub struct Application {
     shutdown: CancellationToken,
     worker: Option<JoinHandle<()>>,
     writer: JoinHandle<()>,
+}
+
+/// The pipeline the inbox worker runs (`serve` and `leadgate import` alike).
+pub fn pipeline() -> Arc<dyn Pipeline> {
+    Arc::new(PassThrough)
 }
 
 /// Opens the store and applies pending migrations.
@@ -74,7 +79,7 @@ impl Application {
         let worker = (role != Role::Gateway).then(|| {
             Worker {
                 store: store.clone(),
-                pipeline: Arc::new(PassThrough),
+                pipeline: pipeline(),
                 batch: config.worker_batch,
                 appended: appended.clone(),
                 metrics: metrics.clone(),
