@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::import::ImportError;
 use crate::queue::AcceptError;
 use crate::store::StoreError;
 
@@ -31,6 +32,15 @@ pub enum ApiError {
     Unavailable(String),
     #[error("internal error")]
     Internal(String),
+    /// A spreadsheet that cannot be imported; `row`/`column` say where, when known.
+    #[error("{detail}")]
+    Import {
+        status: StatusCode,
+        code: &'static str,
+        detail: String,
+        row: Option<u64>,
+        column: Option<String>,
+    },
 }
 
 /// The problem document answered for every error.
@@ -41,6 +51,12 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
+    /// For spreadsheet imports: the row the problem is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row: Option<u64>,
+    /// For spreadsheet imports: the column the problem is in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
 }
 
 /// Seconds a client should wait before retrying a 503.
@@ -59,6 +75,7 @@ impl ApiError {
             ApiError::Unprocessable(_) => "unprocessable",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
+            ApiError::Import { code, .. } => code,
         }
     }
 }
@@ -76,6 +93,7 @@ impl ResponseError for ApiError {
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Import { status, .. } => *status,
         }
     }
 
@@ -89,6 +107,14 @@ impl ResponseError for ApiError {
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail: self.to_string(),
+            row: match self {
+                ApiError::Import { row, .. } => *row,
+                _ => None,
+            },
+            column: match self {
+                ApiError::Import { column, .. } => column.clone(),
+                _ => None,
+            },
         };
         let mut response = HttpResponse::build(status);
         response.content_type("application/problem+json");
@@ -120,6 +146,26 @@ impl From<StoreError> for ApiError {
             StoreError::Migrate(_) | StoreError::Database(_) => {
                 ApiError::Internal(error.to_string())
             }
+        }
+    }
+}
+
+impl From<ImportError> for ApiError {
+    fn from(error: ImportError) -> Self {
+        let status = match &error {
+            ImportError::UnsupportedType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ImportError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ImportError::Mapping(_) | ImportError::SheetNotFound { .. } => StatusCode::BAD_REQUEST,
+            ImportError::Io(_) | ImportError::Aborted(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ImportError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        ApiError::Import {
+            status,
+            code: error.code(),
+            detail: error.to_string(),
+            row: error.row(),
+            column: None,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 mod auth;
 pub mod error;
+mod imports;
 mod inbound;
 mod ops;
 mod partner;
@@ -45,6 +46,9 @@ pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
         return;
     }
     cfg.service(partner::submit_leads)
+        .service(imports::create_import)
+        .service(imports::import_errors_csv)
+        .service(imports::get_import)
         .service(inbound::list_inbound)
         .service(inbound::get_inbound)
         .service(inbound::retry_inbound)
@@ -72,10 +76,11 @@ impl utoipa::Modify for BearerAuth {
     paths(
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
         partner::submit_leads,
+        imports::create_import, imports::get_import, imports::import_errors_csv,
         inbound::get_inbound, inbound::list_inbound, inbound::retry_inbound,
         records::get_record, records::patch_record, records::get_timeline, records::get_audit,
     ),
-    components(schemas(error::Problem, partner::BatchReceipt)),
+    components(schemas(error::Problem, partner::BatchReceipt, imports::ImportAccepted, imports::ImportStatus)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
