@@ -6,8 +6,18 @@ use std::io::{BufWriter, Write};
 use rust_xlsxwriter::{ExcelDateTime, Format, Workbook};
 
 const HEADERS: [&str; 12] = [
-    "First Name", "Last Name", "E-mail Address", "Phone", "Organisation", "Job Title",
-    "City", "Country", "Signup Date", "Revenue", "Lead Source", "Notes",
+    "First Name",
+    "Last Name",
+    "E-mail Address",
+    "Phone",
+    "Organisation",
+    "Job Title",
+    "City",
+    "Country",
+    "Signup Date",
+    "Revenue",
+    "Lead Source",
+    "Notes",
 ];
 const CITIES: [&str; 6] = ["Berlin", "Madrid", "Lyon", "Porto", "Leeds", "Graz"];
 

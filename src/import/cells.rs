@@ -78,10 +78,7 @@ pub fn normalize_number(text: &str) -> Option<String> {
             _ => {}
         }
     }
-    let groups_ok = digits
-        .split(|c| c == ',' || c == '.')
-        .skip(1)
-        .all(|g| !g.is_empty());
+    let groups_ok = digits.split([',', '.']).skip(1).all(|g| !g.is_empty());
     groups_ok.then_some(out)
 }
 

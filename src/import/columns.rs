@@ -394,15 +394,12 @@ impl ColumnMap {
                 }
                 let (field, how) = &matches[index];
                 let fuzzy = *how == Matched::Fuzzy;
-                match field {
-                    Some(field) if fuzzy == pass && !taken.contains(field) => {
-                        taken.push(field);
-                        columns[index] =
-                            Some(mapping(index, header, (*field).to_owned(), how.clone()));
-                    }
-                    Some(_) if fuzzy == pass => {}
-                    _ if pass => {}
-                    _ => {}
+                if let Some(field) = field
+                    && fuzzy == pass
+                    && !taken.contains(field)
+                {
+                    taken.push(field);
+                    columns[index] = Some(mapping(index, header, (*field).to_owned(), how.clone()));
                 }
             }
         }
