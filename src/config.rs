@@ -26,6 +26,8 @@ pub struct Config {
     pub database_url: String,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Largest spreadsheet upload (`POST /v1/imports`) accepted, in bytes.
+    pub max_import_bytes: u64,
     /// Maximum number of pooled store connections.
     pub db_max_connections: u32,
     /// `text` or `json`.
@@ -222,6 +224,7 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             database_url: String::new(),
             max_body_bytes: 1024 * 1024,
+            max_import_bytes: 200 * 1024 * 1024,
             db_max_connections: 8,
             log_format: LogFormat::Text,
             log_filter: "info".to_owned(),
@@ -297,6 +300,9 @@ impl Config {
         let invalid = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
         if self.max_body_bytes < 1024 {
             return invalid("max_body_bytes", "must be at least 1024");
+        }
+        if self.max_import_bytes < 1024 {
+            return invalid("max_import_bytes", "must be at least 1024");
         }
         if self.db_max_connections == 0 {
             return invalid("db_max_connections", "must be at least 1");

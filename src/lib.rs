@@ -3,6 +3,7 @@
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod import;
 pub mod mapping;
 pub mod pipeline;
 pub mod queue;

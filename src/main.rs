@@ -11,6 +11,8 @@ use leadgate::store::Store;
 use leadgate::store::{RequestMeta, WriteContext};
 use leadgate::telemetry;
 
+mod import_cli;
+
 /// leadgate: the integration gateway and ingestion pipeline of a CRM.
 #[derive(Parser)]
 #[command(version, about)]
@@ -62,6 +64,23 @@ enum Command {
         review_pairs: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "stream")]
         mode: Mode,
+    },
+    /// Import a spreadsheet (xlsx, xlsm, xlsb, xls, ods, csv, tsv) as leads.
+    Import {
+        /// The file to import.
+        file: PathBuf,
+        /// The sheet to read (default: the first non-empty one).
+        #[arg(long)]
+        sheet: Option<String>,
+        /// A JSON file of column choices: {"Header": "field" | "custom" | "ignore"}.
+        #[arg(long)]
+        mapping: Option<PathBuf>,
+        /// Show the proposed mapping, the first rows and errors; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Return once the rows are in the inbox instead of processing them here.
+        #[arg(long)]
+        no_wait: bool,
     },
 }
 
@@ -228,6 +247,13 @@ async fn main() -> anyhow::Result<()> {
                 (None, false) => anyhow::bail!("give an inbound id or --all-failed"),
             }
         }
+        Command::Import {
+            file,
+            sheet,
+            mapping,
+            dry_run,
+            no_wait,
+        } => import_cli::run(&config, &file, sheet, mapping.as_deref(), dry_run, no_wait).await?,
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::import::ImportError;
 use crate::queue::AcceptError;
 use crate::store::StoreError;
 
@@ -42,6 +43,15 @@ pub enum ApiError {
     NotConfigured(String),
     #[error("too many requests; retry after {retry_after_secs} s")]
     TooManyRequests { retry_after_secs: u64 },
+    /// A spreadsheet that cannot be imported; `row`/`column` say where, when known.
+    #[error("{detail}")]
+    Import {
+        status: StatusCode,
+        code: &'static str,
+        detail: String,
+        row: Option<u64>,
+        column: Option<String>,
+    },
 }
 
 /// One invalid field in a 422 answer.
@@ -62,6 +72,12 @@ pub struct Problem {
     /// Per-field validation errors (422 only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<FieldProblem>>,
+    /// For spreadsheet imports: the row the problem is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row: Option<u64>,
+    /// For spreadsheet imports: the column the problem is in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
 }
 
 /// Seconds a client should wait before retrying a 503.
@@ -84,6 +100,7 @@ impl ApiError {
             ApiError::BadSignature => "bad-signature",
             ApiError::NotConfigured(_) => "not-configured",
             ApiError::TooManyRequests { .. } => "rate-limited",
+            ApiError::Import { code, .. } => code,
         }
     }
 }
@@ -105,6 +122,7 @@ impl ResponseError for ApiError {
             ApiError::BadSignature => StatusCode::UNAUTHORIZED,
             ApiError::NotConfigured(_) => StatusCode::NOT_FOUND,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Import { status, .. } => *status,
         }
     }
 
@@ -120,6 +138,14 @@ impl ResponseError for ApiError {
             detail: self.to_string(),
             errors: match self {
                 ApiError::Invalid(errors) => Some(errors.clone()),
+                _ => None,
+            },
+            row: match self {
+                ApiError::Import { row, .. } => *row,
+                _ => None,
+            },
+            column: match self {
+                ApiError::Import { column, .. } => column.clone(),
                 _ => None,
             },
         };
@@ -156,6 +182,26 @@ impl From<StoreError> for ApiError {
             StoreError::Migrate(_) | StoreError::Database(_) => {
                 ApiError::Internal(error.to_string())
             }
+        }
+    }
+}
+
+impl From<ImportError> for ApiError {
+    fn from(error: ImportError) -> Self {
+        let status = match &error {
+            ImportError::UnsupportedType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ImportError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ImportError::Mapping(_) | ImportError::SheetNotFound { .. } => StatusCode::BAD_REQUEST,
+            ImportError::Io(_) | ImportError::Aborted(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ImportError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        ApiError::Import {
+            status,
+            code: error.code(),
+            detail: error.to_string(),
+            row: error.row(),
+            column: None,
         }
     }
 }

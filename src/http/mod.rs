@@ -3,6 +3,7 @@
 mod auth;
 mod channels;
 pub mod error;
+mod imports;
 mod inbound;
 mod ops;
 mod partner;
@@ -58,6 +59,9 @@ pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
         .service(channels::whatsapp::whatsapp_webhook)
         .service(channels::cti::cti_webhook)
         .service(channels::zoom::zoom_webhook)
+        .service(imports::create_import)
+        .service(imports::import_errors_csv)
+        .service(imports::get_import)
         .service(inbound::list_inbound)
         .service(inbound::get_inbound)
         .service(inbound::retry_inbound)
@@ -90,6 +94,7 @@ impl utoipa::Modify for BearerAuth {
         channels::forms::submit_form, channels::forms::preflight_form,
         channels::whatsapp::whatsapp_handshake, channels::whatsapp::whatsapp_webhook,
         channels::cti::cti_webhook, channels::zoom::zoom_webhook,
+        imports::create_import, imports::get_import, imports::import_errors_csv,
         inbound::get_inbound, inbound::list_inbound, inbound::retry_inbound,
         review::list_review, review::decide_review,
         records::get_record, records::patch_record, records::get_timeline, records::get_audit,
@@ -97,6 +102,7 @@ impl utoipa::Modify for BearerAuth {
     components(schemas(
         error::Problem, error::FieldProblem, partner::BatchReceipt, partner::SubmissionStatus,
         channels::whatsapp::WebhookReceipt, channels::cti::ScreenPop, channels::cti::Caller,
+        imports::ImportAccepted, imports::ImportStatus,
     )),
     modifiers(&BearerAuth)
 )]

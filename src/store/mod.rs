@@ -3,6 +3,7 @@
 //! backends accept, and only the column types both share (TEXT, BIGINT, BLOB/BYTEA).
 
 mod error;
+pub mod imports;
 pub mod inbox;
 pub mod read;
 pub mod tokens;

@@ -1,0 +1,10 @@
+//! Spreadsheet imports: read a file, map its columns to lead fields, and submit its rows
+//! to the durable inbox as `import:<id>` / `row:<n>`.
+
+pub mod cells;
+pub mod columns;
+pub mod error;
+pub mod job;
+pub mod reader;
+
+pub use error::ImportError;
