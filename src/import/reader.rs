@@ -221,6 +221,51 @@ fn check_zip(path: &Path, format: Format, limits: &Limits) -> Result<(), ImportE
     Ok(())
 }
 
+/// Xlsx and Xlsb stream cells through readers of different types with the same methods;
+/// one body serves both.
+macro_rules! stream_workbook {
+    ($book:ident, $format:expr, $options:expr, $collector:expr) => {{
+        let (book, format, options, collector) = (&mut $book, $format, $options, $collector);
+        let names = book.sheet_names();
+        let sheet = match &options.sheet {
+            Some(wanted) => find_sheet(&names, wanted)?,
+            None => {
+                let mut chosen = None;
+                for name in &names {
+                    let mut cells = book
+                        .worksheet_cells_reader(name)
+                        .map_err(|e| book_error(format, e))?;
+                    while let Some(cell) = cells.next_cell().map_err(|e| book_error(format, e))? {
+                        if !matches!(cell.get_value(), DataRef::Empty) {
+                            chosen = Some(name.clone());
+                            break;
+                        }
+                    }
+                    if chosen.is_some() {
+                        break;
+                    }
+                }
+                chosen.ok_or(ImportError::Empty)?
+            }
+        };
+        collector.sheet = Some(sheet.clone());
+        let mut cells = book
+            .worksheet_cells_reader(&sheet)
+            .map_err(|e| book_error(format, e))?;
+        let mut row = RowBuilder::default();
+        while let Some(cell) = cells.next_cell().map_err(|e| book_error(format, e))? {
+            let (r, c) = cell.get_position();
+            if row.index != Some(r) && row.flush(collector)? == Flow::Stop {
+                return Ok(());
+            }
+            row.index = Some(r);
+            row.set(c as usize, data_ref_text(cell.get_value()), collector)?;
+        }
+        row.flush(collector)?;
+        Ok(())
+    }};
+}
+
 fn read_xlsx(
     path: &Path,
     format: Format,
@@ -228,43 +273,7 @@ fn read_xlsx(
     collector: &mut Collector<'_, '_>,
 ) -> Result<(), ImportError> {
     let mut book: Xlsx<_> = open_workbook(path).map_err(|e| book_error(format, e))?;
-    let names = book.sheet_names();
-    let sheet = match &options.sheet {
-        Some(wanted) => find_sheet(&names, wanted)?,
-        None => {
-            let mut chosen = None;
-            for name in &names {
-                let mut cells = book
-                    .worksheet_cells_reader(name)
-                    .map_err(|e| book_error(format, e))?;
-                while let Some(cell) = cells.next_cell().map_err(|e| book_error(format, e))? {
-                    if !matches!(cell.get_value(), DataRef::Empty) {
-                        chosen = Some(name.clone());
-                        break;
-                    }
-                }
-                if chosen.is_some() {
-                    break;
-                }
-            }
-            chosen.ok_or(ImportError::Empty)?
-        }
-    };
-    collector.sheet = Some(sheet.clone());
-    let mut cells = book
-        .worksheet_cells_reader(&sheet)
-        .map_err(|e| book_error(format, e))?;
-    let mut row = RowBuilder::default();
-    while let Some(cell) = cells.next_cell().map_err(|e| book_error(format, e))? {
-        let (r, c) = cell.get_position();
-        if row.index != Some(r) && row.flush(collector)? == Flow::Stop {
-            return Ok(());
-        }
-        row.index = Some(r);
-        row.set(c as usize, data_ref_text(cell.get_value()), collector)?;
-    }
-    row.flush(collector)?;
-    Ok(())
+    stream_workbook!(book, format, options, collector)
 }
 
 fn read_xlsb(
@@ -274,43 +283,7 @@ fn read_xlsb(
 ) -> Result<(), ImportError> {
     let format = Format::Xlsb;
     let mut book: Xlsb<_> = open_workbook(path).map_err(|e| book_error(format, e))?;
-    let names = book.sheet_names();
-    let sheet = match &options.sheet {
-        Some(wanted) => find_sheet(&names, wanted)?,
-        None => {
-            let mut chosen = None;
-            for name in &names {
-                let mut cells = book
-                    .worksheet_cells_reader(name)
-                    .map_err(|e| book_error(format, e))?;
-                while let Some(cell) = cells.next_cell().map_err(|e| book_error(format, e))? {
-                    if !matches!(cell.get_value(), DataRef::Empty) {
-                        chosen = Some(name.clone());
-                        break;
-                    }
-                }
-                if chosen.is_some() {
-                    break;
-                }
-            }
-            chosen.ok_or(ImportError::Empty)?
-        }
-    };
-    collector.sheet = Some(sheet.clone());
-    let mut cells = book
-        .worksheet_cells_reader(&sheet)
-        .map_err(|e| book_error(format, e))?;
-    let mut row = RowBuilder::default();
-    while let Some(cell) = cells.next_cell().map_err(|e| book_error(format, e))? {
-        let (r, c) = cell.get_position();
-        if row.index != Some(r) && row.flush(collector)? == Flow::Stop {
-            return Ok(());
-        }
-        row.index = Some(r);
-        row.set(c as usize, data_ref_text(cell.get_value()), collector)?;
-    }
-    row.flush(collector)?;
-    Ok(())
+    stream_workbook!(book, format, options, collector)
 }
 
 fn read_ranges<RS, R>(
