@@ -4,6 +4,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod import;
+pub mod lifecycle;
 pub mod mapping;
 pub mod pipeline;
 pub mod queue;

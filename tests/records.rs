@@ -257,3 +257,76 @@ async fn a_merge_keeps_the_merged_record_in_the_audit_trail(backend: Backend) {
     assert_eq!(last["actor"], "pipeline:dedup");
     app.stop().await;
 }
+
+on_both_backends!(a_lead_converts_once_into_account_contact_and_opportunity);
+
+async fn a_lead_converts_once_into_account_contact_and_opportunity(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let id = seed_lead(
+        &app,
+        json!({"first_name": "Hedy", "last_name": "Lamarr", "email": "hedy@spread.example",
+               "company": "Spread Spectrum Inc", "owner_id": "u-1"}),
+    )
+    .await;
+    let convert = |body: Option<Value>| {
+        let mut request = app
+            .client
+            .post(format!("{}/v1/leads/{id}/convert", app.base))
+            .bearer_auth(&app.admin_token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send()
+    };
+    let bad = convert(Some(json!({"amount": 5, "colour": "red"})))
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let response = convert(Some(json!({"amount": "12500.00", "currency": "EUR"})))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let converted: Value = response.json().await.unwrap();
+    let (_, account) = app
+        .get_json(&format!(
+            "/v1/accounts/{}",
+            converted["account_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(account["fields"]["name"], "Spread Spectrum Inc");
+    let (_, contact) = app
+        .get_json(&format!(
+            "/v1/contacts/{}",
+            converted["contact_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(contact["fields"]["email"], "hedy@spread.example");
+    assert_eq!(contact["fields"]["owner_id"], "u-1");
+    let (_, opportunity) = app
+        .get_json(&format!(
+            "/v1/opportunities/{}",
+            converted["opportunity_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(opportunity["fields"]["amount"], "12500.00");
+    assert_eq!(opportunity["fields"]["lead_id"], id.as_str());
+    let (_, lead) = app.get_json(&format!("/v1/leads/{id}")).await;
+    assert_eq!(lead["fields"]["status"], "converted");
+    assert_eq!(lead["fields"]["contact_id"], converted["contact_id"]);
+    let (_, timeline) = app.get_json(&format!("/v1/leads/{id}/timeline")).await;
+    assert_eq!(
+        timeline["items"][0]["fields"]["activity_type"],
+        "conversion"
+    );
+    let again = convert(None).await.unwrap();
+    assert_eq!(again.status(), 409);
+    let missing = app
+        .client
+        .post(format!("{}/v1/leads/nope/convert", app.base))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    app.stop().await;
+}

@@ -67,6 +67,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
         .service(inbound::retry_inbound)
         .service(review::list_review)
         .service(review::decide_review)
+        .service(records::convert_lead)
         .service(records::get_timeline)
         .service(records::get_audit)
         .service(records::get_record)
@@ -98,6 +99,7 @@ impl utoipa::Modify for BearerAuth {
         inbound::get_inbound, inbound::list_inbound, inbound::retry_inbound,
         review::list_review, review::decide_review,
         records::get_record, records::patch_record, records::get_timeline, records::get_audit,
+        records::convert_lead,
     ),
     components(schemas(
         error::Problem, error::FieldProblem, partner::BatchReceipt, partner::SubmissionStatus,

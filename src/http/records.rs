@@ -1,7 +1,7 @@
 //! Records, their timelines and audit trails; edits through the audited write path.
 
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, get, patch, web};
+use actix_web::{HttpRequest, HttpResponse, get, patch, post, web};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -11,6 +11,7 @@ use super::auth::Principal;
 use super::error::ApiError;
 use super::request::{read_body, require_json};
 use crate::domain::RecordKind;
+use crate::lifecycle::{Conversion, ConvertError, Converted, convert};
 use crate::store::read::{AuditEntry, Record};
 use crate::store::{Change, RequestMeta, WriteContext};
 
@@ -195,4 +196,52 @@ pub async fn get_audit(
         .audit_of(public_kind(&kind)?, &id, query.value())
         .await?;
     Ok(HttpResponse::Ok().json(AuditTrail { items }))
+}
+
+impl From<ConvertError> for ApiError {
+    fn from(error: ConvertError) -> Self {
+        match error {
+            ConvertError::NotFound => ApiError::NotFound,
+            ConvertError::AlreadyConverted(_) => ApiError::Conflict(error.to_string()),
+            ConvertError::Store(store) => store.into(),
+        }
+    }
+}
+
+/// Convert a lead: its account (linked or created), contact (linked by email or created)
+/// and, unless told otherwise, an opportunity — in one transaction, audited, with the
+/// conversion on the lead's timeline. A converted lead cannot be converted again (409).
+#[utoipa::path(
+    tag = "records",
+    params(("id" = String, Path)),
+    request_body(content = Conversion, description = "optional details of the opportunity"),
+    responses(
+        (status = 201, body = Converted),
+        (status = 404, body = super::error::Problem),
+        (status = 409, body = super::error::Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/v1/leads/{id}/convert")]
+pub async fn convert_lead(
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+    principal: Principal,
+    meta: RequestMeta,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require_admin()?;
+    let body = read_body(&req, payload, state.config.max_body_bytes).await?;
+    let request: Conversion = if body.iter().all(u8::is_ascii_whitespace) {
+        Conversion::default()
+    } else {
+        require_json(&req)?;
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::BadRequest(format!("line {}, column {}: {e}", e.line(), e.column()))
+        })?
+    };
+    let ctx = WriteContext::new(principal.actor(), "api", meta);
+    let converted = convert(&state.store, &ctx, &id, &request).await?;
+    Ok(HttpResponse::Created().json(converted))
 }
