@@ -111,10 +111,14 @@ impl Application {
             metrics,
             appended,
             tokens: TokenCache::new(Duration::from_secs(5)),
+            pipeline: pipeline.clone(),
         });
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(web::JsonConfig::default().error_handler(|error, _| {
+                    http::ApiError::BadRequest(format!("malformed JSON body: {error}")).into()
+                }))
                 .wrap(from_fn(http::request_context))
                 .configure(|cfg| http::routes(cfg, role))
                 .default_service(web::to(|| async {

@@ -12,7 +12,133 @@ on_both_backends!(
     a_review_pair_is_decided_once,
     leads_are_enriched_and_linked_to_their_account_by_domain,
     leads_are_assigned_round_robin_within_capacity_by_the_first_rule_that_holds,
+    merges_are_undone_from_the_audit_trail,
 );
+
+async fn merges_are_undone_from_the_audit_trail(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = app.partner_token("acme").await;
+    let unmerge = |id: String, body: Value| {
+        app.client
+            .post(format!("{}/v1/leads/{id}/unmerge", app.base))
+            .bearer_auth(&app.admin_token)
+            .json(&body)
+            .send()
+    };
+    // An arrival that merged automatically gets a lead of its own back.
+    let first = submit(
+        &app,
+        &key,
+        json!({"first_name": "Rosalind", "last_name": "Franklin",
+        "email": "rosalind@kings.example", "phone": "+44 20 7946 0000"}),
+    )
+    .await;
+    let second = submit(
+        &app,
+        &key,
+        json!({"first_name": "Rosalind", "last_name": "Franklin",
+        "email": "rosalind@kings.example", "company": "Birkbeck"}),
+    )
+    .await;
+    assert_eq!(second["result"]["action"], "merged");
+    let lead = first["result"]["id"].as_str().unwrap().to_owned();
+    let response = unmerge(lead.clone(), json!({"inbound_id": second["id"]}))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let undone: Value = response.json().await.unwrap();
+    assert!(
+        undone["restored_fields"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("company"))
+    );
+    let (_, kept) = app.get_json(&format!("/v1/leads/{lead}")).await;
+    assert_eq!(
+        kept["fields"]["company"],
+        Value::Null,
+        "the merge's change is put back"
+    );
+    let own = undone["restored_id"].as_str().unwrap();
+    let (_, split) = app.get_json(&format!("/v1/leads/{own}")).await;
+    assert_eq!(split["fields"]["company"], "Birkbeck");
+    let (_, timeline) = app.get_json(&format!("/v1/leads/{own}/timeline")).await;
+    assert!(
+        timeline["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["fields"]["inbound_id"] == second["id"])
+    );
+    let again = unmerge(lead.clone(), json!({"inbound_id": second["id"]}))
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+
+    // A steward's merge of two stored leads is undone too.
+    let a = submit(
+        &app,
+        &key,
+        json!({"first_name": "Sam", "last_name": "Okafor", "email": "sam@okafor.example"}),
+    )
+    .await;
+    let b = submit(
+        &app,
+        &key,
+        json!({"first_name": "Sam", "last_name": "Okafor", "email": "sokafor@bello.example"}),
+    )
+    .await;
+    let (_, queue) = app.get_json("/v1/review").await;
+    let pair = queue["items"][0]["id"].as_str().unwrap().to_owned();
+    let merged = app
+        .client
+        .post(format!("{}/v1/review/{pair}", app.base))
+        .bearer_auth(&app.admin_token)
+        .json(&json!({"decision": "merge"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(merged.status(), 200);
+    let (a_id, b_id) = (
+        a["result"]["id"].as_str().unwrap().to_owned(),
+        b["result"]["id"].as_str().unwrap().to_owned(),
+    );
+    let response = unmerge(a_id.clone(), json!({"merged_id": b_id}))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (status, back) = app.get_json(&format!("/v1/leads/{b_id}")).await;
+    assert_eq!(status, 200, "the merged lead is back under its own id");
+    assert_eq!(back["fields"]["email"], "sokafor@bello.example");
+    let (_, survivor) = app.get_json(&format!("/v1/leads/{a_id}")).await;
+    assert_eq!(survivor["fields"]["email"], "sam@okafor.example");
+    let (_, timeline) = app.get_json(&format!("/v1/leads/{b_id}/timeline")).await;
+    assert!(
+        timeline["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["fields"]["activity_type"] == "inbound"),
+        "its activities came back"
+    );
+    let ambiguous = unmerge(a_id.clone(), json!({})).await.unwrap();
+    assert_eq!(ambiguous.status(), 400);
+    let malformed = app
+        .client
+        .post(format!("{}/v1/leads/{a_id}/unmerge", app.base))
+        .bearer_auth(&app.admin_token)
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    assert_eq!(
+        malformed.headers()["content-type"],
+        "application/problem+json"
+    );
+    app.stop().await;
+}
 
 async fn leads_are_assigned_round_robin_within_capacity_by_the_first_rule_that_holds(
     backend: Backend,

@@ -39,6 +39,8 @@ pub struct AppState {
     /// Wakes the inbox worker (new rows, retries).
     pub appended: Arc<Notify>,
     pub tokens: TokenCache,
+    /// The pipeline, for operations that re-read an arrival (unmerge).
+    pub pipeline: Arc<crate::pipeline::Pipeline>,
     /// Per-client-IP limit of the public endpoints (forms, webhooks).
     pub limiter: RateLimiter,
 }
@@ -68,6 +70,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
         .service(review::list_review)
         .service(review::decide_review)
         .service(records::convert_lead)
+        .service(review::unmerge_lead)
         .service(records::get_timeline)
         .service(records::get_audit)
         .service(records::get_record)
@@ -97,7 +100,7 @@ impl utoipa::Modify for BearerAuth {
         channels::cti::cti_webhook, channels::zoom::zoom_webhook,
         imports::create_import, imports::get_import, imports::import_errors_csv,
         inbound::get_inbound, inbound::list_inbound, inbound::retry_inbound,
-        review::list_review, review::decide_review,
+        review::list_review, review::decide_review, review::unmerge_lead,
         records::get_record, records::patch_record, records::get_timeline, records::get_audit,
         records::convert_lead,
     ),

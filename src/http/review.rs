@@ -8,6 +8,7 @@ use super::AppState;
 use super::auth::Principal;
 use super::error::ApiError;
 use crate::pipeline::review::{self, Decision, ReviewError, ReviewPair};
+use crate::pipeline::unmerge::{UnmergeError, UnmergeRequest, Unmerged, unmerge};
 use crate::store::read::Record;
 use crate::store::{RequestMeta, WriteContext};
 
@@ -91,4 +92,39 @@ pub async fn decide_review(
     let ctx = WriteContext::new(principal.actor(), "review", meta);
     let pair = review::decide(&state.store, &ctx, &id, body.decision).await?;
     Ok(HttpResponse::Ok().json(pair))
+}
+
+impl From<UnmergeError> for ApiError {
+    fn from(error: UnmergeError) -> Self {
+        match error {
+            UnmergeError::Ambiguous => ApiError::BadRequest(error.to_string()),
+            UnmergeError::NotMerged(_) => ApiError::Conflict(error.to_string()),
+            UnmergeError::Store(store) => store.into(),
+        }
+    }
+}
+
+/// Undo a merge into this lead: `{"merged_id": …}` for a steward's merge, `{"inbound_id": …}`
+/// for an arrival that merged automatically. Fields the merge changed are put back where
+/// nobody changed them since; the other lead returns with its activities; the pair is
+/// remembered as two people.
+#[utoipa::path(
+    tag = "review",
+    params(("id" = String, Path)),
+    request_body = UnmergeRequest,
+    responses((status = 200, body = Unmerged), (status = 400, body = super::error::Problem), (status = 409, body = super::error::Problem)),
+    security(("bearer" = []))
+)]
+#[post("/v1/leads/{id}/unmerge")]
+pub async fn unmerge_lead(
+    id: web::Path<String>,
+    body: web::Json<UnmergeRequest>,
+    principal: Principal,
+    meta: RequestMeta,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require_admin()?;
+    let ctx = WriteContext::new(principal.actor(), "review", meta);
+    let unmerged = unmerge(&state.store, &state.pipeline, &ctx, &id, &body).await?;
+    Ok(HttpResponse::Ok().json(unmerged))
 }

@@ -239,3 +239,28 @@ pub async fn open_review(
     .await?;
     Ok(())
 }
+
+/// Remembers that `a` and `b` are two people, so the pair is not proposed again.
+pub async fn remember_distinct(
+    conn: &mut AnyConnection,
+    kind: RecordKind,
+    a: &str,
+    b: &str,
+    actor: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO review_pairs (id, record_kind, record_a, record_b, score, breakdown, status, \
+         decided_by, decided_at, created_at) VALUES ($1, $2, $3, $4, 0, '{}', 'not_a_duplicate', $5, $6, $6) \
+         ON CONFLICT (record_kind, record_a, record_b) DO UPDATE SET status = 'not_a_duplicate', \
+         decided_by = $5, decided_at = $6",
+    )
+    .bind(new_id())
+    .bind(kind.path())
+    .bind(a)
+    .bind(b)
+    .bind(actor)
+    .bind(now_timestamp())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

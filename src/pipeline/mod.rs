@@ -9,6 +9,7 @@ pub mod harness;
 mod normalise;
 pub mod review;
 pub mod score;
+pub mod unmerge;
 pub mod worker;
 
 use std::sync::Arc;
