@@ -1,6 +1,8 @@
 //! Synthetic lead stream: throughput and memory of the streaming deduper.
 //!
 //! cargo run --release --example synthetic -- [N ...]   (default 10000 100000 1000000)
+//! cargo run --release --example synthetic -- --csv DIR [N ...]
+//!     writes DIR/synthetic-N.csv instead, for `leadgate dedup --mapping synthetic`
 //!
 //! ~20% of rows are variants of an earlier lead (typos, swapped name order,
 //! other phone formats, plus-addresses, dropped fields). Deterministic.
@@ -421,7 +423,7 @@ fn peak_rss_kb() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn run(n: usize) -> Result<(), Box<dyn std::error::Error>> {
+fn generate(n: usize) -> Vec<Record> {
     let mut rng = Rng(42 + n as u64);
     let mut rows: Vec<Record> = Vec::with_capacity(n);
     for i in 0..n {
@@ -432,6 +434,45 @@ fn run(n: usize) -> Result<(), Box<dyn std::error::Error>> {
             rows.push(base(&mut rng, i));
         }
     }
+    rows
+}
+
+fn write_csv(dir: &str, n: usize) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::Write;
+    let path = format!("{dir}/synthetic-{n}.csv");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+    writeln!(
+        out,
+        "id,first_name,last_name,email,phone,company,street,city,postcode,country,dob"
+    )?;
+    let quote = |v: &Option<String>| {
+        v.as_deref()
+            .map(|s| format!("\"{}\"", s.replace('"', "\"\"")))
+            .unwrap_or_default()
+    };
+    for r in generate(n) {
+        writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{},{},{}",
+            r.id,
+            quote(&r.first_name),
+            quote(&r.last_name),
+            quote(&r.email),
+            quote(&r.phone),
+            quote(&r.company),
+            quote(&r.street),
+            quote(&r.city),
+            quote(&r.postcode),
+            quote(&r.country),
+            quote(&r.dob)
+        )?;
+    }
+    println!("wrote {path}");
+    Ok(())
+}
+
+fn run(n: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let rows = generate(n);
     let mut d = Deduper::new(Matcher::new(MatchConfig::default())?);
     let (mut merges, mut reviews) = (0usize, 0usize);
     // Normalisation (phone parsing dominates) is timed apart from dedup.
@@ -461,17 +502,23 @@ fn run(n: usize) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let csv_dir = args
+        .iter()
+        .position(|a| a == "--csv")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
     let sizes = if sizes.is_empty() {
         vec![10_000, 100_000, 1_000_000]
     } else {
         sizes
     };
     for n in sizes {
-        run(n)?;
+        match &csv_dir {
+            Some(dir) => write_csv(dir, n)?,
+            None => run(n)?,
+        }
     }
     Ok(())
 }

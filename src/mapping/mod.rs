@@ -438,6 +438,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("zoom", include_str!("../../mappings/zoom.toml")),
     ("import", include_str!("../../mappings/import.toml")),
     ("febrl", include_str!("../../mappings/febrl.toml")),
+    ("synthetic", include_str!("../../mappings/synthetic.toml")),
 ];
 
 #[cfg(test)]
