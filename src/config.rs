@@ -11,6 +11,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::lifecycle::Qualification;
 use crate::pipeline::assign::AssignmentRule;
 use crate::pipeline::score::{ScoreRule, default_rules};
 
@@ -58,6 +59,8 @@ pub struct Config {
     pub assignment_rules: Vec<AssignmentRule>,
     /// Open leads one user may hold before round-robin skips them; 0 is no limit.
     pub max_open_leads_per_user: i64,
+    /// `bant`, `meddicc` or `none`: the answers that make a lead `qualified`.
+    pub qualification: Qualification,
     /// Requests per minute one client IP may make to the public endpoints (forms and
     /// webhooks); 0 turns the limit off.
     pub rate_limit_per_minute: u32,
@@ -240,6 +243,7 @@ impl Default for Config {
             score_rules: default_rules(),
             assignment_rules: Vec::new(),
             max_open_leads_per_user: 0,
+            qualification: Qualification::Bant,
             rate_limit_per_minute: 600,
             whatsapp: WhatsAppSection::default(),
             zoom: ZoomSection::default(),

@@ -185,3 +185,92 @@ pub async fn convert(
         linked,
     })
 }
+
+/// Which qualification framework marks a lead `qualified`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Qualification {
+    /// Budget, authority, need, timeline.
+    Bant,
+    /// Metrics, economic buyer, decision criteria and process, identified pain, champion,
+    /// competition.
+    Meddicc,
+    None,
+}
+
+impl Qualification {
+    pub fn criteria(self) -> &'static [&'static str] {
+        match self {
+            Qualification::Bant => &["budget", "authority", "need", "timeline"],
+            Qualification::Meddicc => &[
+                "metrics",
+                "economic_buyer",
+                "decision_criteria",
+                "decision_process",
+                "identified_pain",
+                "champion",
+                "competition",
+            ],
+            Qualification::None => &[],
+        }
+    }
+
+    /// The fields to set on a lead whose view is `fields`, when its qualification changes:
+    /// `qualified` (and `qualified_at` when it becomes true).
+    pub fn evaluate(self, fields: &Map<String, Value>) -> Option<Map<String, Value>> {
+        let criteria = self.criteria();
+        if criteria.is_empty() {
+            return None;
+        }
+        let met = criteria.iter().all(|c| text(fields, c).is_some());
+        let was = fields
+            .get("qualified")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if met == was {
+            return None;
+        }
+        let mut changes = Map::new();
+        changes.insert("qualified".into(), Value::Bool(met));
+        changes.insert(
+            "qualified_at".into(),
+            if met {
+                Value::from(now_timestamp())
+            } else {
+                Value::Null
+            },
+        );
+        Some(changes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bant_qualifies_when_all_four_are_answered_and_unqualifies_when_one_is_cleared() {
+        let Value::Object(mut lead) = json!({"budget": "50k", "authority": "CFO", "need": "churn"})
+        else {
+            unreachable!()
+        };
+        assert_eq!(Qualification::Bant.evaluate(&lead), None);
+        lead.insert("timeline".into(), json!("Q3"));
+        let raised = Qualification::Bant.evaluate(&lead).unwrap();
+        assert_eq!(raised["qualified"], true);
+        lead.extend(raised);
+        assert_eq!(
+            Qualification::Bant.evaluate(&lead),
+            None,
+            "no change, nothing to write"
+        );
+        lead.insert("budget".into(), json!(""));
+        assert_eq!(
+            Qualification::Bant.evaluate(&lead).unwrap()["qualified"],
+            false
+        );
+        lead.remove("qualified");
+        assert_eq!(Qualification::Meddicc.evaluate(&lead), None, "MEDDICC asks more");
+        assert_eq!(Qualification::None.evaluate(&lead), None);
+    }
+}

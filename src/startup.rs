@@ -206,7 +206,8 @@ pub fn build_pipeline(config: &Config) -> Result<Pipeline, StartError> {
         Dedup::new(match_config)?,
         Scoring::new(&config.score_rules)?,
         Assigner::new(&config.assignment_rules, config.max_open_leads_per_user)?,
-    );
+    )
+    .with_qualification(config.qualification);
     for (name, form) in &config.forms {
         if let Some(mapping) = &form.mapping {
             pipeline = pipeline

@@ -330,3 +330,48 @@ async fn a_lead_converts_once_into_account_contact_and_opportunity(backend: Back
     assert_eq!(missing.status(), 404);
     app.stop().await;
 }
+
+on_both_backends!(answering_bant_qualifies_a_lead_and_says_so_on_its_timeline);
+
+async fn answering_bant_qualifies_a_lead_and_says_so_on_its_timeline(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let id = seed_lead(
+        &app,
+        json!({"email": "buyer@bank.example", "budget": "200k"}),
+    )
+    .await;
+    let path = format!("/v1/leads/{id}");
+    let partial = patch(&app, &path, json!({"authority": "CFO signs"}), None).await;
+    assert_eq!(partial.status(), 200);
+    let lead: Value = partial.json().await.unwrap();
+    assert_eq!(
+        lead["fields"]["qualified"],
+        Value::Null,
+        "two of four answers"
+    );
+    let complete = patch(
+        &app,
+        &path,
+        json!({"need": "fraud losses", "timeline": "this quarter"}),
+        None,
+    )
+    .await;
+    let lead: Value = complete.json().await.unwrap();
+    assert_eq!(lead["fields"]["qualified"], true);
+    assert!(lead["fields"]["qualified_at"].is_string());
+    let (_, timeline) = app.get_json(&format!("{path}/timeline")).await;
+    assert_eq!(
+        timeline["items"][0]["fields"]["activity_type"],
+        "qualification"
+    );
+    assert_eq!(timeline["items"][0]["fields"]["subject"], "Qualified");
+    let (_, audit) = app.get_json(&format!("{path}/audit")).await;
+    assert!(
+        audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["field"] == "qualified" && e["new_value"] == true)
+    );
+    app.stop().await;
+}

@@ -10,6 +10,21 @@ ALTER TABLE leads ADD COLUMN email_type TEXT;
 ALTER TABLE leads ADD COLUMN company_key TEXT;
 ALTER TABLE leads ADD COLUMN time_zone TEXT;
 
+-- Qualification: BANT and MEDDICC answers, and whether the configured set is complete.
+ALTER TABLE leads ADD COLUMN budget TEXT;
+ALTER TABLE leads ADD COLUMN authority TEXT;
+ALTER TABLE leads ADD COLUMN need TEXT;
+ALTER TABLE leads ADD COLUMN timeline TEXT;
+ALTER TABLE leads ADD COLUMN metrics TEXT;
+ALTER TABLE leads ADD COLUMN economic_buyer TEXT;
+ALTER TABLE leads ADD COLUMN decision_criteria TEXT;
+ALTER TABLE leads ADD COLUMN decision_process TEXT;
+ALTER TABLE leads ADD COLUMN identified_pain TEXT;
+ALTER TABLE leads ADD COLUMN champion TEXT;
+ALTER TABLE leads ADD COLUMN competition TEXT;
+ALTER TABLE leads ADD COLUMN qualified BIGINT;
+ALTER TABLE leads ADD COLUMN qualified_at TEXT;
+
 -- Scoring: score = fit_score + behaviour_score.
 ALTER TABLE leads ADD COLUMN fit_score BIGINT;
 ALTER TABLE leads ADD COLUMN behaviour_score BIGINT;

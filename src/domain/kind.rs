@@ -88,6 +88,10 @@ kinds! {
         f("street", Text), f("street2", Text), f("postal_code", Text), f("region", Text),
         f("birth_date", Date), f("email_type", Text), f("company_key", Text),
         f("time_zone", Text), f("fit_score", Integer), f("behaviour_score", Integer),
+        f("budget", Text), f("authority", Text), f("need", Text), f("timeline", Text),
+        f("metrics", Text), f("economic_buyer", Text), f("decision_criteria", Text),
+        f("decision_process", Text), f("identified_pain", Text), f("champion", Text),
+        f("competition", Text), f("qualified", Bool), f("qualified_at", Timestamp),
     ];
     Account => "accounts", "accounts", [
         f("name", Text), f("domain", Text), f("industry", Text), f("employees", Integer),

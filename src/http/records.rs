@@ -126,18 +126,50 @@ pub async fn patch_record(
         ),
     };
     let ctx = WriteContext::new(principal.actor(), "api", meta);
-    state
-        .store
-        .write(
-            &ctx,
-            vec![Change::Update {
-                kind,
-                id: id.clone(),
-                fields,
-                expected_version,
-            }],
-        )
-        .await?;
+    let mut fields = fields;
+    let mut changes = Vec::new();
+    if kind == RecordKind::Lead
+        && let Some(current) = state.store.get(kind, &id).await?
+    {
+        // The lead as it will be, to see whether its qualification changes with this edit.
+        let mut view = current.fields.clone();
+        view.extend(fields.clone());
+        if let Some(qualified) = state.config.qualification.evaluate(&view) {
+            let now_qualified = qualified.get("qualified").and_then(Value::as_bool);
+            fields.extend(qualified);
+            changes.push(Change::Insert {
+                kind: RecordKind::Activity,
+                id: None,
+                fields: serde_json::Map::from_iter([
+                    ("activity_type".to_owned(), Value::from("qualification")),
+                    ("channel".to_owned(), Value::from("api")),
+                    ("lead_id".to_owned(), Value::from(id.clone())),
+                    (
+                        "subject".to_owned(),
+                        Value::from(if now_qualified == Some(true) {
+                            "Qualified"
+                        } else {
+                            "No longer qualified"
+                        }),
+                    ),
+                    (
+                        "occurred_at".to_owned(),
+                        Value::from(crate::domain::value::now_timestamp()),
+                    ),
+                ]),
+            });
+        }
+    }
+    changes.insert(
+        0,
+        Change::Update {
+            kind,
+            id: id.clone(),
+            fields,
+            expected_version,
+        },
+    );
+    state.store.write(&ctx, changes).await?;
     let record = state
         .store
         .get(kind, &id)

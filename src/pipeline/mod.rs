@@ -18,6 +18,7 @@ use serde_json::{Map, Value, json};
 use sqlx::AnyConnection;
 
 use crate::domain::{RecordKind, SqlValue};
+use crate::lifecycle::Qualification;
 use crate::mapping::{Mapping, MappingSet};
 use crate::store::inbox::InboxRow;
 use crate::store::write::{Journal, apply_journaled, new_id};
@@ -116,6 +117,7 @@ pub struct Pipeline {
     dedup: Dedup,
     scoring: Scoring,
     assigner: Assigner,
+    qualification: Qualification,
 }
 
 impl Pipeline {
@@ -134,7 +136,13 @@ impl Pipeline {
             dedup,
             scoring,
             assigner,
+            qualification: Qualification::Bant,
         }
+    }
+
+    pub fn with_qualification(mut self, qualification: Qualification) -> Self {
+        self.qualification = qualification;
+        self
     }
 
     /// Maps rows of `source` with the mapping named `mapping`, which must exist.
@@ -303,6 +311,7 @@ impl Pipeline {
             .or_insert_with(|| Value::from(row.source.clone()));
         let mut score_change: Option<(i64, Scored)> = None;
         let mut assignment = None;
+        let mut qualification_change: Option<bool> = None;
         let (lead_id, mut result, changes) = match &outcome {
             Outcome::Merge { into, score } => {
                 journal.settle_inserts(conn).await?;
@@ -320,6 +329,10 @@ impl Pipeline {
                     scored.write_into(&mut fields);
                     score_change = Some((before, scored));
                 }
+                if let Some(qualified) = self.qualification.evaluate(&merged) {
+                    qualification_change = qualified.get("qualified").and_then(Value::as_bool);
+                    fields.extend(qualified);
+                }
                 (
                     into.clone(),
                     json!({"action": "merged", "kind": "leads", "id": into, "score": score}),
@@ -336,6 +349,10 @@ impl Pipeline {
                 fields.insert("status".into(), Value::from("new"));
                 let scored = self.score(&fields, 0, &row.source);
                 scored.write_into(&mut fields);
+                if let Some(qualified) = self.qualification.evaluate(&fields) {
+                    qualification_change = qualified.get("qualified").and_then(Value::as_bool);
+                    fields.extend(qualified);
+                }
                 if scored.score != 0 {
                     score_change = Some((0, scored));
                 }
@@ -391,6 +408,24 @@ impl Pipeline {
                 "owner_id": assigned.owner,
                 "inbound_id": row.id,
                 "data": {"rule": assigned.rule, "team": assigned.team, "owner": assigned.owner},
+            });
+            if let Value::Object(activity) = activity {
+                changes.push(Change::Insert {
+                    kind: RecordKind::Activity,
+                    id: None,
+                    fields: activity,
+                });
+            }
+        }
+        if let Some(qualified) = qualification_change {
+            let activity = json!({
+                "activity_type": "qualification",
+                "channel": "pipeline",
+                "subject": if qualified { "Qualified" } else { "No longer qualified" },
+                "occurred_at": row.received_at,
+                "lead_id": lead_id,
+                "inbound_id": row.id,
+                "data": {"framework": self.qualification, "qualified": qualified},
             });
             if let Value::Object(activity) = activity {
                 changes.push(Change::Insert {
