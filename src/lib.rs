@@ -4,6 +4,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod import;
+pub mod mailbox;
 pub mod mapping;
 pub mod pipeline;
 pub mod queue;
