@@ -536,6 +536,38 @@ mod tests {
     }
 
     #[test]
+    fn mailboxes_are_read_and_checked() {
+        let base = "[[mailboxes]]\nname = \"sales\"\nhost = \"imap.internal\"\nuser = \"u\"\npassword_env = \"PW\"\n";
+        let config = load_from(base).expect("a minimal mailbox is valid");
+        let mailbox = &config.mailboxes[0];
+        assert_eq!(
+            (
+                mailbox.port,
+                mailbox.tls,
+                mailbox.folder.as_str(),
+                mailbox.after.as_str()
+            ),
+            (143, MailboxTls::None, "INBOX", "flag")
+        );
+        assert_eq!(mailbox.poll_seconds, 60);
+        let moved = load_from(&format!("{base}after = \"move:Done\"\n")).expect("move is valid");
+        assert_eq!(moved.mailboxes[0].after, "move:Done");
+        for (extra, key) in [
+            ("after = \"archive\"\n", "mailboxes.sales.after"),
+            ("after = \"move:\"\n", "mailboxes.sales.after"),
+            ("tls = \"tls\"\n", "mailboxes.sales.tls"),
+            ("poll_seconds = 0\n", "mailboxes.sales.poll_seconds"),
+            ("password = \"inline\"\n", "password"),
+        ] {
+            let error = load_from(&format!("{base}{extra}")).unwrap_err();
+            assert!(error.to_string().contains(key), "{extra}: {error}");
+        }
+        let twice = format!("{base}{base}");
+        let error = load_from(&twice).unwrap_err();
+        assert!(error.to_string().contains("two mailboxes"), "{error}");
+    }
+
+    #[test]
     fn an_unknown_key_is_refused() {
         let error = load_from("lisen = \"127.0.0.1:1\"").unwrap_err();
         assert!(error.to_string().contains("lisen"), "{error}");

@@ -352,6 +352,43 @@ impl Dovecot {
         session.logout().await.expect("LOGOUT");
     }
 
+    /// How many messages in INBOX carry `\\Seen`.
+    async fn seen(&self) -> usize {
+        use futures_util::TryStreamExt;
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("connect to dovecot");
+        let mut client = async_imap::Client::new(stream);
+        client
+            .read_response()
+            .await
+            .expect("greeting")
+            .expect("greeting");
+        let mut session = client
+            .login(USER, PASSWORD)
+            .await
+            .map_err(|(e, _)| e)
+            .expect("login");
+        session.examine("INBOX").await.expect("EXAMINE");
+        let fetched: Vec<_> = session
+            .fetch("1:*", "FLAGS")
+            .await
+            .expect("FETCH")
+            .try_collect()
+            .await
+            .expect("FETCH answers");
+        let seen = fetched
+            .iter()
+            .filter(|fetch| {
+                fetch
+                    .flags()
+                    .any(|flag| flag == async_imap::types::Flag::Seen)
+            })
+            .count();
+        session.logout().await.expect("LOGOUT");
+        seen
+    }
+
     fn mailbox(&self, password_env: &str) -> MailboxSection {
         MailboxSection {
             name: USER.to_owned(),
@@ -390,6 +427,8 @@ async fn mailbox_messages_become_leads_once_across_restarts(backend: Backend) {
         return;
     };
     dovecot.append(&fixture("lead_with_signature.eml")).await;
+    // Not a message at all: logged and skipped, the mailbox goes on.
+    dovecot.append(b"\r\n").await;
     dovecot.append(&fixture("out_of_office.eml")).await;
 
     let password_env = format!(
@@ -436,6 +475,9 @@ async fn mailbox_messages_become_leads_once_across_restarts(backend: Backend) {
         rows.iter().any(|row| row["result"]["action"] == "skipped"),
         "{done}"
     );
+
+    // after = "flag": every message, the skipped one too, is \\Seen once handled.
+    eventually("all three flagged", || async { dovecot.seen().await == 3 }).await;
 
     // After a restart the mailbox goes on from the remembered UID: only the new message.
     let app = app.restart().await;

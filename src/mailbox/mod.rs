@@ -181,3 +181,32 @@ pub fn spawn_all(config: &Config, context: &MailboxContext) -> Vec<JoinHandle<()
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_actions() {
+        assert_eq!(AfterAction::parse("flag"), Some(AfterAction::Flag));
+        assert_eq!(AfterAction::parse("delete"), Some(AfterAction::Delete));
+        assert_eq!(
+            AfterAction::parse("move:Leads/Done"),
+            Some(AfterAction::Move("Leads/Done".to_owned()))
+        );
+        assert_eq!(AfterAction::parse("move: "), None);
+        assert_eq!(AfterAction::parse("Flag"), None);
+    }
+
+    #[test]
+    fn every_message_is_classified_into_a_field() {
+        let raw =
+            b"From: MAILER-DAEMON@mx.other.example\r\nSubject: failure notice\r\n\r\nSorry.\r\n";
+        let (record, classification) =
+            email_record(HTTP_SOURCE, raw, &[], Utc::now()).expect("decodes");
+        assert_eq!(classification_name(&classification), "bounce");
+        assert_eq!(record.fields["classification"], "bounce");
+        assert_eq!(record.fields["bounce_recipients"], json!([]));
+        assert!(email_record(HTTP_SOURCE, b"", &[], Utc::now()).is_err());
+    }
+}
