@@ -16,6 +16,9 @@ use crate::http::request::read_body;
 use crate::mailbox::{HTTP_SOURCE, classification_name, email_record};
 use crate::store::RequestMeta;
 
+/// The channel label of refusals in `leadgate_inbound_rejected_total`.
+const CHANNEL: &str = "email";
+
 /// The answer to a posted message.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EmailReceipt {
@@ -57,7 +60,7 @@ pub async fn inbound_email(
     principal.require_admin()?;
     let media = media_type(&req);
     if media != "message/rfc822" && media != "application/octet-stream" {
-        reject(&state, HTTP_SOURCE, "unsupported_media_type");
+        reject(&state, CHANNEL, "media_type");
         return Err(ApiError::UnsupportedMediaType(format!(
             "send the raw message as message/rfc822 or application/octet-stream, not `{media}`"
         )));
@@ -70,7 +73,7 @@ pub async fn inbound_email(
         Utc::now(),
     )
     .map_err(|error| {
-        reject(&state, HTTP_SOURCE, "malformed");
+        reject(&state, CHANNEL, "malformed");
         ApiError::BadRequest(error.to_string())
     })?;
     let durable = make_durable(&state, vec![record], meta).await?;
