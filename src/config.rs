@@ -72,6 +72,79 @@ pub struct Config {
     pub cti: CtiSection,
     /// Website forms by name: `[forms.contact]` serves `POST /v1/forms/contact`.
     pub forms: BTreeMap<String, FormSection>,
+    /// Inbound email (`POST /v1/inbound/email` and the mailboxes).
+    pub email: EmailSection,
+    /// IMAP mailboxes polled for inbound email (`[[mailboxes]]`).
+    pub mailboxes: Vec<MailboxSection>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailSection {
+    /// Largest raw message accepted, from the endpoint or a mailbox, in bytes.
+    pub max_message_bytes: usize,
+    /// Mail from these domains (and their subdomains) is ours: stored, never a lead.
+    pub own_domains: Vec<String>,
+}
+
+impl Default for EmailSection {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 32 * 1024 * 1024,
+            own_domains: Vec::new(),
+        }
+    }
+}
+
+/// How a mailbox connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailboxTls {
+    /// Plain TCP (a server on localhost or a private network).
+    None,
+    /// Plain TCP upgraded with STARTTLS.
+    Starttls,
+    /// TLS from the first byte (port 993).
+    Tls,
+}
+
+/// One IMAP mailbox whose messages become inbound records of source `email:<name>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailboxSection {
+    pub name: String,
+    pub host: String,
+    #[serde(default = "default_imap_port")]
+    pub port: u16,
+    #[serde(default = "default_mailbox_tls")]
+    pub tls: MailboxTls,
+    pub user: String,
+    /// The name of the environment variable holding the password (never the password).
+    pub password_env: String,
+    #[serde(default = "default_folder")]
+    pub folder: String,
+    /// `flag` (set `\Seen`), `move:<folder>` or `delete`, once the message is durable.
+    #[serde(default = "default_after")]
+    pub after: String,
+    /// Seconds between polls, and the longest IDLE wait.
+    #[serde(default = "default_poll_seconds")]
+    pub poll_seconds: u64,
+}
+
+fn default_imap_port() -> u16 {
+    143
+}
+fn default_mailbox_tls() -> MailboxTls {
+    MailboxTls::None
+}
+fn default_folder() -> String {
+    "INBOX".to_owned()
+}
+fn default_after() -> String {
+    "flag".to_owned()
+}
+fn default_poll_seconds() -> u64 {
+    60
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -249,6 +322,8 @@ impl Default for Config {
             zoom: ZoomSection::default(),
             cti: CtiSection::default(),
             forms: BTreeMap::new(),
+            email: EmailSection::default(),
+            mailboxes: Vec::new(),
         }
     }
 }
@@ -361,6 +436,43 @@ impl Config {
                 "form names are letters, digits, - and _",
             );
         }
+        if self.email.max_message_bytes < 1024 {
+            return invalid("email.max_message_bytes", "must be at least 1024");
+        }
+        let mut names = std::collections::HashSet::new();
+        for mailbox in &self.mailboxes {
+            let key = format!("mailboxes.{}", mailbox.name);
+            if mailbox.name.is_empty()
+                || !mailbox
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+            {
+                return invalid(&key, "a mailbox name is letters, digits, -, _, . and @");
+            }
+            if !names.insert(mailbox.name.as_str()) {
+                return invalid(&key, "two mailboxes have this name");
+            }
+            if mailbox.host.is_empty() || mailbox.user.is_empty() || mailbox.password_env.is_empty()
+            {
+                return invalid(&key, "host, user and password_env are required");
+            }
+            if mailbox.tls != MailboxTls::None {
+                return invalid(
+                    &format!("{key}.tls"),
+                    "only \"none\" is supported by this build (starttls and tls are not yet)",
+                );
+            }
+            if crate::mailbox::AfterAction::parse(&mailbox.after).is_none() {
+                return invalid(
+                    &format!("{key}.after"),
+                    "must be \"flag\", \"move:<folder>\" or \"delete\"",
+                );
+            }
+            if mailbox.poll_seconds == 0 {
+                return invalid(&format!("{key}.poll_seconds"), "must be at least 1");
+            }
+        }
         Ok(())
     }
 
@@ -425,6 +537,38 @@ mod tests {
         assert!(error.to_string().contains("listen"), "{error}");
         let error = load_from("max_body_bytes = \"lots\"").unwrap_err();
         assert!(error.to_string().contains("max_body_bytes"), "{error}");
+    }
+
+    #[test]
+    fn mailboxes_are_read_and_checked() {
+        let base = "[[mailboxes]]\nname = \"sales\"\nhost = \"imap.internal\"\nuser = \"u\"\npassword_env = \"PW\"\n";
+        let config = load_from(base).expect("a minimal mailbox is valid");
+        let mailbox = &config.mailboxes[0];
+        assert_eq!(
+            (
+                mailbox.port,
+                mailbox.tls,
+                mailbox.folder.as_str(),
+                mailbox.after.as_str()
+            ),
+            (143, MailboxTls::None, "INBOX", "flag")
+        );
+        assert_eq!(mailbox.poll_seconds, 60);
+        let moved = load_from(&format!("{base}after = \"move:Done\"\n")).expect("move is valid");
+        assert_eq!(moved.mailboxes[0].after, "move:Done");
+        for (extra, key) in [
+            ("after = \"archive\"\n", "mailboxes.sales.after"),
+            ("after = \"move:\"\n", "mailboxes.sales.after"),
+            ("tls = \"tls\"\n", "mailboxes.sales.tls"),
+            ("poll_seconds = 0\n", "mailboxes.sales.poll_seconds"),
+            ("password = \"inline\"\n", "password"),
+        ] {
+            let error = load_from(&format!("{base}{extra}")).unwrap_err();
+            assert!(error.to_string().contains(key), "{extra}: {error}");
+        }
+        let twice = format!("{base}{base}");
+        let error = load_from(&twice).unwrap_err();
+        assert!(error.to_string().contains("two mailboxes"), "{error}");
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod domain;
 pub mod http;
 pub mod import;
 pub mod lifecycle;
+pub mod mailbox;
 pub mod mapping;
 pub mod pipeline;
 pub mod queue;

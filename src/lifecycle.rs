@@ -270,7 +270,11 @@ mod tests {
             false
         );
         lead.remove("qualified");
-        assert_eq!(Qualification::Meddicc.evaluate(&lead), None, "MEDDICC asks more");
+        assert_eq!(
+            Qualification::Meddicc.evaluate(&lead),
+            None,
+            "MEDDICC asks more"
+        );
         assert_eq!(Qualification::None.evaluate(&lead), None);
     }
 }

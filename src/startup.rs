@@ -50,6 +50,9 @@ pub struct Application {
     shutdown: CancellationToken,
     worker: Option<JoinHandle<()>>,
     writer: JoinHandle<()>,
+    /// The IMAP mailbox tasks, and what stops them (before the inbox writer drains).
+    mailboxes: Vec<JoinHandle<()>>,
+    mailbox_shutdown: CancellationToken,
 }
 
 /// Opens the store and applies pending migrations.
@@ -96,6 +99,22 @@ impl Application {
             }
             .spawn()
         });
+        let mailbox_shutdown = CancellationToken::new();
+        let mailboxes = if role == Role::Worker {
+            Vec::new()
+        } else {
+            crate::mailbox::spawn_all(
+                &config,
+                &crate::mailbox::MailboxContext {
+                    store: store.clone(),
+                    accepter: accepter.clone(),
+                    metrics: metrics.clone(),
+                    own_domains: config.email.own_domains.clone(),
+                    max_message_bytes: config.email.max_message_bytes,
+                    shutdown: mailbox_shutdown.clone(),
+                },
+            )
+        };
         let http_workers = if config.http_workers == 0 {
             std::thread::available_parallelism().map_or(2, usize::from)
         } else {
@@ -142,6 +161,8 @@ impl Application {
             shutdown,
             worker,
             writer,
+            mailboxes,
+            mailbox_shutdown,
         })
     }
 
@@ -162,6 +183,16 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
         tracing::info!("HTTP server stopped; draining");
+        // The mailbox tasks hold the inbox writer's sender: stop them first.
+        self.mailbox_shutdown.cancel();
+        for mailbox in self.mailboxes {
+            if tokio::time::timeout(Duration::from_secs(10), mailbox)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a mailbox task did not stop in time");
+            }
+        }
         if tokio::time::timeout(Duration::from_secs(10), self.writer)
             .await
             .is_err()

@@ -61,6 +61,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
         .service(channels::whatsapp::whatsapp_webhook)
         .service(channels::cti::cti_webhook)
         .service(channels::zoom::zoom_webhook)
+        .service(channels::email::inbound_email)
         .service(imports::create_import)
         .service(imports::import_errors_csv)
         .service(imports::get_import)
@@ -97,7 +98,7 @@ impl utoipa::Modify for BearerAuth {
         partner::submit_leads, partner::submission_status,
         channels::forms::submit_form, channels::forms::preflight_form,
         channels::whatsapp::whatsapp_handshake, channels::whatsapp::whatsapp_webhook,
-        channels::cti::cti_webhook, channels::zoom::zoom_webhook,
+        channels::cti::cti_webhook, channels::zoom::zoom_webhook, channels::email::inbound_email,
         imports::create_import, imports::get_import, imports::import_errors_csv,
         inbound::get_inbound, inbound::list_inbound, inbound::retry_inbound,
         review::list_review, review::decide_review, review::unmerge_lead,
@@ -107,7 +108,7 @@ impl utoipa::Modify for BearerAuth {
     components(schemas(
         error::Problem, error::FieldProblem, partner::BatchReceipt, partner::SubmissionStatus,
         channels::whatsapp::WebhookReceipt, channels::cti::ScreenPop, channels::cti::Caller,
-        imports::ImportAccepted, imports::ImportStatus,
+        imports::ImportAccepted, imports::ImportStatus, channels::email::EmailReceipt,
     )),
     modifiers(&BearerAuth)
 )]

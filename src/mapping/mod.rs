@@ -436,6 +436,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("whatsapp", include_str!("../../mappings/whatsapp.toml")),
     ("cti", include_str!("../../mappings/cti.toml")),
     ("zoom", include_str!("../../mappings/zoom.toml")),
+    ("email", include_str!("../../mappings/email.toml")),
     ("import", include_str!("../../mappings/import.toml")),
     ("febrl", include_str!("../../mappings/febrl.toml")),
     ("synthetic", include_str!("../../mappings/synthetic.toml")),

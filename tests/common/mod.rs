@@ -199,4 +199,11 @@ impl TestApp {
         self.handle.stop(true).await;
         let _ = self.stopped.await;
     }
+
+    /// Stops the app and starts it again on the same configuration and data (a restart).
+    pub async fn restart(self) -> TestApp {
+        self.handle.stop(true).await;
+        let _ = self.stopped.await;
+        spawn_app_with(self.config, self._data).await
+    }
 }

@@ -1,10 +1,12 @@
-//! The real-time channels' accept half: website forms, WhatsApp, telephony (CTI) and Zoom.
+//! The real-time channels' accept half: website forms, WhatsApp, telephony (CTI), Zoom and
+//! posted email.
 //!
 //! Every handler reads the raw body under the size limit, verifies it (in constant time,
 //! through the connectors), decodes it and makes the records durable in the inbox before it
 //! answers 2xx. Refusals are counted in `leadgate_inbound_rejected_total{channel,reason}`.
 
 pub mod cti;
+pub mod email;
 pub mod forms;
 pub mod whatsapp;
 pub mod zoom;

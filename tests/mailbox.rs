@@ -1,0 +1,504 @@
+//! Inbound email: `POST /v1/inbound/email` with the fixtures, and IMAP mailboxes against a
+//! real Dovecot started for the test (skipped, saying so, when Dovecot is not installed).
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestApp, spawn_app_with_config};
+use leadgate::config::{MailboxSection, MailboxTls};
+use leadgate::domain::RecordKind;
+use serde_json::Value;
+
+on_both_backends!(
+    posted_email_is_classified_and_only_leads_become_leads,
+    posted_email_refusals,
+    mailbox_messages_become_leads_once_across_restarts,
+);
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/fixtures/email/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|error| panic!("{path}: {error}"))
+}
+
+async fn post_email(
+    app: &TestApp,
+    token: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    let mut request = app
+        .client
+        .post(format!("{}/v1/inbound/email", app.base))
+        .header("content-type", content_type)
+        .body(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.expect("request sent")
+}
+
+async fn post_fixture(app: &TestApp, name: &str) -> Value {
+    let response = post_email(app, Some(&app.admin_token), "message/rfc822", fixture(name)).await;
+    assert_eq!(response.status(), 202, "{name}");
+    response.json().await.expect("a JSON receipt")
+}
+
+fn configure_email(config: &mut leadgate::config::Config) {
+    config.email.own_domains = vec!["leadgate.example".to_owned()];
+}
+
+async fn posted_email_is_classified_and_only_leads_become_leads(backend: Backend) {
+    let app = spawn_app_with_config(backend, configure_email).await;
+
+    let lead = post_fixture(&app, "lead_with_signature.eml").await;
+    assert_eq!(lead["classification"], "lead");
+    assert_eq!(
+        lead["external_id"],
+        "CAF3x9q1-lead-0001@mail.northwind-traders.example"
+    );
+    let row = app.settled_inbound(lead["id"].as_str().unwrap()).await;
+    assert_eq!(row["status"], "done", "{row}");
+    let lead_id = row["result"]["id"].as_str().expect("a lead").to_owned();
+    let (_, record) = app.get_json(&format!("/v1/leads/{lead_id}")).await;
+    let fields = &record["fields"];
+    assert_eq!(fields["email"], "maria.gonzalez@northwind-traders.example");
+    assert_eq!(fields["first_name"], "Maria");
+    assert_eq!(fields["last_name"], "Gonzalez");
+    assert_eq!(fields["phone"], "+493012345678");
+    assert_eq!(fields["company"], "Northwind Traders GmbH");
+    assert_eq!(fields["title"], "Head of Sales Operations");
+    let (_, timeline) = app.get_json(&format!("/v1/leads/{lead_id}/timeline")).await;
+    let email = timeline["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["fields"]["activity_type"] == "email")
+        .expect("an email activity")
+        .clone();
+    assert!(
+        email["fields"]["subject"]
+            .as_str()
+            .is_some_and(|subject| subject.starts_with("Pricing for 40 seats")),
+        "{email}"
+    );
+    assert!(
+        email["fields"]["body"]
+            .as_str()
+            .is_some_and(|body| body.contains("about 40 people")),
+        "{email}"
+    );
+
+    // The same message again is the same record.
+    let again = post_fixture(&app, "lead_with_signature.eml").await;
+    assert_eq!(again["id"], lead["id"]);
+
+    let auto = post_fixture(&app, "out_of_office.eml").await;
+    assert_eq!(auto["classification"], "auto_reply");
+    let row = app.settled_inbound(auto["id"].as_str().unwrap()).await;
+    assert_eq!(row["result"]["action"], "skipped", "{row}");
+
+    let bounce = post_fixture(&app, "dsn_bounce.eml").await;
+    assert_eq!(bounce["classification"], "bounce");
+    assert_eq!(
+        bounce["bounce_recipients"],
+        serde_json::json!(["nobody@unknown.example"])
+    );
+    let row = app.settled_inbound(bounce["id"].as_str().unwrap()).await;
+    assert_eq!(row["result"]["action"], "skipped", "{row}");
+
+    // Malformed MIME is stored, not a crash: what could be read is kept.
+    let malformed = post_fixture(&app, "malformed_mime.eml").await;
+    assert_eq!(malformed["external_id"], "malformed-0005@customer.example");
+    let row = app.settled_inbound(malformed["id"].as_str().unwrap()).await;
+    assert_eq!(row["status"], "done", "{row}");
+
+    assert_eq!(app.store.count(RecordKind::Lead).await.unwrap(), 2);
+    app.stop().await;
+}
+
+fn twenty_megabyte_attachment() -> Vec<u8> {
+    let mut raw = String::from(
+        "From: Big <big@customer.example>\r\nSubject: specs\r\nMessage-ID: <big@customer.example>\r\nContent-Type: multipart/mixed; boundary=\"B\"\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nSpecs attached.\r\n--B\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"specs.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+    );
+    // 20 MiB of 0xA5 bytes is this base64 line over and over.
+    let line = "paWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWl\r\n";
+    for _ in 0..(20 * 1024 * 1024 / 57) {
+        raw.push_str(line);
+    }
+    raw.push_str("--B--\r\n");
+    raw.into_bytes()
+}
+
+async fn posted_email_refusals(backend: Backend) {
+    let app = spawn_app_with_config(backend, configure_email).await;
+    let lead = fixture("lead_with_signature.eml");
+
+    let response = post_email(&app, None, "message/rfc822", lead.clone()).await;
+    assert_eq!(response.status(), 401);
+    let partner = app.partner_token("acme").await;
+    let response = post_email(&app, Some(&partner), "message/rfc822", lead.clone()).await;
+    assert_eq!(response.status(), 403);
+    let response = post_email(&app, Some(&app.admin_token), "text/plain", lead.clone()).await;
+    assert_eq!(response.status(), 415);
+    let response = post_email(
+        &app,
+        Some(&app.admin_token),
+        "message/rfc822",
+        b" \r\n".to_vec(),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["detail"], "message is empty", "{problem}");
+
+    // A 20 MB attachment is stored (listed, not inlined) under the default size limit.
+    let big = post_email(
+        &app,
+        Some(&app.admin_token),
+        "application/octet-stream",
+        twenty_megabyte_attachment(),
+    )
+    .await;
+    assert_eq!(big.status(), 202);
+    let big: Value = big.json().await.unwrap();
+    let row = app.settled_inbound(big["id"].as_str().unwrap()).await;
+    assert_eq!(row["status"], "done", "{row}");
+    app.stop().await;
+
+    let app = spawn_app_with_config(backend, |config| {
+        config.email.max_message_bytes = 4096;
+    })
+    .await;
+    let response = post_email(
+        &app,
+        Some(&app.admin_token),
+        "message/rfc822",
+        vec![b'a'; 8192],
+    )
+    .await;
+    assert_eq!(response.status(), 413);
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// A throwaway Dovecot.
+
+const DOVECOT: &str = "/usr/sbin/dovecot";
+const USER: &str = "sales";
+const PASSWORD: &str = "mailbox-test-secret";
+
+struct Dovecot {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        // SIGTERM lets the master take its login and auth processes with it.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Starts Dovecot on a free port with one user; `None` (after saying so) when it is not
+/// installed.
+async fn start_dovecot(test: &str) -> Option<Dovecot> {
+    if !Path::new(DOVECOT).exists() {
+        eprintln!("SKIPPED {test}: dovecot is not installed (apt-get install dovecot-imapd)");
+        return None;
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let root = dir.path().to_path_buf();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let probe = root.join("probe");
+    std::fs::write(&probe, b"").unwrap();
+    let owner = std::fs::metadata(&probe).unwrap();
+    let as_root = owner.uid() == 0;
+    // Dovecot refuses mail access as root: then the mail user is nobody.
+    let (uid, gid) = if as_root {
+        (65534, 65534)
+    } else {
+        (owner.uid(), owner.gid())
+    };
+    let mail = root.join("mail");
+    std::fs::create_dir(&mail).unwrap();
+    if as_root {
+        std::os::unix::fs::chown(&mail, Some(uid), Some(gid)).unwrap();
+    }
+    std::fs::write(
+        root.join("users"),
+        format!(
+            "{USER}:{{PLAIN}}{PASSWORD}:{uid}:{gid}::{}\n",
+            mail.display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let unprivileged = if as_root {
+        String::new()
+    } else {
+        let me = std::env::var("USER").unwrap_or_else(|_| "nobody".to_owned());
+        format!("default_login_user = {me}\ndefault_internal_user = {me}\n")
+    };
+    let root_text = root.display();
+    let conf = format!(
+        "protocols = imap
+listen = 127.0.0.1
+base_dir = {root_text}/run
+state_dir = {root_text}/state
+log_path = {root_text}/dovecot.log
+info_log_path = {root_text}/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+mail_location = maildir:{root_text}/mail/%u
+first_valid_uid = {uid}
+{unprivileged}passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {root_text}/users
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {root_text}/users
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+"
+    );
+    let conf_path = root.join("dovecot.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let child = Command::new(DOVECOT)
+        .arg("-F")
+        .arg("-c")
+        .arg(&conf_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("dovecot starts");
+    let dovecot = Dovecot { child, port, dir };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "dovecot did not listen: {}",
+            dovecot.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Some(dovecot)
+}
+
+impl Dovecot {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default()
+    }
+
+    /// Puts one message into the user's INBOX over IMAP.
+    async fn append(&self, raw: &[u8]) {
+        let text = String::from_utf8_lossy(raw)
+            .replace("\r\n", "\n")
+            .replace('\n', "\r\n");
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("connect to dovecot");
+        let mut client = async_imap::Client::new(stream);
+        client
+            .read_response()
+            .await
+            .expect("greeting")
+            .expect("greeting");
+        let mut session = client
+            .login(USER, PASSWORD)
+            .await
+            .unwrap_or_else(|(error, _)| panic!("login: {error}\n{}", self.log()));
+        session
+            .append("INBOX", None, None, text.as_bytes())
+            .await
+            .expect("APPEND");
+        session.logout().await.expect("LOGOUT");
+    }
+
+    /// How many messages in INBOX carry `\\Seen`.
+    async fn seen(&self) -> usize {
+        use futures_util::TryStreamExt;
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("connect to dovecot");
+        let mut client = async_imap::Client::new(stream);
+        client
+            .read_response()
+            .await
+            .expect("greeting")
+            .expect("greeting");
+        let mut session = client
+            .login(USER, PASSWORD)
+            .await
+            .map_err(|(e, _)| e)
+            .expect("login");
+        session.examine("INBOX").await.expect("EXAMINE");
+        let fetched: Vec<_> = session
+            .fetch("1:*", "FLAGS")
+            .await
+            .expect("FETCH")
+            .try_collect()
+            .await
+            .expect("FETCH answers");
+        let seen = fetched
+            .iter()
+            .filter(|fetch| {
+                fetch
+                    .flags()
+                    .any(|flag| flag == async_imap::types::Flag::Seen)
+            })
+            .count();
+        session.logout().await.expect("LOGOUT");
+        seen
+    }
+
+    fn mailbox(&self, password_env: &str) -> MailboxSection {
+        MailboxSection {
+            name: USER.to_owned(),
+            host: "127.0.0.1".to_owned(),
+            port: self.port,
+            tls: MailboxTls::None,
+            user: USER.to_owned(),
+            password_env: password_env.to_owned(),
+            folder: "INBOX".to_owned(),
+            after: "flag".to_owned(),
+            poll_seconds: 1,
+        }
+    }
+}
+
+/// Waits until `check` holds, up to 30 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn settled_count(app: &TestApp) -> i64 {
+    let depth = app.store.inbox_depth().await.expect("inbox depth");
+    depth.done + depth.failed
+}
+
+async fn mailbox_messages_become_leads_once_across_restarts(backend: Backend) {
+    let Some(dovecot) = start_dovecot(module_path!()).await else {
+        return;
+    };
+    dovecot.append(&fixture("lead_with_signature.eml")).await;
+    // Not a message at all: logged and skipped, the mailbox goes on.
+    dovecot.append(b"\r\n").await;
+    dovecot.append(&fixture("out_of_office.eml")).await;
+
+    let password_env = format!(
+        "LEADGATE_TEST_MAILBOX_PASSWORD_{}",
+        if backend == Backend::Sqlite {
+            "SQLITE"
+        } else {
+            "PG"
+        }
+    );
+    // SAFETY: set once, before the app (the only reader) starts; no other test uses the name.
+    unsafe { std::env::set_var(&password_env, PASSWORD) };
+    let mailbox = dovecot.mailbox(&password_env);
+    let app = spawn_app_with_config(backend, |config| {
+        configure_email(config);
+        config.mailboxes = vec![mailbox];
+    })
+    .await;
+
+    eventually("both messages processed", || async {
+        settled_count(&app).await == 2
+    })
+    .await;
+    let leads = app
+        .store
+        .find_by(
+            RecordKind::Lead,
+            "email",
+            "maria.gonzalez@northwind-traders.example",
+            2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(leads.len(), 1, "one lead from the enquiry");
+    let fields = &leads[0].fields;
+    assert_eq!(fields["phone"], "+493012345678");
+    assert_eq!(fields["company"], "Northwind Traders GmbH");
+    assert_eq!(fields["source"], "email");
+    // The out-of-office is stored but makes no lead.
+    assert_eq!(app.store.count(RecordKind::Lead).await.unwrap(), 1);
+    let (_, done) = app.get_json("/v1/inbound?status=done&limit=10").await;
+    let rows = done["items"].as_array().unwrap();
+    assert!(
+        rows.iter().any(|row| row["result"]["action"] == "skipped"),
+        "{done}"
+    );
+
+    // after = "flag": every message, the skipped one too, is \\Seen once handled.
+    eventually("all three flagged", || async { dovecot.seen().await == 3 }).await;
+
+    // After a restart the mailbox goes on from the remembered UID: only the new message.
+    let app = app.restart().await;
+    dovecot.append(&fixture("html_only.eml")).await;
+    eventually("the new message processed", || async {
+        settled_count(&app).await == 3
+    })
+    .await;
+    assert_eq!(app.store.count(RecordKind::Lead).await.unwrap(), 2);
+    let metrics = app.metrics().await;
+    let line = |name: &str| {
+        metrics
+            .lines()
+            .find(|line| line.starts_with(name) && line.contains("email:sales"))
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        line("leadgate_inbound_accepted_total").as_deref(),
+        Some("leadgate_inbound_accepted_total{source=\"email:sales\"} 1"),
+        "{metrics}"
+    );
+    assert_eq!(line("leadgate_inbound_replayed_total"), None, "{metrics}");
+    app.stop().await;
+}
