@@ -41,18 +41,14 @@ impl Store {
         let mut bytes = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut bytes);
         let secret = format!("lg_{}", hex::encode(bytes));
-        let mut fields = json!({
-            "name": name,
-            "principal": principal,
-            "role_id": role,
-            "token_sha256": token_hash(&secret),
-        });
+        let mut fields = serde_json::Map::new();
+        fields.insert("name".into(), json!(name));
+        fields.insert("principal".into(), json!(principal));
+        fields.insert("role_id".into(), json!(role));
+        fields.insert("token_sha256".into(), json!(token_hash(&secret)));
         if let Some(at) = expires_at {
-            fields["expires_at"] = json!(format_timestamp(at));
+            fields.insert("expires_at".into(), json!(format_timestamp(at)));
         }
-        let serde_json::Value::Object(fields) = fields else {
-            unreachable!("json! of an object literal is an object")
-        };
         let written = self
             .write(
                 ctx,
