@@ -872,3 +872,63 @@ async fn a_missed_call_from_an_unknown_number_becomes_an_inbound_call_lead(backe
     );
     app.stop().await;
 }
+
+on_both_backends!(a_missed_call_from_a_known_lead_raises_a_call_back_task_for_its_owner);
+
+async fn a_missed_call_from_a_known_lead_raises_a_call_back_task_for_its_owner(backend: Backend) {
+    use leadgate::domain::RecordKind;
+    use leadgate::store::{Change, RequestMeta, WriteContext};
+    let app = spawn(backend).await;
+    let key = app.partner_token("acme").await;
+    let receipt: Value = app
+        .post_json(
+            &key,
+            "/v1/partner/leads",
+            &json!({"first_name": "Greta", "last_name": "Berg",
+            "phone": "+49 151 12345678", "email": "greta@berg.example"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let row = app.settled_inbound(receipt["id"].as_str().unwrap()).await;
+    let lead_id = row["result"]["id"].as_str().unwrap().to_owned();
+    let ctx = WriteContext::new("test", "test", RequestMeta::default());
+    let Value::Object(owner) = json!({"owner_id": "u-9"}) else {
+        unreachable!()
+    };
+    app.store
+        .write(
+            &ctx,
+            vec![Change::Update {
+                kind: RecordKind::Lead,
+                id: lead_id.clone(),
+                fields: owner,
+                expected_version: None,
+            }],
+        )
+        .await
+        .unwrap();
+
+    let body = fixture("cti_generic/call_missed.json");
+    let response = post_generic(&app, &body, Utc::now().timestamp(), CTI_SECRET).await;
+    let receipt: Value = response.json().await.unwrap();
+    let row = app.settled_inbound(receipt["id"].as_str().unwrap()).await;
+    assert_eq!(
+        row["result"]["action"], "merged",
+        "the caller is the known lead: {row}"
+    );
+    assert_eq!(row["result"]["id"], lead_id.as_str());
+    let (_, timeline) = app.get_json(&format!("/v1/leads/{lead_id}/timeline")).await;
+    let task = timeline["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["fields"]["activity_type"] == "task")
+        .expect("a call-back task")
+        .clone();
+    assert_eq!(task["fields"]["owner_id"], "u-9");
+    assert_eq!(task["fields"]["status"], "open");
+    assert_eq!(task["fields"]["subject"], "Call back +4915112345678");
+    app.stop().await;
+}

@@ -82,6 +82,11 @@ struct MappingFile {
     skip: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     activity: ActivitySpec,
+    /// Canonical fields that identify a person outright for this channel (a WhatsApp or
+    /// caller number): an arrival whose value equals exactly one lead's joins it without
+    /// weighing the evidence.
+    #[serde(default)]
+    identify_by: Vec<String>,
     #[serde(default)]
     fields: BTreeMap<Spanned<String>, Spanned<RuleSpec>>,
 }
@@ -101,6 +106,23 @@ pub struct ActivitySpec {
     pub duration_from: Option<String>,
     /// Inbound field holding `inbound`/`outbound`.
     pub direction_from: Option<String>,
+    /// When an inbound field holds one of these values and the arrival is a known
+    /// lead's, its owner gets a follow-up task (a missed call from a known lead).
+    #[serde(default)]
+    pub follow_up_when: BTreeMap<String, Vec<String>>,
+}
+
+impl ActivitySpec {
+    /// The `field=value` that calls for a follow-up task, if any.
+    pub fn follow_up(&self, inbound: &Map<String, Value>) -> Option<String> {
+        self.follow_up_when.iter().find_map(|(field, values)| {
+            let value = inbound.get(field).and_then(scalar_text)?;
+            values
+                .iter()
+                .any(|v| v.eq_ignore_ascii_case(&value))
+                .then(|| format!("{field}={value}"))
+        })
+    }
 }
 
 /// Where a canonical field's value comes from and how it is shaped.
@@ -123,6 +145,7 @@ pub struct Mapping {
     pub sources: Vec<String>,
     pub skip: BTreeMap<String, Vec<String>>,
     pub activity: ActivitySpec,
+    pub identify_by: Vec<String>,
     pub rules: Vec<Rule>,
 }
 
@@ -163,6 +186,17 @@ impl Mapping {
                 .map_err(|e: crate::domain::kind::UnknownKind| {
                     error(target_line, "target", e.to_string())
                 })?;
+        if let Some(unknown) = parsed
+            .identify_by
+            .iter()
+            .find(|f| target.field(f).is_none())
+        {
+            return Err(error(
+                1,
+                "identify_by",
+                format!("{target} has no field `{unknown}`"),
+            ));
+        }
         let mut rules = Vec::with_capacity(parsed.fields.len());
         for (key, spec) in parsed.fields {
             let line = line_of(text, key.span().start);
@@ -188,6 +222,7 @@ impl Mapping {
             sources: parsed.sources,
             skip: parsed.skip,
             activity: parsed.activity,
+            identify_by: parsed.identify_by,
             rules,
         })
     }

@@ -42,6 +42,10 @@ pub struct Draft {
     pub activity: Map<String, Value>,
     /// Set when the mapping says this inbound record makes no record (`field=value`).
     pub skipped: Option<String>,
+    /// Set when the arrival calls for a follow-up task for a known lead's owner.
+    pub follow_up: Option<String>,
+    /// Fields whose exact value identifies the lead (the mapping's `identify_by`).
+    pub identify_by: Vec<String>,
 }
 
 impl Draft {
@@ -53,6 +57,8 @@ impl Draft {
             unconverted: Map::new(),
             activity: Map::new(),
             skipped: None,
+            follow_up: None,
+            identify_by: Vec::new(),
         }
     }
 
@@ -219,6 +225,8 @@ impl Pipeline {
         draft
             .activity
             .insert("direction".into(), Value::from(direction));
+        draft.follow_up = spec.follow_up(inbound);
+        draft.identify_by = mapping.identify_by.clone();
         let mapped = mapping.apply(inbound);
         draft.fields = mapped.fields;
         draft.custom = mapped.custom;
@@ -301,7 +309,15 @@ impl Pipeline {
             return Ok(json!({"action": "created", "kind": draft.kind, "id": id}));
         }
         let candidate = self.dedup.record_of(&draft);
-        let outcome = self.dedup.decide(conn, &candidate).await?;
+        let identified = identified_lead(conn, journal, &draft).await?;
+        let by_identity = identified.is_some();
+        let outcome = match identified {
+            Some(into) => Outcome::Merge {
+                into,
+                score: f64::from(u8::MAX),
+            },
+            None => self.dedup.decide(conn, &candidate).await?,
+        };
         if !matches!(outcome, Outcome::Merge { .. }) {
             link_account(conn, journal, &ctx, &mut draft).await?;
         }
@@ -317,6 +333,16 @@ impl Pipeline {
                 journal.settle_inserts(conn).await?;
                 let existing = load_lead(conn, into).await?;
                 let mut fields = survivorship(&existing, &draft);
+                if by_identity {
+                    // A channel's own profile (a WhatsApp display name) fills gaps; it does
+                    // not overwrite what the lead already says.
+                    fields.retain(|name, _| {
+                        name == "custom"
+                            || existing.get(name).is_none_or(|v| {
+                                v.is_null() || v.as_str().is_some_and(|s| s.trim().is_empty())
+                            })
+                    });
+                }
                 let mut merged = existing.clone();
                 merged.extend(fields.clone());
                 let behaviour_before = existing
@@ -398,6 +424,35 @@ impl Pipeline {
             id: None,
             fields: activity,
         });
+        if let (Some(reason), Outcome::Merge { into, .. }) = (&draft.follow_up, &outcome) {
+            let owner = load_lead(conn, into)
+                .await?
+                .get("owner_id")
+                .cloned()
+                .unwrap_or(Value::Null);
+            let subject = match draft.text("phone") {
+                Some(phone) => format!("Call back {phone}"),
+                None => "Follow up".to_owned(),
+            };
+            let task = json!({
+                "activity_type": "task",
+                "channel": "pipeline",
+                "subject": subject,
+                "status": "open",
+                "occurred_at": row.received_at,
+                "lead_id": lead_id,
+                "owner_id": owner,
+                "inbound_id": row.id,
+                "data": {"because": reason},
+            });
+            if let Value::Object(task) = task {
+                changes.push(Change::Insert {
+                    kind: RecordKind::Activity,
+                    id: None,
+                    fields: task,
+                });
+            }
+        }
         if let Some(assigned) = assignment {
             let activity = json!({
                 "activity_type": "assignment",
@@ -593,6 +648,29 @@ impl Pipeline {
             rules,
         }
     }
+}
+
+/// The one lead whose identifying field equals the draft's exactly, if there is one.
+async fn identified_lead(
+    conn: &mut AnyConnection,
+    journal: &mut Journal,
+    draft: &Draft,
+) -> Result<Option<String>, StoreError> {
+    for field in &draft.identify_by {
+        let (Some(value), Some(def)) = (draft.text(field), RecordKind::Lead.field(field)) else {
+            continue;
+        };
+        journal.settle_inserts(conn).await?;
+        let sql = format!("SELECT id FROM leads WHERE {} = $1 LIMIT 2", def.name);
+        let ids: Vec<String> = sqlx::query_scalar(&sql)
+            .bind(value)
+            .fetch_all(&mut *conn)
+            .await?;
+        if let [only] = ids.as_slice() {
+            return Ok(Some(only.clone()));
+        }
+    }
+    Ok(None)
 }
 
 async fn load_lead(conn: &mut AnyConnection, id: &str) -> Result<Map<String, Value>, StoreError> {
