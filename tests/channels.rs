@@ -831,6 +831,37 @@ async fn whatsapp_messages_become_activities_on_the_senders_lead(backend: Backen
             .unwrap(),
         1
     );
+
+    // A status about the message on the timeline updates that activity.
+    let mut read: Value = serde_json::from_slice(&fixture("whatsapp/status_sent.json")).unwrap();
+    read["entry"][0]["changes"][0]["value"]["statuses"][0]["id"] = json!("ABGGFlA5Fpa");
+    read["entry"][0]["changes"][0]["value"]["statuses"][0]["status"] = json!("read");
+    let read = serde_json::to_vec(&read).unwrap();
+    assert_eq!(
+        post_whatsapp(&app, &read, wa_sign(&read)).await.status(),
+        200
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let timeline = app
+            .store
+            .timeline(leadgate::domain::RecordKind::Lead, &lead.id, 10)
+            .await
+            .unwrap();
+        let message = timeline
+            .iter()
+            .find(|a| a.fields["activity_type"] == "message")
+            .unwrap();
+        if message.fields["status"] == "read" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "status not applied: {:?}",
+            message.fields
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     app.stop().await;
 }
 

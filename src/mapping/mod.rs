@@ -82,6 +82,10 @@ struct MappingFile {
     skip: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     activity: ActivitySpec,
+    /// Inbound records that report on an earlier one (a delivery status) update that
+    /// record's activity instead of making a record.
+    #[serde(default)]
+    update_activity: Option<UpdateActivity>,
     /// Canonical fields that identify a person outright for this channel (a WhatsApp or
     /// caller number): an arrival whose value equals exactly one lead's joins it without
     /// weighing the evidence.
@@ -89,6 +93,16 @@ struct MappingFile {
     identify_by: Vec<String>,
     #[serde(default)]
     fields: BTreeMap<Spanned<String>, Spanned<RuleSpec>>,
+}
+
+/// `when` a field holds one of the values, the activity whose `external_id` is the value
+/// of `external_id_from` takes the value of `status_from` as its status.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateActivity {
+    pub when: BTreeMap<String, Vec<String>>,
+    pub external_id_from: String,
+    pub status_from: String,
 }
 
 /// How the arrival shows on the record's timeline.
@@ -145,6 +159,7 @@ pub struct Mapping {
     pub sources: Vec<String>,
     pub skip: BTreeMap<String, Vec<String>>,
     pub activity: ActivitySpec,
+    pub update_activity: Option<UpdateActivity>,
     pub identify_by: Vec<String>,
     pub rules: Vec<Rule>,
 }
@@ -222,6 +237,7 @@ impl Mapping {
             sources: parsed.sources,
             skip: parsed.skip,
             activity: parsed.activity,
+            update_activity: parsed.update_activity,
             identify_by: parsed.identify_by,
             rules,
         })
@@ -245,6 +261,23 @@ impl Mapping {
                 .any(|v| v.eq_ignore_ascii_case(&value))
                 .then(|| format!("{field}={value}"))
         })
+    }
+
+    /// `(external id, status)` when this inbound record updates an earlier activity.
+    pub fn activity_update(&self, inbound: &Map<String, Value>) -> Option<(String, String)> {
+        let spec = self.update_activity.as_ref()?;
+        let applies = spec.when.iter().any(|(field, values)| {
+            inbound
+                .get(field)
+                .and_then(scalar_text)
+                .is_some_and(|v| values.iter().any(|w| w.eq_ignore_ascii_case(&v)))
+        });
+        if !applies {
+            return None;
+        }
+        let id = inbound.get(&spec.external_id_from).and_then(scalar_text)?;
+        let status = inbound.get(&spec.status_from).and_then(scalar_text)?;
+        Some((id, status))
     }
 
     /// The text of an inbound field, for activity details.

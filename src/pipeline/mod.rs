@@ -46,6 +46,8 @@ pub struct Draft {
     pub follow_up: Option<String>,
     /// Fields whose exact value identifies the lead (the mapping's `identify_by`).
     pub identify_by: Vec<String>,
+    /// `(external id, status)`: this arrival updates an earlier activity instead.
+    pub activity_update: Option<(String, String)>,
 }
 
 impl Draft {
@@ -59,6 +61,7 @@ impl Draft {
             skipped: None,
             follow_up: None,
             identify_by: Vec::new(),
+            activity_update: None,
         }
     }
 
@@ -190,6 +193,10 @@ impl Pipeline {
             draft.skipped = Some(reason);
             return Ok(draft);
         }
+        if let Some(update) = mapping.activity_update(inbound) {
+            draft.activity_update = Some(update);
+            return Ok(draft);
+        }
         let spec = &mapping.activity;
         let detail = |field: &Option<String>| Mapping::inbound_text(inbound, field.as_deref());
         let activity_type = spec
@@ -289,6 +296,32 @@ impl Pipeline {
             worker::source_family(&row.source),
             row.meta.clone(),
         ));
+        if let Some((external_id, status)) = &draft.activity_update {
+            journal.settle_inserts(conn).await?;
+            let ids: Vec<String> =
+                sqlx::query_scalar("SELECT id FROM activities WHERE external_id = $1")
+                    .bind(external_id)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(StoreError::from)?;
+            if ids.is_empty() {
+                return Ok(json!({"action": "skipped",
+                    "reason": format!("no activity for {external_id}")}));
+            }
+            let changes = ids
+                .iter()
+                .map(|id| Change::Update {
+                    kind: RecordKind::Activity,
+                    id: id.clone(),
+                    fields: Map::from_iter([("status".to_owned(), json!(status))]),
+                    expected_version: None,
+                })
+                .collect();
+            apply_journaled(conn, &ctx, changes, journal).await?;
+            return Ok(
+                json!({"action": "updated", "kind": "activities", "ids": ids, "status": status}),
+            );
+        }
         if draft.kind != RecordKind::Lead {
             let id = new_id();
             let mut fields = draft.fields;
