@@ -127,7 +127,7 @@ pub async fn dry_run(
                     );
                 }
                 Event::Rows(rows) => {
-                    let map = map.as_ref().expect("header comes first");
+                    let map = map.as_ref().ok_or(ImportError::Empty)?;
                     for row in rows {
                         examined += 1;
                         match map_row(map, &row) {
@@ -157,7 +157,7 @@ pub async fn dry_run(
             format: summary.format,
             sheet: summary.sheet,
             header_row: summary.header_row,
-            mapping: map.expect("a read that succeeded saw a header"),
+            mapping: map.ok_or(ImportError::Empty)?,
             rows: preview,
             errors,
             rows_examined: examined,
@@ -233,7 +233,7 @@ async fn read_and_submit(
                         );
                     }
                     Event::Rows(rows) => {
-                        let map = map.as_ref().expect("header comes first");
+                        let map = map.as_ref().ok_or(ImportError::Empty)?;
                         let received_at = Utc::now();
                         let mut batch = Batch {
                             items: Vec::with_capacity(rows.len()),
