@@ -61,6 +61,8 @@ pub struct Config {
     pub max_open_leads_per_user: i64,
     /// `bant`, `meddicc` or `none`: the answers that make a lead `qualified`.
     pub qualification: Qualification,
+    /// Behaviour points a lead loses per day without new engagement; 0 keeps them.
+    pub score_decay_per_day: i64,
     /// Requests per minute one client IP may make to the public endpoints (forms and
     /// webhooks); 0 turns the limit off.
     pub rate_limit_per_minute: u32,
@@ -317,6 +319,7 @@ impl Default for Config {
             assignment_rules: Vec::new(),
             max_open_leads_per_user: 0,
             qualification: Qualification::Bant,
+            score_decay_per_day: 0,
             rate_limit_per_minute: 600,
             whatsapp: WhatsAppSection::default(),
             zoom: ZoomSection::default(),

@@ -49,6 +49,7 @@ pub struct Application {
     server: Server,
     shutdown: CancellationToken,
     worker: Option<JoinHandle<()>>,
+    decay: Option<JoinHandle<()>>,
     writer: JoinHandle<()>,
     /// The IMAP mailbox tasks, and what stops them (before the inbox writer drains).
     mailboxes: Vec<JoinHandle<()>>,
@@ -115,6 +116,15 @@ impl Application {
                 },
             )
         };
+        let decay = (role != Role::Gateway)
+            .then(|| {
+                crate::pipeline::decay::spawn(
+                    store.clone(),
+                    config.score_decay_per_day,
+                    shutdown.clone(),
+                )
+            })
+            .flatten();
         let http_workers = if config.http_workers == 0 {
             std::thread::available_parallelism().map_or(2, usize::from)
         } else {
@@ -160,6 +170,7 @@ impl Application {
             server,
             shutdown,
             worker,
+            decay,
             writer,
             mailboxes,
             mailbox_shutdown,
@@ -206,6 +217,9 @@ impl Application {
                 .is_err()
         {
             tracing::warn!("inbox worker did not finish its batch in time");
+        }
+        if let Some(decay) = self.decay {
+            let _ = tokio::time::timeout(Duration::from_secs(10), decay).await;
         }
         self.store.close().await;
         tracing::info!("stopped");

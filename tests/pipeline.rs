@@ -566,3 +566,74 @@ fn the_dedup_harness_finds_the_febrl_slice_duplicates() {
         "recall {recall} ({true_positives} of {truth})"
     );
 }
+
+on_both_backends!(behaviour_points_fade_by_the_day_and_fit_does_not);
+
+async fn behaviour_points_fade_by_the_day_and_fit_does_not(backend: Backend) {
+    use leadgate::domain::RecordKind;
+    use leadgate::store::{Change, RequestMeta, WriteContext};
+    let app = spawn_app(backend).await;
+    let ctx = WriteContext::new("test", "test", RequestMeta::default());
+    let now = chrono::Utc::now();
+    let three_days_ago = (now - chrono::Duration::days(3) - chrono::Duration::hours(2))
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let lead = |behaviour: i64| {
+        let Value::Object(fields) = json!({"email": format!("b{behaviour}@decay.example"), "fit_score": 10,
+            "behaviour_score": behaviour, "score": 10 + behaviour, "behaviour_decayed_at": three_days_ago})
+        else {
+            unreachable!()
+        };
+        Change::Insert {
+            kind: RecordKind::Lead,
+            id: Some(format!("lead-{behaviour}")),
+            fields,
+        }
+    };
+    app.store
+        .write(&ctx, vec![lead(20), lead(4)])
+        .await
+        .unwrap();
+    let changed = leadgate::pipeline::decay::decay_once(&app.store, 5, now)
+        .await
+        .unwrap();
+    assert_eq!(changed, 2);
+    let faded = app
+        .store
+        .get(RecordKind::Lead, "lead-20")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            faded.fields["behaviour_score"].clone(),
+            faded.fields["score"].clone()
+        ),
+        (json!(5), json!(15))
+    );
+    let floored = app
+        .store
+        .get(RecordKind::Lead, "lead-4")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(floored.fields["behaviour_score"], 0, "never below zero");
+    assert_eq!(floored.fields["score"], 10, "fit stays");
+    assert_eq!(
+        leadgate::pipeline::decay::decay_once(&app.store, 5, now)
+            .await
+            .unwrap(),
+        0,
+        "not due again today"
+    );
+    let audit = app
+        .store
+        .audit_of(RecordKind::Lead, "lead-20", 10)
+        .await
+        .unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.actor == "pipeline:decay" && e.field.as_deref() == Some("score"))
+    );
+    app.stop().await;
+}

@@ -28,6 +28,9 @@ ALTER TABLE leads ADD COLUMN qualified_at TEXT;
 -- Scoring: score = fit_score + behaviour_score.
 ALTER TABLE leads ADD COLUMN fit_score BIGINT;
 ALTER TABLE leads ADD COLUMN behaviour_score BIGINT;
+-- Behaviour points fade: the last time decay was applied.
+ALTER TABLE leads ADD COLUMN behaviour_decayed_at TEXT;
+CREATE INDEX leads_behaviour_idx ON leads (behaviour_decayed_at) WHERE behaviour_score > 0;
 
 -- Dedup memory. Every record that reached a lead (the first and each one merged into it)
 -- is a member with its own normalised values, so a later arrival is compared with each

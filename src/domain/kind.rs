@@ -92,6 +92,7 @@ kinds! {
         f("metrics", Text), f("economic_buyer", Text), f("decision_criteria", Text),
         f("decision_process", Text), f("identified_pain", Text), f("champion", Text),
         f("competition", Text), f("qualified", Bool), f("qualified_at", Timestamp),
+        f("behaviour_decayed_at", Timestamp),
     ];
     Account => "accounts", "accounts", [
         f("name", Text), f("domain", Text), f("industry", Text), f("employees", Integer),

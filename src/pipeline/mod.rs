@@ -3,6 +3,7 @@
 //! exactly when its records, their audit rows and its lineage are written.
 
 pub mod assign;
+pub mod decay;
 pub mod dedup;
 mod enrich;
 pub mod harness;
