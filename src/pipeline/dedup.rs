@@ -47,12 +47,21 @@ pub enum Outcome {
 
 pub struct Dedup {
     matcher: Matcher,
+    /// Members' prepared (normalised) values by member id. Members never change their
+    /// values, so the cache needs no invalidation; it only saves re-normalising (phone
+    /// parsing above all) a candidate every time it is compared.
+    prepared:
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<matching::Prepared>>>,
 }
+
+/// Prepared members kept at most; the cache starts over past this.
+const PREPARED_CACHE: usize = 200_000;
 
 impl Dedup {
     pub fn new(config: MatchConfig) -> Result<Self, matching::ConfigError> {
         Ok(Self {
             matcher: Matcher::new(config)?,
+            prepared: Default::default(),
         })
     }
 
@@ -101,20 +110,39 @@ impl Dedup {
             .await?;
             for row in rows {
                 let member: String = row.try_get("id")?;
-                if !seen.insert(member) {
+                if !seen.insert(member.clone()) {
                     continue;
                 }
-                let values: String = row.try_get("match_values")?;
-                let Ok(other) = serde_json::from_str::<Record>(&values) else {
-                    continue;
+                let cached = self
+                    .prepared
+                    .lock()
+                    .ok()
+                    .and_then(|cache| cache.get(&member).cloned());
+                let candidate = match cached {
+                    Some(candidate) => candidate,
+                    None => {
+                        let values: String = row.try_get("match_values")?;
+                        let Ok(other) = serde_json::from_str::<Record>(&values) else {
+                            continue;
+                        };
+                        let candidate = std::sync::Arc::new(self.matcher.prepare(&other));
+                        if let Ok(mut cache) = self.prepared.lock() {
+                            if cache.len() >= PREPARED_CACHE {
+                                cache.clear();
+                            }
+                            cache.insert(member, candidate.clone());
+                        }
+                        candidate
+                    }
                 };
                 let floor = best
                     .as_ref()
                     .map_or(self.matcher.config().review, |(score, _, _)| *score);
-                let candidate = self.matcher.prepare(&other);
                 if let Some(score) = self.matcher.total_above(&prepared, &candidate, floor)
                     && best.as_ref().is_none_or(|(top, _, _)| score > *top)
                 {
+                    let values: String = row.try_get("match_values")?;
+                    let other = serde_json::from_str::<Record>(&values).unwrap_or_default();
                     best = Some((score, row.try_get("record_id")?, other));
                 }
             }
