@@ -187,11 +187,7 @@ async fn main() -> anyhow::Result<()> {
             mode,
         } => {
             let mut pipeline = build_pipeline(&config)?;
-            let mappings = if config.mappings_dir.is_dir() {
-                MappingSet::load_dir(&config.mappings_dir)?
-            } else {
-                MappingSet::builtin()?
-            };
+            let mappings = MappingSet::load(&config.mappings_dir)?;
             let chosen = mappings
                 .by_name(&mapping)
                 .with_context(|| format!("no mapping named `{mapping}`"))?

@@ -230,11 +230,7 @@ impl Application {
 /// The pipeline the configuration describes; mappings are loaded and checked here, so a
 /// bad mapping stops start with its file, line and field.
 pub fn build_pipeline(config: &Config) -> Result<Pipeline, StartError> {
-    let mappings = if config.mappings_dir.is_dir() {
-        MappingSet::load_dir(&config.mappings_dir)?
-    } else {
-        MappingSet::builtin()?
-    };
+    let mappings = MappingSet::load(&config.mappings_dir)?;
     let mut match_config = matching::MatchConfig {
         merge: config.dedup_merge_threshold,
         review: config.dedup_review_threshold,

@@ -129,13 +129,7 @@ pub struct ActivitySpec {
 impl ActivitySpec {
     /// The `field=value` that calls for a follow-up task, if any.
     pub fn follow_up(&self, inbound: &Map<String, Value>) -> Option<String> {
-        self.follow_up_when.iter().find_map(|(field, values)| {
-            let value = inbound.get(field).and_then(scalar_text)?;
-            values
-                .iter()
-                .any(|v| v.eq_ignore_ascii_case(&value))
-                .then(|| format!("{field}={value}"))
-        })
+        condition_met(&self.follow_up_when, inbound)
     }
 }
 
@@ -254,27 +248,13 @@ impl Mapping {
 
     /// The skip rule an inbound record meets, as `field=value`.
     pub fn skipped_by(&self, inbound: &Map<String, Value>) -> Option<String> {
-        self.skip.iter().find_map(|(field, values)| {
-            let value = inbound.get(field).and_then(scalar_text)?;
-            values
-                .iter()
-                .any(|v| v.eq_ignore_ascii_case(&value))
-                .then(|| format!("{field}={value}"))
-        })
+        condition_met(&self.skip, inbound)
     }
 
     /// `(external id, status)` when this inbound record updates an earlier activity.
     pub fn activity_update(&self, inbound: &Map<String, Value>) -> Option<(String, String)> {
         let spec = self.update_activity.as_ref()?;
-        let applies = spec.when.iter().any(|(field, values)| {
-            inbound
-                .get(field)
-                .and_then(scalar_text)
-                .is_some_and(|v| values.iter().any(|w| w.eq_ignore_ascii_case(&v)))
-        });
-        if !applies {
-            return None;
-        }
+        condition_met(&spec.when, inbound)?;
         let id = inbound.get(&spec.external_id_from).and_then(scalar_text)?;
         let status = inbound.get(&spec.status_from).and_then(scalar_text)?;
         Some((id, status))
@@ -424,6 +404,21 @@ impl Rule {
     }
 }
 
+/// The first `field=value` where an inbound field holds one of the listed values
+/// (case-insensitive): the one test behind skip, follow-up and activity-update rules.
+fn condition_met(
+    conditions: &BTreeMap<String, Vec<String>>,
+    inbound: &Map<String, Value>,
+) -> Option<String> {
+    conditions.iter().find_map(|(field, values)| {
+        let value = inbound.get(field).and_then(scalar_text)?;
+        values
+            .iter()
+            .any(|v| v.eq_ignore_ascii_case(&value))
+            .then(|| format!("{field}={value}"))
+    })
+}
+
 fn scalar_text(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.clone()),
@@ -472,6 +467,15 @@ impl MappingSet {
     }
 
     /// The mappings shipped in `mappings/`, compiled in, for a binary run anywhere.
+    /// The configured directory when it exists, else the shipped mappings.
+    pub fn load(dir: &Path) -> Result<Self, MappingError> {
+        if dir.is_dir() {
+            Self::load_dir(dir)
+        } else {
+            Self::builtin()
+        }
+    }
+
     pub fn builtin() -> Result<Self, MappingError> {
         let mut mappings = Vec::new();
         for (name, text) in BUILTIN {

@@ -479,13 +479,7 @@ impl Pipeline {
                 "inbound_id": row.id,
                 "data": {"because": reason},
             });
-            if let Value::Object(task) = task {
-                changes.push(Change::Insert {
-                    kind: RecordKind::Activity,
-                    id: None,
-                    fields: task,
-                });
-            }
+            changes.push(activity_insert(task));
         }
         if let Some(assigned) = assignment {
             let activity = json!({
@@ -498,13 +492,7 @@ impl Pipeline {
                 "inbound_id": row.id,
                 "data": {"rule": assigned.rule, "team": assigned.team, "owner": assigned.owner},
             });
-            if let Value::Object(activity) = activity {
-                changes.push(Change::Insert {
-                    kind: RecordKind::Activity,
-                    id: None,
-                    fields: activity,
-                });
-            }
+            changes.push(activity_insert(activity));
         }
         if let Some(qualified) = qualification_change {
             let activity = json!({
@@ -516,13 +504,7 @@ impl Pipeline {
                 "inbound_id": row.id,
                 "data": {"framework": self.qualification, "qualified": qualified},
             });
-            if let Value::Object(activity) = activity {
-                changes.push(Change::Insert {
-                    kind: RecordKind::Activity,
-                    id: None,
-                    fields: activity,
-                });
-            }
+            changes.push(activity_insert(activity));
         }
         if let Some((from, scored)) = score_change {
             let activity = json!({
@@ -535,13 +517,7 @@ impl Pipeline {
                 "data": {"from": from, "to": scored.score, "fit": scored.fit.total,
                          "behaviour": scored.behaviour, "rules": scored.rules},
             });
-            if let Value::Object(activity) = activity {
-                changes.push(Change::Insert {
-                    kind: RecordKind::Activity,
-                    id: None,
-                    fields: activity,
-                });
-            }
+            changes.push(activity_insert(activity));
         }
         apply_journaled(conn, &ctx, changes, journal).await?;
         self.dedup
@@ -650,6 +626,19 @@ async fn link_account(
     };
     draft.set("account_id", account);
     Ok(())
+}
+
+/// An activity on the timeline, built as a JSON object literal.
+fn activity_insert(fields: Value) -> Change {
+    let fields = match fields {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    Change::Insert {
+        kind: RecordKind::Activity,
+        id: None,
+        fields,
+    }
 }
 
 /// A lead's score and how it came about.

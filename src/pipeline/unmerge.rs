@@ -232,18 +232,11 @@ pub async fn unmerge(
         }
         _ => return Err(UnmergeError::Ambiguous),
     };
-    changes.push(Change::Insert {
-        kind: RecordKind::Activity,
-        id: None,
-        fields: match json!({
-            "activity_type": "unmerge", "channel": ctx.channel, "occurred_at": now_timestamp(),
-            "subject": format!("Unmerged {restored_id}"), "lead_id": id,
-            "data": {"restored_id": restored_id, "restored_fields": restored_fields, "kept_fields": kept_fields},
-        }) {
-            Value::Object(map) => map,
-            _ => Map::new(),
-        },
-    });
+    changes.push(super::activity_insert(json!({
+        "activity_type": "unmerge", "channel": ctx.channel, "occurred_at": now_timestamp(),
+        "subject": format!("Unmerged {restored_id}"), "lead_id": id,
+        "data": {"restored_id": restored_id, "restored_fields": restored_fields, "kept_fields": kept_fields},
+    })));
     apply(&mut tx, ctx, changes).await?;
     for source in &members_from {
         sqlx::query(
