@@ -78,6 +78,9 @@ pub struct Config {
     pub email: EmailSection,
     /// IMAP mailboxes polled for inbound email (`[[mailboxes]]`).
     pub mailboxes: Vec<MailboxSection>,
+    /// Roles, their access matrix, field rules and reach; sign-in sessions.
+    #[serde(default)]
+    pub access: crate::access::AccessSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -327,6 +330,7 @@ impl Default for Config {
             forms: BTreeMap::new(),
             email: EmailSection::default(),
             mailboxes: Vec::new(),
+            access: crate::access::AccessSection::default(),
         }
     }
 }
@@ -380,6 +384,11 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
+        crate::access::AccessPolicy::compile(&self.access)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if self.access.session_hours == 0 {
+            return invalid("access.session_hours", "must be at least 1");
+        }
         if self.max_body_bytes < 1024 {
             return invalid("max_body_bytes", "must be at least 1024");
         }

@@ -1,5 +1,6 @@
 //! leadgate: the integration gateway and ingestion pipeline of a CRM.
 
+pub mod access;
 pub mod config;
 pub mod domain;
 pub mod http;

@@ -11,6 +11,7 @@ use leadgate::store::Store;
 use leadgate::store::{RequestMeta, WriteContext};
 use leadgate::telemetry;
 
+mod access_cli;
 mod import_cli;
 
 /// leadgate: the integration gateway and ingestion pipeline of a CRM.
@@ -46,6 +47,15 @@ enum Command {
     /// The inbox of accepted inbound records.
     #[command(subcommand)]
     Inbox(InboxCommand),
+    /// Users: the people behind tokens and sign-ins.
+    #[command(subcommand)]
+    User(access_cli::UserCommand),
+    /// Teams: the tree a manager's reach follows.
+    #[command(subcommand)]
+    Team(access_cli::TeamCommand),
+    /// The audit trail's hash chain.
+    #[command(subcommand)]
+    Audit(access_cli::AuditCommand),
     /// Run a CSV through mapping, normalisation and dedup in a scratch store and write the
     /// duplicate pairs found, by the file's own id column.
     Dedup {
@@ -92,8 +102,11 @@ enum TokenCommand {
         #[arg(long)]
         name: String,
         /// Make an admin token.
-        #[arg(long, conflicts_with = "partner")]
+        #[arg(long, conflicts_with_all = ["partner", "user"])]
         admin: bool,
+        /// Make a token for this user (by email); it carries the user's role.
+        #[arg(long, conflicts_with = "partner")]
+        user: Option<String>,
         /// Make a key for this partner (its submissions arrive as `partner:<NAME>`).
         #[arg(long)]
         partner: Option<String>,
@@ -148,11 +161,25 @@ async fn main() -> anyhow::Result<()> {
         Command::Token(TokenCommand::Create {
             name,
             admin,
+            user,
             partner,
             expires_in_days,
         }) => {
             let store = open_store(&config).await?;
+            let user = match user {
+                Some(email) => Some(
+                    store
+                        .user_by_email(&email)
+                        .await?
+                        .with_context(|| format!("no user with email {email}"))?,
+                ),
+                None => None,
+            };
             let (principal, role) = match (admin, partner) {
+                _ if user.is_some() => {
+                    let user = user.as_ref().context("user")?;
+                    (format!("user:{}", user.id), user.role.as_str())
+                }
                 (true, _) => ("admin".to_owned(), "admin"),
                 (false, Some(partner)) if is_slug(&partner) => {
                     (format!("partner:{partner}"), "partner")
@@ -160,7 +187,7 @@ async fn main() -> anyhow::Result<()> {
                 (false, Some(partner)) => {
                     anyhow::bail!("partner name `{partner}` must be letters, digits, - or _")
                 }
-                (false, None) => anyhow::bail!("say --admin or --partner NAME"),
+                (false, None) => anyhow::bail!("say --admin, --user EMAIL or --partner NAME"),
             };
             let expires_at =
                 expires_in_days.map(|d| chrono::Utc::now() + chrono::Duration::days(d));
@@ -243,6 +270,9 @@ async fn main() -> anyhow::Result<()> {
                 (None, false) => anyhow::bail!("give an inbound id or --all-failed"),
             }
         }
+        Command::User(command) => access_cli::user(&config, &cli_context(), command).await?,
+        Command::Team(command) => access_cli::team(&config, &cli_context(), command).await?,
+        Command::Audit(command) => access_cli::audit(&config, command).await?,
         Command::Import {
             file,
             sheet,

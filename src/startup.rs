@@ -67,6 +67,10 @@ impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let pipeline = Arc::new(build_pipeline(&config)?);
         let store = open_store(&config).await?;
+        let access = crate::access::AccessPolicy::compile(&config.access)
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        // A team tree edited into a cycle outside leadgate would make reach undefined.
+        store.check_teams().await.map_err(StartError::Config)?;
         bootstrap_admin_token(&store).await?;
         let listener = TcpListener::bind(config.listen).map_err(|source| StartError::Listen {
             addr: config.listen.to_string(),
@@ -132,6 +136,7 @@ impl Application {
         };
         let shutdown_timeout = config.shutdown_timeout_secs;
         let limiter = http::RateLimiter::new(config.rate_limit_per_minute);
+        let sign_in_per_minute = config.access.sign_in_per_minute;
         let state = web::Data::new(AppState {
             limiter,
             config,
@@ -141,6 +146,9 @@ impl Application {
             appended,
             tokens: TokenCache::new(Duration::from_secs(5)),
             pipeline: pipeline.clone(),
+            access,
+            reach: http::caller::ReachCache::new(Duration::from_secs(5)),
+            sign_in_limiter: http::RateLimiter::new(sign_in_per_minute),
         });
         let server = HttpServer::new(move || {
             App::new()

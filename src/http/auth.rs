@@ -1,5 +1,6 @@
-//! Who is calling: a bearer token resolved to a principal. Roles and row/field rules
-//! build on this (security issue); here there are admins and partners.
+//! Who is calling: a bearer token resolved to a principal: the bootstrap admin, a
+//! partner key, or a user's token (sign-in or `leadgate token create --user`). What the
+//! principal may do is decided by its role (src/access, via [`super::caller::Caller`]).
 
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
@@ -10,8 +11,19 @@ use super::error::ApiError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
-    Admin { token_id: String },
-    Partner { name: String, token_id: String },
+    Admin {
+        token_id: String,
+    },
+    Partner {
+        name: String,
+        token_id: String,
+    },
+    User {
+        id: String,
+        role: String,
+        team_id: Option<String>,
+        token_id: String,
+    },
 }
 
 impl Principal {
@@ -20,13 +32,31 @@ impl Principal {
         match self {
             Principal::Admin { token_id } => format!("token:{token_id}"),
             Principal::Partner { name, .. } => format!("partner:{name}"),
+            Principal::User { id, .. } => format!("user:{id}"),
+        }
+    }
+
+    /// The role whose rules apply.
+    pub fn role(&self) -> &str {
+        match self {
+            Principal::Admin { .. } => "admin",
+            Principal::Partner { .. } => "partner",
+            Principal::User { role, .. } => role,
+        }
+    }
+
+    pub fn token_id(&self) -> &str {
+        match self {
+            Principal::Admin { token_id }
+            | Principal::Partner { token_id, .. }
+            | Principal::User { token_id, .. } => token_id,
         }
     }
 
     pub fn require_admin(&self) -> Result<(), ApiError> {
-        match self {
-            Principal::Admin { .. } => Ok(()),
-            _ => Err(ApiError::Forbidden("this needs an admin token".into())),
+        match self.role() {
+            "admin" => Ok(()),
+            _ => Err(ApiError::Forbidden("this needs an admin".into())),
         }
     }
 }
@@ -63,6 +93,14 @@ impl FromRequest for Principal {
                 .authenticate(&state.store, &token)
                 .await?
                 .ok_or_else(|| reject("invalid"))?;
+            if let Some(id) = owner.principal.strip_prefix("user:") {
+                return Ok(Principal::User {
+                    id: id.to_owned(),
+                    role: owner.role,
+                    team_id: owner.team_id,
+                    token_id: owner.token_id,
+                });
+            }
             match (
                 owner.role.as_str(),
                 owner.principal.strip_prefix("partner:"),

@@ -14,10 +14,10 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::auth::Principal;
+use super::caller::Caller;
 use super::error::ApiError;
+use crate::access::{Action, INBOX};
 use crate::import::job::{self, DryRun, ImportSettings};
-use crate::store::RequestMeta;
 use crate::store::imports::{ImportProcessing, ImportRow, NewImport, RowError};
 
 /// Rejected rows shown in `GET /v1/imports/{id}`; `errors.csv` has them all.
@@ -92,11 +92,11 @@ impl Drop for TempUpload {
 pub async fn create_import(
     req: HttpRequest,
     payload: Multipart,
-    principal: Principal,
-    meta: RequestMeta,
+    caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_admin()?;
+    caller.require(INBOX, Action::Create).await?;
+    let meta = caller.meta.clone();
     let limit = state.config.max_import_bytes;
     let declared = req
         .headers()
@@ -145,7 +145,7 @@ pub async fn create_import(
             content_sha256: &upload.sha256,
             sheet: upload.sheet.as_deref(),
             mapping: upload.mapping.as_deref(),
-            created_by: &principal.actor(),
+            created_by: &caller.actor(),
         })
         .await?;
     if created {
@@ -292,10 +292,10 @@ async fn receive(mut payload: Multipart, dir: &Path, limit: u64) -> Result<Uploa
 #[get("/v1/imports/{id}")]
 pub async fn get_import(
     id: web::Path<String>,
-    principal: Principal,
+    caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_admin()?;
+    caller.require(INBOX, Action::Read).await?;
     let import = state.store.import(&id).await?.ok_or(ApiError::NotFound)?;
     let processed = state.store.import_processing(&id).await?;
     let errors = state
@@ -336,10 +336,10 @@ pub async fn get_import(
 #[get("/v1/imports/{id}/errors.csv")]
 pub async fn import_errors_csv(
     id: web::Path<String>,
-    principal: Principal,
+    caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_admin()?;
+    caller.require(INBOX, Action::Read).await?;
     state.store.import(&id).await?.ok_or(ApiError::NotFound)?;
     let errors = state.store.import_row_errors(&id, None).await?;
     let mut writer = csv::Writer::from_writer(Vec::new());

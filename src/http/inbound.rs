@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::auth::Principal;
+use super::caller::Caller;
 use super::error::ApiError;
+use crate::access::{Action, INBOX};
 use crate::store::inbox::InboxRow;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -31,10 +32,10 @@ pub struct InboxList {
 #[get("/v1/inbound/{id}")]
 pub async fn get_inbound(
     id: web::Path<String>,
-    principal: Principal,
+    caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_admin()?;
+    caller.require(INBOX, Action::Read).await?;
     let row = state
         .store
         .inbox_row(&id)
@@ -53,10 +54,10 @@ pub async fn get_inbound(
 #[get("/v1/inbound")]
 pub async fn list_inbound(
     query: web::Query<InboxQuery>,
-    principal: Principal,
+    caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_admin()?;
+    caller.require(INBOX, Action::Read).await?;
     let status = query.status.as_deref().unwrap_or("failed");
     if !["pending", "processing", "done", "failed"].contains(&status) {
         return Err(ApiError::BadRequest(format!("unknown status `{status}`")));
@@ -80,10 +81,10 @@ pub async fn list_inbound(
 #[post("/v1/inbound/{id}/retry")]
 pub async fn retry_inbound(
     id: web::Path<String>,
-    principal: Principal,
+    caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_admin()?;
+    caller.require(INBOX, Action::Update).await?;
     if !state.store.retry_inbox(&id).await? {
         let row = state
             .store

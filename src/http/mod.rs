@@ -1,6 +1,9 @@
 //! The actix-web application: routes, shared state and the OpenAPI document.
 
+mod admin;
+mod audit;
 mod auth;
+pub mod caller;
 mod channels;
 pub mod error;
 mod imports;
@@ -11,6 +14,7 @@ mod rate_limit;
 mod records;
 mod request;
 mod review;
+mod session;
 
 use std::sync::Arc;
 
@@ -43,6 +47,11 @@ pub struct AppState {
     pub pipeline: Arc<crate::pipeline::Pipeline>,
     /// Per-client-IP limit of the public endpoints (forms, webhooks).
     pub limiter: RateLimiter,
+    /// Roles compiled from configuration.
+    pub access: crate::access::AccessPolicy,
+    pub reach: caller::ReachCache,
+    /// Per-client-IP limit of sign-in attempts.
+    pub sign_in_limiter: RateLimiter,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
@@ -70,12 +79,30 @@ pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
         .service(inbound::retry_inbound)
         .service(review::list_review)
         .service(review::decide_review)
+        .service(session::sign_in)
+        .service(session::sign_out)
+        .service(session::me)
+        .service(admin::list_users)
+        .service(admin::create_user)
+        .service(admin::update_user)
+        .service(admin::delete_user)
+        .service(admin::create_user_token)
+        .service(admin::create_partner)
+        .service(admin::revoke_token)
+        .service(admin::list_teams)
+        .service(admin::create_team)
+        .service(admin::update_team)
+        .service(audit::search_audit)
         .service(records::convert_lead)
         .service(review::unmerge_lead)
         .service(records::get_timeline)
         .service(records::get_audit)
+        // `/v1/{kind}…` last: every fixed path above wins over it.
         .service(records::get_record)
-        .service(records::patch_record);
+        .service(records::patch_record)
+        .service(records::delete_record)
+        .service(records::list_records)
+        .service(records::create_record);
 }
 
 struct BearerAuth;
@@ -103,12 +130,19 @@ impl utoipa::Modify for BearerAuth {
         inbound::get_inbound, inbound::list_inbound, inbound::retry_inbound,
         review::list_review, review::decide_review, review::unmerge_lead,
         records::get_record, records::patch_record, records::get_timeline, records::get_audit,
-        records::convert_lead,
+        records::convert_lead, records::list_records, records::create_record, records::delete_record,
+        audit::search_audit, session::sign_in, session::sign_out, session::me,
+        admin::list_users, admin::create_user, admin::update_user, admin::delete_user,
+        admin::create_user_token, admin::create_partner, admin::revoke_token,
+        admin::list_teams, admin::create_team, admin::update_team,
     ),
     components(schemas(
         error::Problem, error::FieldProblem, partner::BatchReceipt, partner::SubmissionStatus,
         channels::whatsapp::WebhookReceipt, channels::cti::ScreenPop, channels::cti::Caller,
         imports::ImportAccepted, imports::ImportStatus, channels::email::EmailReceipt,
+        records::RecordList, audit::AuditPage, session::SignIn, session::Session, session::Me,
+        admin::NewUser, admin::UserChange, admin::NewToken, admin::NewPartner, admin::TeamChange,
+        admin::IssuedToken, admin::Users, admin::Teams,
     )),
     modifiers(&BearerAuth)
 )]

@@ -5,12 +5,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::auth::Principal;
+use super::caller::Caller;
 use super::error::ApiError;
+use crate::access::Action;
 use crate::pipeline::review::{self, Decision, ReviewError, ReviewPair};
 use crate::pipeline::unmerge::{UnmergeError, UnmergeRequest, Unmerged, unmerge};
 use crate::store::read::Record;
-use crate::store::{RequestMeta, WriteContext};
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ReviewQuery {
@@ -53,10 +53,10 @@ impl From<ReviewError> for ApiError {
 #[get("/v1/review")]
 pub async fn list_review(
     query: web::Query<ReviewQuery>,
-    principal: Principal,
+    caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_admin()?;
+    caller.require("leads", Action::Merge).await?;
     let pairs = review::open_pairs(&state.store, query.limit.unwrap_or(50).clamp(1, 500)).await?;
     let mut items = Vec::with_capacity(pairs.len());
     for pair in pairs {
@@ -84,12 +84,11 @@ pub async fn list_review(
 pub async fn decide_review(
     id: web::Path<String>,
     body: web::Json<ReviewDecision>,
-    principal: Principal,
-    meta: RequestMeta,
+    caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_admin()?;
-    let ctx = WriteContext::new(principal.actor(), "review", meta);
+    caller.require("leads", Action::Merge).await?;
+    let ctx = caller.context("review");
     let pair = review::decide(&state.store, &ctx, &id, body.decision).await?;
     Ok(HttpResponse::Ok().json(pair))
 }
@@ -119,12 +118,11 @@ impl From<UnmergeError> for ApiError {
 pub async fn unmerge_lead(
     id: web::Path<String>,
     body: web::Json<UnmergeRequest>,
-    principal: Principal,
-    meta: RequestMeta,
+    caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_admin()?;
-    let ctx = WriteContext::new(principal.actor(), "review", meta);
+    caller.require("leads", Action::Merge).await?;
+    let ctx = caller.context("review");
     let unmerged = unmerge(&state.store, &state.pipeline, &ctx, &id, &body).await?;
     Ok(HttpResponse::Ok().json(unmerged))
 }

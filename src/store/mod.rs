@@ -2,11 +2,13 @@
 //! PostgreSQL, through sqlx's `Any` driver. Queries use `$N` parameters, which both
 //! backends accept, and only the column types both share (TEXT, BIGINT, BLOB/BYTEA).
 
+pub mod audit;
 mod error;
 pub mod imports;
 pub mod inbox;
 pub mod read;
 pub mod tokens;
+pub mod users;
 pub mod write;
 
 use std::ops::{Deref, DerefMut};
@@ -129,7 +131,16 @@ impl Store {
         self.migrator()
             .run(&self.pool)
             .await
-            .map_err(|e| StoreError::Migrate(e.to_string()))
+            .map_err(|e| StoreError::Migrate(e.to_string()))?;
+        // Rows written before the audit chain existed get their links once.
+        let filled = self.backfill_audit_chain().await?;
+        if filled > 0 {
+            tracing::info!(
+                rows = filled,
+                "linked earlier audit rows into the hash chain"
+            );
+        }
+        Ok(())
     }
 
     /// True when the store answers and every embedded migration has been applied.

@@ -43,6 +43,18 @@ pub struct AuditEntry {
     pub request_id: Option<String>,
 }
 
+/// What `Store::list` returns; fields and the sort column are checked against the kind
+/// before they get here, so only their static names reach the SQL text.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    pub filters: Vec<(&'static crate::domain::FieldDef, String)>,
+    pub owners: Option<Vec<String>>,
+    pub sort: &'static str,
+    pub descending: bool,
+    pub limit: i64,
+    pub offset: i64,
+}
+
 fn select_list(kind: RecordKind) -> String {
     let mut columns = String::from("id, created_at, updated_at, version");
     for def in kind.fields() {
@@ -77,7 +89,7 @@ fn decode_record(kind: RecordKind, row: &AnyRow) -> Result<Record, StoreError> {
     })
 }
 
-fn decode_audit(row: &AnyRow) -> Result<AuditEntry, StoreError> {
+pub(crate) fn decode_audit(row: &AnyRow) -> Result<AuditEntry, StoreError> {
     let json = |text: Option<String>| {
         text.map(|t| serde_json::from_str(&t).unwrap_or(Value::String(t)))
             .unwrap_or(Value::Null)
@@ -153,6 +165,71 @@ impl Store {
         let rows = sqlx::query(&sql)
             .bind(value)
             .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(|row| decode_record(kind, row)).collect()
+    }
+
+    /// A page of records: equality filters, an owner set (the caller's reach; `None` is
+    /// unrestricted), one sort column, newest-first by default.
+    pub async fn list(
+        &self,
+        kind: RecordKind,
+        query: &ListQuery,
+    ) -> Result<Vec<Record>, StoreError> {
+        let mut conditions = Vec::new();
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            format!("${n}")
+        };
+        for (def, _) in &query.filters {
+            conditions.push(format!("{} = {}", def.name, next()));
+        }
+        if let Some(owners) = &query.owners {
+            if owners.is_empty() {
+                return Ok(Vec::new());
+            }
+            let placeholders: Vec<String> = owners.iter().map(|_| next()).collect();
+            conditions.push(format!("owner_id IN ({})", placeholders.join(", ")));
+        }
+        let sql = format!(
+            "SELECT {} FROM {}{}{} ORDER BY {} {}, id {} LIMIT {} OFFSET {}",
+            select_list(kind),
+            kind.table(),
+            if conditions.is_empty() { "" } else { " WHERE " },
+            conditions.join(" AND "),
+            query.sort,
+            if query.descending { "DESC" } else { "ASC" },
+            if query.descending { "DESC" } else { "ASC" },
+            next(),
+            next(),
+        );
+        let mut statement = sqlx::query(&sql);
+        for (def, value) in &query.filters {
+            statement = match def.ty {
+                FieldType::Integer | FieldType::Bool => {
+                    let number = match value.as_str() {
+                        "true" => 1,
+                        "false" => 0,
+                        other => other
+                            .parse::<i64>()
+                            .map_err(|_| crate::domain::InvalidValue {
+                                field: def.name.to_owned(),
+                                reason: "expected a number".to_owned(),
+                            })?,
+                    };
+                    statement.bind(number)
+                }
+                _ => statement.bind(value.clone()),
+            };
+        }
+        for owner in query.owners.iter().flatten() {
+            statement = statement.bind(owner.clone());
+        }
+        let rows = statement
+            .bind(query.limit)
+            .bind(query.offset)
             .fetch_all(self.pool())
             .await?;
         rows.iter().map(|row| decode_record(kind, row)).collect()

@@ -13,9 +13,12 @@ use crate::domain::value::{format_timestamp, now_timestamp};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenOwner {
     pub token_id: String,
-    /// `admin`, or `partner:<name>`.
+    /// `admin`, `partner:<name>` or `user:<id>`.
     pub principal: String,
+    /// The token's role; for a user's token, the user's current role.
     pub role: String,
+    /// For a user's token: the user's team, which their reach follows.
+    pub team_id: Option<String>,
 }
 
 /// A freshly minted token: the secret exists only in this value.
@@ -75,16 +78,26 @@ impl Store {
         .bind(now_timestamp())
         .fetch_optional(self.pool())
         .await?;
-        row.map(|row| {
-            Ok(TokenOwner {
-                token_id: row.try_get("id")?,
-                principal: row.try_get("principal")?,
-                role: row
-                    .try_get::<Option<String>, _>("role_id")?
-                    .unwrap_or_default(),
-            })
-        })
-        .transpose()
+        let Some(row) = row else { return Ok(None) };
+        let mut owner = TokenOwner {
+            token_id: row.try_get("id")?,
+            principal: row.try_get("principal")?,
+            role: row
+                .try_get::<Option<String>, _>("role_id")?
+                .unwrap_or_default(),
+            team_id: None,
+        };
+        if let Some(user_id) = owner.principal.strip_prefix("user:") {
+            // A deleted or deactivated user's tokens stop working at once.
+            match self.user(user_id).await? {
+                Some(user) if user.active => {
+                    owner.role = user.role;
+                    owner.team_id = user.team_id;
+                }
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(owner))
     }
 
     pub async fn revoke_token(&self, ctx: &WriteContext, id: &str) -> Result<(), StoreError> {
@@ -123,6 +136,14 @@ impl TokenCache {
         Self {
             ttl,
             entries: Default::default(),
+        }
+    }
+
+    /// Forgets every cached token: a revocation or user deletion through this process
+    /// takes effect at once.
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
         }
     }
 

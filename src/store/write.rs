@@ -111,13 +111,14 @@ pub struct Written {
     pub version: i64,
 }
 
-struct AuditRow {
-    action: Action,
-    kind: RecordKind,
-    id: String,
-    field: Option<String>,
-    old: Option<String>,
-    new: Option<String>,
+pub(crate) struct AuditRow {
+    pub(crate) action: &'static str,
+    /// A record kind's path, or an event's subject (`users` for a sign-in).
+    pub(crate) kind: &'static str,
+    pub(crate) id: String,
+    pub(crate) field: Option<String>,
+    pub(crate) old: Option<String>,
+    pub(crate) new: Option<String>,
 }
 
 /// Inserts, audit rows and outbox rows of changes made in a transaction, written by
@@ -251,6 +252,12 @@ pub(crate) fn values_clause(rows: usize, columns: usize) -> String {
 }
 
 impl Journal {
+    /// An audit row that records an event rather than a change (a sign-in, a denial).
+    pub(crate) fn push_event(&mut self, ctx: &Arc<WriteContext>, row: AuditRow) {
+        let now = format_timestamp(chrono::Utc::now());
+        self.audit.push((ctx.clone(), now, row));
+    }
+
     /// Writes the queued inserts now, so reads in this transaction see them.
     pub async fn settle_inserts(&mut self, conn: &mut AnyConnection) -> Result<(), StoreError> {
         write_inserts(conn, &mut self.inserts).await
@@ -258,29 +265,50 @@ impl Journal {
 
     pub async fn flush(&mut self, conn: &mut AnyConnection) -> Result<(), StoreError> {
         write_inserts(conn, &mut self.inserts).await?;
-        for chunk in self.audit.chunks(rows_per_statement(12)) {
-            let sql = format!(
-                "INSERT INTO audit_log (at, actor, channel, action, record_kind, record_id, field, \
-                 old_value, new_value, ip, user_agent, request_id) VALUES {}",
-                values_clause(chunk.len(), 12)
-            );
-            let mut query = sqlx::query(&sql);
-            for (ctx, at, row) in chunk {
-                query = query
-                    .bind(at.as_str())
-                    .bind(ctx.actor.as_str())
-                    .bind(ctx.channel.as_str())
-                    .bind(row.action.as_str())
-                    .bind(row.kind.path())
-                    .bind(row.id.as_str())
-                    .bind(row.field.as_deref())
-                    .bind(row.old.as_deref())
-                    .bind(row.new.as_deref())
-                    .bind(ctx.request.ip.as_deref())
-                    .bind(ctx.request.user_agent.as_deref())
-                    .bind(ctx.request.request_id.as_deref());
+        if !self.audit.is_empty() {
+            let mut head = super::audit::chain_head(conn).await?;
+            for chunk in self.audit.chunks(rows_per_statement(14)) {
+                let sql = format!(
+                    "INSERT INTO audit_log (at, actor, channel, action, record_kind, record_id, \
+                     field, old_value, new_value, ip, user_agent, request_id, prev_hash, hash) \
+                     VALUES {}",
+                    values_clause(chunk.len(), 14)
+                );
+                let mut query = sqlx::query(&sql);
+                for (ctx, at, row) in chunk {
+                    let content = super::audit::AuditContent {
+                        at,
+                        actor: &ctx.actor,
+                        channel: &ctx.channel,
+                        action: row.action,
+                        record_kind: row.kind,
+                        record_id: &row.id,
+                        field: row.field.as_deref(),
+                        old_value: row.old.as_deref(),
+                        new_value: row.new.as_deref(),
+                        ip: ctx.request.ip.as_deref(),
+                        user_agent: ctx.request.user_agent.as_deref(),
+                        request_id: ctx.request.request_id.as_deref(),
+                    };
+                    let hash = content.hash(&head);
+                    query = query
+                        .bind(at.as_str())
+                        .bind(ctx.actor.as_str())
+                        .bind(ctx.channel.as_str())
+                        .bind(row.action)
+                        .bind(row.kind)
+                        .bind(row.id.as_str())
+                        .bind(row.field.as_deref())
+                        .bind(row.old.as_deref())
+                        .bind(row.new.as_deref())
+                        .bind(ctx.request.ip.as_deref())
+                        .bind(ctx.request.user_agent.as_deref())
+                        .bind(ctx.request.request_id.as_deref())
+                        .bind(std::mem::replace(&mut head, hash.clone()))
+                        .bind(hash);
+                }
+                query.execute(&mut *conn).await?;
             }
-            query.execute(&mut *conn).await?;
         }
         for chunk in self.outbox.chunks(rows_per_statement(4)) {
             let sql = format!(
@@ -381,8 +409,8 @@ fn insert(
     let values = typed_fields(kind, fields)?;
     let id = id.unwrap_or_else(new_id);
     let audit = vec![AuditRow {
-        action: Action::Insert,
-        kind,
+        action: Action::Insert.as_str(),
+        kind: kind.path(),
         id: id.clone(),
         field: None,
         old: None,
@@ -534,8 +562,8 @@ async fn update(
     let audit = changes
         .iter()
         .map(|(def, old, new)| AuditRow {
-            action,
-            kind,
+            action: action.as_str(),
+            kind: kind.path(),
             id: id.clone(),
             field: Some(def.name.to_owned()),
             old: audit_text(def, old),
@@ -571,8 +599,8 @@ async fn delete(
     sqlx::query(&sql).bind(&id).execute(&mut *conn).await?;
     let old: Vec<_> = defs.iter().copied().zip(old_values).collect();
     let audit = vec![AuditRow {
-        action,
-        kind,
+        action: action.as_str(),
+        kind: kind.path(),
         id: id.clone(),
         field: None,
         old: snapshot(&old),

@@ -9,12 +9,12 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{make_durable, media_type, reject};
+use crate::access::{Action, INBOX};
 use crate::http::AppState;
-use crate::http::auth::Principal;
+use crate::http::caller::Caller;
 use crate::http::error::ApiError;
 use crate::http::request::read_body;
 use crate::mailbox::{HTTP_SOURCE, classification_name, email_record};
-use crate::store::RequestMeta;
 
 /// The channel label of refusals in `leadgate_inbound_rejected_total`.
 const CHANNEL: &str = "email";
@@ -53,11 +53,11 @@ pub struct EmailReceipt {
 pub async fn inbound_email(
     req: HttpRequest,
     payload: web::Payload,
-    principal: Principal,
-    meta: RequestMeta,
+    caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_admin()?;
+    caller.require(INBOX, Action::Create).await?;
+    let meta = caller.meta.clone();
     let media = media_type(&req);
     if media != "message/rfc822" && media != "application/octet-stream" {
         reject(&state, CHANNEL, "media_type");

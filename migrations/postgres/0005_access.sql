@@ -1,0 +1,26 @@
+-- Access control and a tamper-evident audit trail.
+
+-- Each audit row carries the hash of the one before it (by seq) and its own hash over
+-- its content and that link; `leadgate audit verify` walks the chain.
+ALTER TABLE audit_log ADD COLUMN prev_hash TEXT;
+ALTER TABLE audit_log ADD COLUMN hash TEXT;
+CREATE INDEX audit_log_at_idx ON audit_log (at);
+
+-- Append-only: no code path updates or deletes audit rows, and the store refuses it too.
+-- Rows from before the chain existed (hash NULL) may be given their hash once.
+CREATE FUNCTION audit_log_append_only() RETURNS trigger AS $$
+BEGIN
+    IF TG_OP = 'DELETE' OR OLD.hash IS NOT NULL THEN
+        RAISE EXCEPTION 'audit_log is append-only';
+    END IF;
+    RETURN NEW;
+END;
+$$ LANGUAGE plpgsql;
+CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
+FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
+
+-- Row reach: a manager's owners are the users of the team tree under them.
+CREATE INDEX users_team_id_idx ON users (team_id) WHERE team_id IS NOT NULL;
+-- Lists sort by recency within an owner's records.
+CREATE INDEX leads_owner_updated_idx ON leads (owner_id, updated_at);
+CREATE INDEX leads_updated_idx ON leads (updated_at);

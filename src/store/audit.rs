@@ -1,0 +1,364 @@
+//! The audit trail as a hash chain: every row carries the hash of the row before it
+//! (by `seq`) and a hash of its own content and that link, so a changed, removed or
+//! reordered row breaks the chain at the first row after it. Reads and the verifier.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::{AnyConnection, Row};
+use utoipa::ToSchema;
+
+use super::read::{AuditEntry, decode_audit};
+use super::write::{AuditRow, Journal, WriteContext};
+use super::{Store, StoreError};
+
+/// The link of the first row: there is nothing before it.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Any fixed number: PostgreSQL writers take this transaction lock before they read the
+/// chain's head, so two transactions never link to the same row. SQLite writers are
+/// serialised already (`BEGIN IMMEDIATE` behind one mutex).
+const CHAIN_LOCK: i64 = 0x006c_6761_7564_6974;
+
+/// What a row's hash covers: everything the row says, in a fixed order.
+#[derive(Serialize)]
+pub(crate) struct AuditContent<'a> {
+    pub at: &'a str,
+    pub actor: &'a str,
+    pub channel: &'a str,
+    pub action: &'a str,
+    pub record_kind: &'a str,
+    pub record_id: &'a str,
+    pub field: Option<&'a str>,
+    pub old_value: Option<&'a str>,
+    pub new_value: Option<&'a str>,
+    pub ip: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+}
+
+impl AuditContent<'_> {
+    /// SHA-256 over the previous hash and the row as a JSON array (unambiguous: no
+    /// separator can be forged inside a value).
+    pub fn hash(&self, prev_hash: &str) -> String {
+        let values = [
+            Some(self.at),
+            Some(self.actor),
+            Some(self.channel),
+            Some(self.action),
+            Some(self.record_kind),
+            Some(self.record_id),
+            self.field,
+            self.old_value,
+            self.new_value,
+            self.ip,
+            self.user_agent,
+            self.request_id,
+        ];
+        let mut hasher = Sha256::new();
+        hasher.update(prev_hash.as_bytes());
+        hasher.update(
+            serde_json::to_string(&values)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        hex::encode(hasher.finalize())
+    }
+}
+
+/// The hash the next row links to, read under the chain's lock.
+pub(crate) async fn chain_head(conn: &mut AnyConnection) -> Result<String, StoreError> {
+    if conn.backend_name() == "PostgreSQL" {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(CHAIN_LOCK)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let head: Option<Option<String>> =
+        sqlx::query_scalar("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(head.flatten().unwrap_or_else(|| GENESIS.to_owned()))
+}
+
+/// What `leadgate audit verify` found.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChainReport {
+    pub rows: u64,
+    /// The hash of the last row: keep it elsewhere to detect a rewritten tail later.
+    pub head: String,
+    pub broken: Option<BrokenLink>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BrokenLink {
+    pub seq: i64,
+    pub reason: String,
+}
+
+/// Audit rows wanted by `GET /v1/audit`.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub kind: Option<String>,
+    pub record_id: Option<String>,
+    pub action: Option<String>,
+    /// RFC 3339 bounds on `at`, inclusive from, exclusive to.
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub after_seq: Option<i64>,
+    pub limit: i64,
+}
+
+const VERIFY_PAGE: i64 = 5_000;
+
+impl Store {
+    /// Walks the whole chain in `seq` order and names the first row that does not hold.
+    pub async fn verify_audit(&self) -> Result<ChainReport, StoreError> {
+        let mut expected_prev = GENESIS.to_owned();
+        let mut last_seq = 0i64;
+        let mut rows = 0u64;
+        loop {
+            let page = sqlx::query(
+                "SELECT seq, at, actor, channel, action, record_kind, record_id, field, \
+                 old_value, new_value, ip, user_agent, request_id, prev_hash, hash \
+                 FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .bind(last_seq)
+            .bind(VERIFY_PAGE)
+            .fetch_all(self.pool())
+            .await?;
+            let Some(last) = page.last() else { break };
+            last_seq = last.try_get("seq")?;
+            for row in &page {
+                rows += 1;
+                let seq: i64 = row.try_get("seq")?;
+                let broken = |reason: &str| ChainReport {
+                    rows,
+                    head: expected_prev.clone(),
+                    broken: Some(BrokenLink {
+                        seq,
+                        reason: reason.to_owned(),
+                    }),
+                };
+                let text = |name: &str| row.try_get::<Option<String>, _>(name);
+                let (Some(prev), Some(hash)) = (text("prev_hash")?, text("hash")?) else {
+                    return Ok(broken("row has no hash"));
+                };
+                if prev != expected_prev {
+                    return Ok(broken(
+                        "its link does not match the row before it (a row was removed, \
+                         inserted or rewritten)",
+                    ));
+                }
+                let (at, actor, channel, action, kind, id) = (
+                    text("at")?.unwrap_or_default(),
+                    text("actor")?.unwrap_or_default(),
+                    text("channel")?.unwrap_or_default(),
+                    text("action")?.unwrap_or_default(),
+                    text("record_kind")?.unwrap_or_default(),
+                    text("record_id")?.unwrap_or_default(),
+                );
+                let (field, old, new, ip, agent, request) = (
+                    text("field")?,
+                    text("old_value")?,
+                    text("new_value")?,
+                    text("ip")?,
+                    text("user_agent")?,
+                    text("request_id")?,
+                );
+                let content = AuditContent {
+                    at: &at,
+                    actor: &actor,
+                    channel: &channel,
+                    action: &action,
+                    record_kind: &kind,
+                    record_id: &id,
+                    field: field.as_deref(),
+                    old_value: old.as_deref(),
+                    new_value: new.as_deref(),
+                    ip: ip.as_deref(),
+                    user_agent: agent.as_deref(),
+                    request_id: request.as_deref(),
+                };
+                if content.hash(&prev) != hash {
+                    return Ok(broken(
+                        "its content does not match its hash (the row was edited)",
+                    ));
+                }
+                expected_prev = hash;
+            }
+        }
+        Ok(ChainReport {
+            rows,
+            head: expected_prev,
+            broken: None,
+        })
+    }
+
+    /// Gives rows written before the chain existed their links, once, in `seq` order.
+    pub async fn backfill_audit_chain(&self) -> Result<u64, StoreError> {
+        let mut filled = 0u64;
+        loop {
+            let mut tx = self.begin_write().await?;
+            let pending = sqlx::query(
+                "SELECT seq, at, actor, channel, action, record_kind, record_id, field, \
+                 old_value, new_value, ip, user_agent, request_id FROM audit_log \
+                 WHERE hash IS NULL ORDER BY seq LIMIT $1",
+            )
+            .bind(VERIFY_PAGE)
+            .fetch_all(&mut *tx)
+            .await?;
+            if pending.is_empty() {
+                return Ok(filled);
+            }
+            let first: i64 = pending[0].try_get("seq")?;
+            let before: Option<Option<String>> = sqlx::query_scalar(
+                "SELECT hash FROM audit_log WHERE seq < $1 ORDER BY seq DESC LIMIT 1",
+            )
+            .bind(first)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let mut head = before.flatten().unwrap_or_else(|| GENESIS.to_owned());
+            for row in &pending {
+                let text = |name: &str| row.try_get::<Option<String>, _>(name);
+                let owned: Vec<Option<String>> = [
+                    "at",
+                    "actor",
+                    "channel",
+                    "action",
+                    "record_kind",
+                    "record_id",
+                    "field",
+                    "old_value",
+                    "new_value",
+                    "ip",
+                    "user_agent",
+                    "request_id",
+                ]
+                .iter()
+                .map(|name| text(name))
+                .collect::<Result<_, _>>()?;
+                let get = |n: usize| owned[n].as_deref();
+                let content = AuditContent {
+                    at: get(0).unwrap_or_default(),
+                    actor: get(1).unwrap_or_default(),
+                    channel: get(2).unwrap_or_default(),
+                    action: get(3).unwrap_or_default(),
+                    record_kind: get(4).unwrap_or_default(),
+                    record_id: get(5).unwrap_or_default(),
+                    field: get(6),
+                    old_value: get(7),
+                    new_value: get(8),
+                    ip: get(9),
+                    user_agent: get(10),
+                    request_id: get(11),
+                };
+                let hash = content.hash(&head);
+                sqlx::query("UPDATE audit_log SET prev_hash = $1, hash = $2 WHERE seq = $3")
+                    .bind(&head)
+                    .bind(&hash)
+                    .bind(row.try_get::<i64, _>("seq")?)
+                    .execute(&mut *tx)
+                    .await?;
+                head = hash;
+                filled += 1;
+            }
+            tx.commit().await?;
+        }
+    }
+
+    /// Records an event that changes no record (a sign-in, a refused request) on the
+    /// chain, in its own transaction.
+    pub async fn record_event(
+        &self,
+        ctx: &WriteContext,
+        action: &'static str,
+        subject: &'static str,
+        subject_id: &str,
+        field: Option<&str>,
+        detail: Option<String>,
+    ) -> Result<(), StoreError> {
+        let mut journal = Journal::default();
+        journal.push_event(
+            &Arc::new(ctx.clone()),
+            AuditRow {
+                action,
+                kind: subject,
+                id: subject_id.to_owned(),
+                field: field.map(str::to_owned),
+                old: None,
+                new: detail.map(|d| serde_json::Value::String(d).to_string()),
+            },
+        );
+        let mut tx = self.begin_write().await?;
+        journal.flush(&mut tx).await?;
+        tx.commit().await
+    }
+
+    /// Audit rows by actor, kind, record, action and time, oldest first, from a cursor.
+    pub async fn audit_search(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        // Every condition is bound; an absent one compares the parameter with NULL.
+        let rows = sqlx::query(
+            "SELECT * FROM audit_log WHERE seq > $1 \
+             AND ($2 IS NULL OR actor = $2) AND ($3 IS NULL OR record_kind = $3) \
+             AND ($4 IS NULL OR record_id = $4) AND ($5 IS NULL OR action = $5) \
+             AND ($6 IS NULL OR at >= $6) AND ($7 IS NULL OR at < $7) \
+             ORDER BY seq LIMIT $8",
+        )
+        .bind(filter.after_seq.unwrap_or(0))
+        .bind(filter.actor.as_deref())
+        .bind(filter.kind.as_deref())
+        .bind(filter.record_id.as_deref())
+        .bind(filter.action.as_deref())
+        .bind(filter.from.as_deref())
+        .bind(filter.to.as_deref())
+        .bind(filter.limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(decode_audit).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn content<'a>(actor: &'a str, new_value: Option<&'a str>) -> AuditContent<'a> {
+        AuditContent {
+            at: "2026-11-24T10:00:00.000000Z",
+            actor,
+            channel: "api",
+            action: "update",
+            record_kind: "leads",
+            record_id: "l-1",
+            field: Some("email"),
+            old_value: None,
+            new_value,
+            ip: None,
+            user_agent: None,
+            request_id: None,
+        }
+    }
+
+    #[test]
+    fn hash_depends_on_every_value_and_the_link() {
+        let base = content("user:a", Some("\"x\"")).hash(GENESIS);
+        assert_eq!(base.len(), 64);
+        assert_ne!(base, content("user:b", Some("\"x\"")).hash(GENESIS));
+        assert_ne!(base, content("user:a", Some("\"y\"")).hash(GENESIS));
+        assert_ne!(base, content("user:a", None).hash(GENESIS));
+        assert_ne!(base, content("user:a", Some("\"x\"")).hash(&base));
+        assert_eq!(base, content("user:a", Some("\"x\"")).hash(GENESIS));
+    }
+
+    #[test]
+    fn a_value_cannot_imitate_a_field_boundary() {
+        let mut split = content("a", Some("b"));
+        split.channel = "c";
+        let mut joined = content("a\",\"c", Some("b"));
+        joined.channel = "";
+        assert_ne!(split.hash(GENESIS), joined.hash(GENESIS));
+    }
+}
