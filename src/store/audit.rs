@@ -23,7 +23,7 @@ const CHAIN_LOCK: i64 = 0x006c_6761_7564_6974;
 
 /// What a row's hash covers: everything the row says, in a fixed order.
 #[derive(Serialize)]
-pub(crate) struct AuditContent<'a> {
+pub struct AuditContent<'a> {
     pub at: &'a str,
     pub actor: &'a str,
     pub channel: &'a str,
@@ -68,7 +68,7 @@ impl AuditContent<'_> {
 }
 
 /// The hash the next row links to, read under the chain's lock.
-pub(crate) async fn chain_head(conn: &mut AnyConnection) -> Result<String, StoreError> {
+pub async fn chain_head(conn: &mut AnyConnection) -> Result<String, StoreError> {
     if conn.backend_name() == "PostgreSQL" {
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(CHAIN_LOCK)
