@@ -15,6 +15,7 @@ on_both_backends!(
     each_role_reaches_only_its_rows_kinds_and_fields,
     writes_to_refused_fields_write_nothing,
     audit_rows_carry_who_where_and_a_tampered_row_breaks_the_chain,
+    concurrent_writers_keep_one_unbroken_chain,
 );
 
 struct Org {
@@ -805,5 +806,44 @@ async fn form_submissions_merges_and_imports_are_audited_with_their_origin() {
             .broken
             .is_none()
     );
+    app.stop().await;
+}
+
+async fn concurrent_writers_keep_one_unbroken_chain(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let writers = (0..8).map(|writer| {
+        let store = app.store.clone();
+        tokio::spawn(async move {
+            let ctx = leadgate::store::WriteContext::new(
+                format!("user:w{writer}"),
+                "api",
+                Default::default(),
+            );
+            for n in 0..15 {
+                let Value::Object(fields) =
+                    json!({"email": format!("w{writer}-{n}@example.org"), "company": "Chain"})
+                else {
+                    unreachable!()
+                };
+                store
+                    .write(
+                        &ctx,
+                        vec![leadgate::store::Change::Insert {
+                            kind: leadgate::domain::RecordKind::Lead,
+                            id: None,
+                            fields,
+                        }],
+                    )
+                    .await
+                    .expect("write");
+            }
+        })
+    });
+    for writer in writers.collect::<Vec<_>>() {
+        writer.await.expect("writer");
+    }
+    let report = app.store.verify_audit().await.expect("verify");
+    assert!(report.broken.is_none(), "{report:?}");
+    assert!(report.rows >= 120, "{report:?}");
     app.stop().await;
 }
