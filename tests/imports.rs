@@ -20,6 +20,7 @@ on_both_backends!(
     files_that_cannot_be_imported_are_refused_clearly,
     two_hundred_columns_and_ragged_rows_are_kept,
     an_oversize_upload_is_refused_with_a_clear_message,
+    an_import_is_undone_from_the_audit_trail,
 );
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -547,4 +548,84 @@ fn regenerate_fixtures() {
     )
     .unwrap();
     zip.finish().unwrap();
+}
+
+async fn an_import_is_undone_from_the_audit_trail(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let existing = app
+        .post_json(
+            &app.admin_token,
+            "/v1/leads",
+            &serde_json::json!({"email": "ada@example.org", "first_name": "Ada",
+                                "last_name": "Lovelace"}),
+        )
+        .await;
+    assert_eq!(existing.status(), 201);
+    let existing: Value = existing.json().await.expect("lead");
+    let lead_path = format!("/v1/leads/{}", existing["id"].as_str().expect("id"));
+
+    let csv = "email,first_name,last_name,company,title\n\
+               ada@example.org,Ada,Lovelace,Analytical Engines,Countess\n\
+               grace@example.org,Grace,Hopper,US Navy,Rear Admiral\n";
+    let (status, accepted) = upload(&app, "people.csv", csv.as_bytes().to_vec(), &[]).await;
+    assert_eq!(status, 202, "{accepted}");
+    let import_id = accepted["id"].as_str().expect("import id").to_owned();
+    let done = settled_import(&app, &import_id).await;
+    assert_eq!(done["processed"]["merged"], 1, "{done}");
+    assert_eq!(done["processed"]["created"], 1, "{done}");
+    let (_, lead) = app.get_json(&lead_path).await;
+    assert_eq!(lead["fields"]["company"], "Analytical Engines");
+    let (_, grace) = app.get_json("/v1/leads?email=grace@example.org").await;
+    let grace_id = grace["items"][0]["id"].as_str().expect("grace").to_owned();
+
+    // Someone edits a field the import filled: the undo leaves their edit alone.
+    let edited = app
+        .client
+        .patch(format!("{}{lead_path}", app.base))
+        .bearer_auth(&app.admin_token)
+        .json(&serde_json::json!({"title": "Mathematician"}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(edited.status(), 200);
+
+    let undo = |app: &common::TestApp| {
+        app.client
+            .post(format!("{}/v1/imports/{import_id}/undo", app.base))
+            .bearer_auth(&app.admin_token)
+            .send()
+    };
+    let response = undo(&app).await.expect("undo");
+    assert_eq!(response.status(), 200);
+    let report: Value = response.json().await.expect("report");
+    assert!(
+        report["removed"].as_u64().expect("removed") >= 1,
+        "{report}"
+    );
+    assert_eq!(report["kept"], 1, "{report}");
+    assert!(
+        report["restored"].as_u64().expect("restored") >= 1,
+        "{report}"
+    );
+
+    let (_, lead) = app.get_json(&lead_path).await;
+    assert!(lead["fields"]["company"].is_null(), "restored: {lead}");
+    assert_eq!(lead["fields"]["title"], "Mathematician", "kept: {lead}");
+    assert_eq!(lead["fields"]["email"], "ada@example.org");
+    let (status, _) = app.get_json(&format!("/v1/leads/{grace_id}")).await;
+    assert_eq!(status, 404, "the lead the import created is gone");
+    let (_, import) = app.get_json(&format!("/v1/imports/{import_id}")).await;
+    assert_eq!(import["status"], "undone");
+    assert_eq!(undo(&app).await.expect("undo").status(), 409);
+
+    // Grace can arrive again: a new lead, not a merge into the removed one.
+    let again = app
+        .post_json(
+            &app.admin_token,
+            "/v1/leads",
+            &serde_json::json!({"email": "grace@example.org"}),
+        )
+        .await;
+    assert_eq!(again.status(), 201);
+    app.stop().await;
 }

@@ -367,3 +367,39 @@ pub async fn import_errors_csv(
         ))
         .body(body))
 }
+
+impl From<crate::import::undo::UndoError> for ApiError {
+    fn from(error: crate::import::undo::UndoError) -> Self {
+        use crate::import::undo::UndoError;
+        match error {
+            UndoError::NotFound => ApiError::NotFound,
+            UndoError::Conflict(detail) => ApiError::Conflict(detail),
+            UndoError::Store(store) => store.into(),
+        }
+    }
+}
+
+/// Undo a finished import: records it created are removed and fields it changed are
+/// restored from the audit trail, except fields someone changed since (counted as kept).
+#[utoipa::path(
+    tag = "imports",
+    params(("id" = String, Path, description = "import id")),
+    responses(
+        (status = 200, body = crate::import::undo::UndoReport),
+        (status = 404, description = "no such import", body = super::error::Problem),
+        (status = 409, description = "still running, or undone already", body = super::error::Problem),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/v1/imports/{id}/undo")]
+pub async fn undo_import(
+    id: web::Path<String>,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(INBOX, Action::Update).await?;
+    caller.require("leads", Action::Delete).await?;
+    let report =
+        crate::import::undo::undo_import(&state.store, &caller.context("import-undo"), &id).await?;
+    Ok(HttpResponse::Ok().json(report))
+}

@@ -74,6 +74,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
         .service(imports::create_import)
         .service(imports::import_errors_csv)
         .service(imports::get_import)
+        .service(imports::undo_import)
         .service(inbound::list_inbound)
         .service(inbound::get_inbound)
         .service(inbound::retry_inbound)
@@ -126,7 +127,7 @@ impl utoipa::Modify for BearerAuth {
         channels::forms::submit_form, channels::forms::preflight_form,
         channels::whatsapp::whatsapp_handshake, channels::whatsapp::whatsapp_webhook,
         channels::cti::cti_webhook, channels::zoom::zoom_webhook, channels::email::inbound_email,
-        imports::create_import, imports::get_import, imports::import_errors_csv,
+        imports::create_import, imports::get_import, imports::import_errors_csv, imports::undo_import,
         inbound::get_inbound, inbound::list_inbound, inbound::retry_inbound,
         review::list_review, review::decide_review, review::unmerge_lead,
         records::get_record, records::patch_record, records::get_timeline, records::get_audit,
@@ -139,7 +140,7 @@ impl utoipa::Modify for BearerAuth {
     components(schemas(
         error::Problem, error::FieldProblem, partner::BatchReceipt, partner::SubmissionStatus,
         channels::whatsapp::WebhookReceipt, channels::cti::ScreenPop, channels::cti::Caller,
-        imports::ImportAccepted, imports::ImportStatus, channels::email::EmailReceipt,
+        imports::ImportAccepted, imports::ImportStatus, crate::import::undo::UndoReport, channels::email::EmailReceipt,
         records::RecordList, audit::AuditPage, session::SignIn, session::Session, session::Me,
         admin::NewUser, admin::UserChange, admin::NewToken, admin::NewPartner, admin::TeamChange,
         admin::IssuedToken, admin::Users, admin::Teams,

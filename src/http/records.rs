@@ -114,12 +114,20 @@ pub async fn patch_record(
     let ctx = caller.context("api");
     let mut fields = fields;
     let mut changes = Vec::new();
+    // The lead as it will be: its qualification may change, and new identifying values
+    // join the dedup index.
+    let mut edited_lead = None;
     if kind == RecordKind::Lead
         && let Some(current) = state.store.get(kind, &id).await?
     {
-        // The lead as it will be, to see whether its qualification changes with this edit.
         let mut view = current.fields.clone();
         view.extend(fields.clone());
+        if fields
+            .keys()
+            .any(|f| crate::pipeline::dedup::Dedup::compares(f))
+        {
+            edited_lead = Some(view.clone());
+        }
         if let Some(qualified) = state.config.qualification.evaluate(&view) {
             let now_qualified = qualified.get("qualified").and_then(Value::as_bool);
             fields.extend(qualified);
@@ -155,7 +163,15 @@ pub async fn patch_record(
             expected_version,
         },
     );
-    state.store.write(&ctx, changes).await?;
+    let mut tx = state.store.begin_write().await?;
+    crate::store::write::apply(&mut tx, &ctx, changes).await?;
+    if let Some(view) = edited_lead {
+        state
+            .pipeline
+            .remember_written(&mut tx, kind, &id, &view)
+            .await?;
+    }
+    tx.commit().await?;
     let record = state
         .store
         .get(kind, &id)
@@ -230,17 +246,24 @@ pub async fn create_record(
             }
         }
     }
-    let written = state
-        .store
-        .write(
-            &caller.context("api"),
-            vec![Change::Insert {
-                kind,
-                id: None,
-                fields,
-            }],
-        )
+    // The insert and its place in the dedup index commit together, so a later arrival
+    // of the same person merges into it.
+    let mut tx = state.store.begin_write().await?;
+    let written = crate::store::write::apply(
+        &mut tx,
+        &caller.context("api"),
+        vec![Change::Insert {
+            kind,
+            id: None,
+            fields: fields.clone(),
+        }],
+    )
+    .await?;
+    state
+        .pipeline
+        .remember_written(&mut tx, kind, &written[0].id, &fields)
         .await?;
+    tx.commit().await?;
     let record = state
         .store
         .get(kind, &written[0].id)

@@ -6,5 +6,6 @@ pub mod columns;
 pub mod error;
 pub mod job;
 pub mod reader;
+pub mod undo;
 
 pub use error::ImportError;

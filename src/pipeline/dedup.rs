@@ -65,6 +65,11 @@ impl Dedup {
         })
     }
 
+    /// Whether a change to `field` changes what the matcher compares.
+    pub fn compares(field: &str) -> bool {
+        MATCH_FIELDS.iter().any(|(name, _)| *name == field)
+    }
+
     pub fn matcher(&self) -> &Matcher {
         &self.matcher
     }

@@ -169,6 +169,26 @@ impl Pipeline {
         self
     }
 
+    /// Makes a lead written outside the pipeline (the records API) a dedup candidate for
+    /// later arrivals, under the values it has now.
+    pub async fn remember_written(
+        &self,
+        conn: &mut AnyConnection,
+        kind: RecordKind,
+        id: &str,
+        fields: &Map<String, Value>,
+    ) -> Result<(), StoreError> {
+        if kind != RecordKind::Lead {
+            return Ok(());
+        }
+        let mut draft = Draft::new(kind);
+        draft.fields = fields.clone();
+        let record = self.dedup.record_of(&draft);
+        self.dedup
+            .remember(conn, kind, id, &format!("api:{id}"), &record)
+            .await
+    }
+
     pub fn dedup(&self) -> &Dedup {
         &self.dedup
     }

@@ -597,6 +597,17 @@ async fn delete(
     let (old_values, version) = load(conn, kind, &id, &defs).await?;
     let sql = format!("DELETE FROM {} WHERE id = $1", kind.table());
     sqlx::query(&sql).bind(&id).execute(&mut *conn).await?;
+    if action == Action::Delete {
+        // A deleted record is no dedup candidate any more (a merged one's members move to
+        // the survivor instead, in the merge). Its blocking keys stay: candidate lookups
+        // join keys to members, so keys without a member match nothing, and an index on
+        // member_id would cost every pipeline insert.
+        sqlx::query("DELETE FROM match_members WHERE record_kind = $1 AND record_id = $2")
+            .bind(kind.path())
+            .bind(&id)
+            .execute(&mut *conn)
+            .await?;
+    }
     let old: Vec<_> = defs.iter().copied().zip(old_values).collect();
     let audit = vec![AuditRow {
         action: action.as_str(),
