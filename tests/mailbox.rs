@@ -101,6 +101,16 @@ async fn posted_email_is_classified_and_only_leads_become_leads(backend: Backend
     let row = app.settled_inbound(auto["id"].as_str().unwrap()).await;
     assert_eq!(row["result"]["action"], "skipped", "{row}");
 
+    // A bounce marks the failed address undeliverable on the lead that has it.
+    let known = app
+        .post_json(
+            &app.admin_token,
+            "/v1/leads",
+            &serde_json::json!({"email": "nobody@unknown.example", "last_name": "Nobody"}),
+        )
+        .await;
+    assert_eq!(known.status(), 201);
+    let known: serde_json::Value = known.json().await.unwrap();
     let bounce = post_fixture(&app, "dsn_bounce.eml").await;
     assert_eq!(bounce["classification"], "bounce");
     assert_eq!(
@@ -109,6 +119,19 @@ async fn posted_email_is_classified_and_only_leads_become_leads(backend: Backend
     );
     let row = app.settled_inbound(bounce["id"].as_str().unwrap()).await;
     assert_eq!(row["result"]["action"], "skipped", "{row}");
+    assert_eq!(
+        row["result"]["marked_undeliverable"],
+        serde_json::json!([known["id"]])
+    );
+    let lead_path = format!("/v1/leads/{}", known["id"].as_str().unwrap());
+    let (_, marked) = app.get_json(&lead_path).await;
+    assert_eq!(marked["fields"]["email_undeliverable"], true, "{marked}");
+    assert!(marked["fields"]["email_bounced_at"].is_string());
+    let (_, timeline) = app.get_json(&format!("{lead_path}/timeline")).await;
+    assert_eq!(
+        timeline["items"][0]["fields"]["activity_type"],
+        "email_bounce"
+    );
 
     // Malformed MIME is stored, not a crash: what could be read is kept.
     let malformed = post_fixture(&app, "malformed_mime.eml").await;
@@ -116,7 +139,7 @@ async fn posted_email_is_classified_and_only_leads_become_leads(backend: Backend
     let row = app.settled_inbound(malformed["id"].as_str().unwrap()).await;
     assert_eq!(row["status"], "done", "{row}");
 
-    assert_eq!(app.store.count(RecordKind::Lead).await.unwrap(), 2);
+    assert_eq!(app.store.count(RecordKind::Lead).await.unwrap(), 3);
     app.stop().await;
 }
 

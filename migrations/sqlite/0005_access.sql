@@ -23,3 +23,9 @@ CREATE INDEX users_team_id_idx ON users (team_id) WHERE team_id IS NOT NULL;
 -- Lists sort by recency within an owner's records.
 CREATE INDEX leads_owner_updated_idx ON leads (owner_id, updated_at);
 CREATE INDEX leads_updated_idx ON leads (updated_at);
+
+-- A bounce marks the address undeliverable on the records that carry it; sends skip it.
+ALTER TABLE leads ADD COLUMN email_undeliverable INTEGER;
+ALTER TABLE leads ADD COLUMN email_bounced_at TEXT;
+ALTER TABLE contacts ADD COLUMN email_undeliverable INTEGER;
+ALTER TABLE contacts ADD COLUMN email_bounced_at TEXT;

@@ -92,7 +92,8 @@ kinds! {
         f("metrics", Text), f("economic_buyer", Text), f("decision_criteria", Text),
         f("decision_process", Text), f("identified_pain", Text), f("champion", Text),
         f("competition", Text), f("qualified", Bool), f("qualified_at", Timestamp),
-        f("behaviour_decayed_at", Timestamp),
+        f("behaviour_decayed_at", Timestamp), f("email_undeliverable", Bool),
+        f("email_bounced_at", Timestamp),
     ];
     Account => "accounts", "accounts", [
         f("name", Text), f("domain", Text), f("industry", Text), f("employees", Integer),
@@ -102,7 +103,8 @@ kinds! {
     Contact => "contacts", "contacts", [
         f("account_id", Text), f("first_name", Text), f("last_name", Text), f("email", Text),
         f("phone", Text), f("mobile_phone", Text), f("title", Text), f("country", Text),
-        f("owner_id", Text), f("custom", Json),
+        f("owner_id", Text), f("custom", Json), f("email_undeliverable", Bool),
+        f("email_bounced_at", Timestamp),
     ];
     Opportunity => "opportunities", "opportunities", [
         f("name", Text), f("account_id", Text), f("contact_id", Text), f("lead_id", Text),

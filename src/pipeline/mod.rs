@@ -189,6 +189,75 @@ impl Pipeline {
             .await
     }
 
+    /// A bounce (the email connector's `bounce_recipients`) marks each failed address
+    /// undeliverable on the leads and contacts that carry it, with a timeline entry.
+    /// Returns the ids of the records marked.
+    async fn mark_bounced(
+        &self,
+        conn: &mut AnyConnection,
+        journal: &mut Journal,
+        row: &InboxRow,
+    ) -> Result<Vec<String>, RowError> {
+        let recipients: Vec<String> = row.fields["bounce_recipients"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter_map(Value::as_str)
+                    .map(|address| address.trim().to_lowercase())
+                    .filter(|address| address.contains('@'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if recipients.is_empty() {
+            return Ok(Vec::new());
+        }
+        journal.settle_inserts(conn).await?;
+        let ctx = Arc::new(WriteContext::new(
+            row.source.clone(),
+            worker::source_family(&row.source),
+            row.meta.clone(),
+        ));
+        let mut changes = Vec::new();
+        let mut marked = Vec::new();
+        for address in &recipients {
+            for (kind, parent) in [
+                (RecordKind::Lead, "lead_id"),
+                (RecordKind::Contact, "contact_id"),
+            ] {
+                let sql = format!("SELECT id FROM {} WHERE email = $1", kind.table());
+                let ids: Vec<String> = sqlx::query_scalar(&sql)
+                    .bind(address)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(StoreError::from)?;
+                for id in ids {
+                    changes.push(Change::Update {
+                        kind,
+                        id: id.clone(),
+                        fields: Map::from_iter([
+                            ("email_undeliverable".to_owned(), Value::Bool(true)),
+                            ("email_bounced_at".to_owned(), json!(row.received_at)),
+                        ]),
+                        expected_version: None,
+                    });
+                    changes.push(activity_insert(json!({
+                        "activity_type": "email_bounce",
+                        "channel": "email",
+                        "direction": "inbound",
+                        "subject": format!("Email to {address} bounced"),
+                        "occurred_at": row.received_at,
+                        parent: id,
+                        "inbound_id": row.id,
+                        "external_id": row.external_id,
+                    })));
+                    marked.push(id);
+                }
+            }
+        }
+        apply_journaled(conn, &ctx, changes, journal).await?;
+        Ok(marked)
+    }
+
     pub fn dedup(&self) -> &Dedup {
         &self.dedup
     }
@@ -310,6 +379,11 @@ impl Pipeline {
         mut draft: Draft,
     ) -> Result<Value, RowError> {
         if let Some(reason) = &draft.skipped {
+            let bounced = self.mark_bounced(conn, journal, row).await?;
+            if !bounced.is_empty() {
+                return Ok(json!({"action": "skipped", "reason": reason,
+                                 "marked_undeliverable": bounced}));
+            }
             return Ok(json!({"action": "skipped", "reason": reason}));
         }
         let ctx = Arc::new(WriteContext::new(
