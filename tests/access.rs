@@ -16,6 +16,7 @@ on_both_backends!(
     writes_to_refused_fields_write_nothing,
     audit_rows_carry_who_where_and_a_tampered_row_breaks_the_chain,
     concurrent_writers_keep_one_unbroken_chain,
+    a_team_list_merges_its_owners_in_order_and_pages,
 );
 
 struct Org {
@@ -845,5 +846,78 @@ async fn concurrent_writers_keep_one_unbroken_chain(backend: Backend) {
     let report = app.store.verify_audit().await.expect("verify");
     assert!(report.broken.is_none(), "{report:?}");
     assert!(report.rows >= 120, "{report:?}");
+    app.stop().await;
+}
+
+async fn a_team_list_merges_its_owners_in_order_and_pages(backend: Backend) {
+    use leadgate::domain::RecordKind;
+    use leadgate::store::read::ListQuery;
+    let app = spawn_app(backend).await;
+    let ctx = leadgate::store::WriteContext::new("test", "test", Default::default());
+    let changes = (0..30)
+        .map(|n| {
+            let Value::Object(fields) = json!({
+                "last_name": format!("Name{:02}", (n * 7) % 30),
+                "status": if n % 2 == 0 { "new" } else { "working" },
+                "owner_id": format!("u{}", n % 3),
+            }) else {
+                unreachable!()
+            };
+            leadgate::store::Change::Insert {
+                kind: RecordKind::Lead,
+                id: None,
+                fields,
+            }
+        })
+        .collect();
+    app.store.write(&ctx, changes).await.expect("insert");
+    let status = RecordKind::Lead.field("status").expect("status");
+    let query = |owners: Option<Vec<String>>, offset| ListQuery {
+        filters: vec![(status, "new".to_owned())],
+        owners,
+        sort: "last_name",
+        descending: false,
+        limit: 4,
+        offset,
+    };
+    let names = |records: Vec<leadgate::store::read::Record>| -> Vec<String> {
+        records
+            .iter()
+            .map(|r| r.fields["last_name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    let team = Some(vec!["u0".to_owned(), "u2".to_owned()]);
+    // What the team sees is what everyone's list holds for those owners, in the same order.
+    let all = app
+        .store
+        .list(
+            RecordKind::Lead,
+            &ListQuery {
+                limit: 100,
+                ..query(None, 0)
+            },
+        )
+        .await
+        .expect("list");
+    let expected: Vec<String> = all
+        .into_iter()
+        .filter(|r| matches!(r.fields["owner_id"].as_str(), Some("u0" | "u2")))
+        .map(|r| r.fields["last_name"].as_str().expect("name").to_owned())
+        .collect();
+    assert_eq!(expected.len(), 10);
+    let first = names(
+        app.store
+            .list(RecordKind::Lead, &query(team.clone(), 0))
+            .await
+            .expect("page"),
+    );
+    let second = names(
+        app.store
+            .list(RecordKind::Lead, &query(team.clone(), 4))
+            .await
+            .expect("page"),
+    );
+    assert_eq!(first, expected[..4]);
+    assert_eq!(second, expected[4..8]);
     app.stop().await;
 }

@@ -177,61 +177,106 @@ impl Store {
         kind: RecordKind,
         query: &ListQuery,
     ) -> Result<Vec<Record>, StoreError> {
-        let mut conditions = Vec::new();
-        let mut n = 0;
-        let mut next = || {
-            n += 1;
-            format!("${n}")
+        enum Param {
+            Text(String),
+            Number(i64),
+        }
+        let mut params: Vec<Param> = Vec::new();
+        let mut placeholder = |param: Param| {
+            params.push(param);
+            format!("${}", params.len())
         };
-        for (def, _) in &query.filters {
-            conditions.push(format!("{} = {}", def.name, next()));
-        }
-        if let Some(owners) = &query.owners {
-            if owners.is_empty() {
-                return Ok(Vec::new());
-            }
-            let placeholders: Vec<String> = owners.iter().map(|_| next()).collect();
-            conditions.push(format!("owner_id IN ({})", placeholders.join(", ")));
-        }
-        let sql = format!(
-            "SELECT {} FROM {}{}{} ORDER BY {} {}, id {} LIMIT {} OFFSET {}",
-            select_list(kind),
-            kind.table(),
-            if conditions.is_empty() { "" } else { " WHERE " },
-            conditions.join(" AND "),
-            query.sort,
-            if query.descending { "DESC" } else { "ASC" },
-            if query.descending { "DESC" } else { "ASC" },
-            next(),
-            next(),
-        );
-        let mut statement = sqlx::query(&sql);
+        let mut filter_values = Vec::with_capacity(query.filters.len());
         for (def, value) in &query.filters {
-            statement = match def.ty {
-                FieldType::Integer | FieldType::Bool => {
-                    let number = match value.as_str() {
-                        "true" => 1,
-                        "false" => 0,
-                        other => other
-                            .parse::<i64>()
-                            .map_err(|_| crate::domain::InvalidValue {
-                                field: def.name.to_owned(),
-                                reason: "expected a number".to_owned(),
-                            })?,
+            filter_values.push(match def.ty {
+                FieldType::Integer | FieldType::Bool => Param::Number(match value.as_str() {
+                    "true" => 1,
+                    "false" => 0,
+                    other => other
+                        .parse::<i64>()
+                        .map_err(|_| crate::domain::InvalidValue {
+                            field: def.name.to_owned(),
+                            reason: "expected a number".to_owned(),
+                        })?,
+                }),
+                _ => Param::Text(value.clone()),
+            });
+        }
+        let direction = if query.descending { "DESC" } else { "ASC" };
+        let order = format!("{} {direction}, id {direction}", query.sort);
+        let filters = |placeholder: &mut dyn FnMut(Param) -> String| -> Vec<String> {
+            query
+                .filters
+                .iter()
+                .zip(&filter_values)
+                .map(|((def, _), value)| {
+                    let param = match value {
+                        Param::Text(text) => Param::Text(text.clone()),
+                        Param::Number(n) => Param::Number(*n),
                     };
-                    statement.bind(number)
+                    format!("{} = {}", def.name, placeholder(param))
+                })
+                .collect()
+        };
+        let columns = select_list(kind);
+        let table = kind.table();
+        let sql = match &query.owners {
+            Some(owners) if owners.is_empty() => return Ok(Vec::new()),
+            // A few owners (a manager's team): the newest rows of each owner from the
+            // (owner, sort) index, merged. One `IN` over the owners would read every row
+            // they own to sort them (64 ms median for a team of 20 at a million leads).
+            Some(owners) if (2..=64).contains(&owners.len()) => {
+                let wanted = query.limit + query.offset;
+                let parts: Vec<String> = owners
+                    .iter()
+                    .enumerate()
+                    .map(|(n, owner)| {
+                        let mut conditions = filters(&mut placeholder);
+                        conditions.push(format!(
+                            "owner_id = {}",
+                            placeholder(Param::Text(owner.clone()))
+                        ));
+                        format!(
+                            "SELECT * FROM (SELECT {columns} FROM {table} WHERE {} \
+                             ORDER BY {order} LIMIT {}) AS owner{n}",
+                            conditions.join(" AND "),
+                            placeholder(Param::Number(wanted))
+                        )
+                    })
+                    .collect();
+                format!(
+                    "SELECT * FROM ({}) AS merged ORDER BY {order} LIMIT {} OFFSET {}",
+                    parts.join(" UNION ALL "),
+                    placeholder(Param::Number(query.limit)),
+                    placeholder(Param::Number(query.offset))
+                )
+            }
+            owners => {
+                let mut conditions = filters(&mut placeholder);
+                if let Some(owners) = owners {
+                    let list: Vec<String> = owners
+                        .iter()
+                        .map(|o| placeholder(Param::Text(o.clone())))
+                        .collect();
+                    conditions.push(format!("owner_id IN ({})", list.join(", ")));
                 }
-                _ => statement.bind(value.clone()),
+                format!(
+                    "SELECT {columns} FROM {table}{}{} ORDER BY {order} LIMIT {} OFFSET {}",
+                    if conditions.is_empty() { "" } else { " WHERE " },
+                    conditions.join(" AND "),
+                    placeholder(Param::Number(query.limit)),
+                    placeholder(Param::Number(query.offset))
+                )
+            }
+        };
+        let mut statement = sqlx::query(&sql);
+        for param in params {
+            statement = match param {
+                Param::Text(text) => statement.bind(text),
+                Param::Number(n) => statement.bind(n),
             };
         }
-        for owner in query.owners.iter().flatten() {
-            statement = statement.bind(owner.clone());
-        }
-        let rows = statement
-            .bind(query.limit)
-            .bind(query.offset)
-            .fetch_all(self.pool())
-            .await?;
+        let rows = statement.fetch_all(self.pool()).await?;
         rows.iter().map(|row| decode_record(kind, row)).collect()
     }
 
