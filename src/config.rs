@@ -134,6 +134,10 @@ pub struct MailboxSection {
     /// Seconds between polls, and the longest IDLE wait.
     #[serde(default = "default_poll_seconds")]
     pub poll_seconds: u64,
+    /// PEM certificates trusted for this server besides the system's roots (a private CA
+    /// or a self-signed server). The server's name is verified against `host` always.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_imap_port() -> u16 {
@@ -469,11 +473,10 @@ impl Config {
             {
                 return invalid(&key, "host, user and password_env are required");
             }
-            if mailbox.tls != MailboxTls::None {
-                return invalid(
-                    &format!("{key}.tls"),
-                    "only \"none\" is supported by this build (starttls and tls are not yet)",
-                );
+            if let Some(ca_file) = &mailbox.ca_file
+                && !ca_file.exists()
+            {
+                return invalid(&format!("{key}.ca_file"), "the file does not exist");
             }
             if crate::mailbox::AfterAction::parse(&mailbox.after).is_none() {
                 return invalid(

@@ -217,6 +217,10 @@ const PASSWORD: &str = "mailbox-test-secret";
 struct Dovecot {
     child: Child,
     port: u16,
+    /// IMAP over TLS (imaps); the plain port offers STARTTLS.
+    tls_port: u16,
+    /// The CA that signed the server's certificate (for 127.0.0.1), for `ca_file`.
+    ca: std::path::PathBuf,
     dir: tempfile::TempDir,
 }
 
@@ -280,6 +284,40 @@ async fn start_dovecot(test: &str) -> Option<Dovecot> {
     )
     .unwrap();
     let port = free_port();
+    let tls_port = free_port();
+    // A throwaway CA and a server certificate it signs, as a private mail server has.
+    let (ca, cert, key) = (
+        root.join("ca.crt"),
+        root.join("server.crt"),
+        root.join("server.key"),
+    );
+    std::fs::write(
+        root.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let openssl = |args: &str| {
+        let ok = Command::new("openssl")
+            .current_dir(&root)
+            .args(args.split_whitespace())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl runs")
+            .success();
+        assert!(ok, "openssl {args}");
+    };
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    openssl(&format!(
+        "req -x509 {ec} -days 2 -subj /CN=leadgate-test-ca -keyout ca.key -out ca.crt"
+    ));
+    openssl(&format!(
+        "req {ec} -subj /CN=127.0.0.1 -keyout server.key -out server.csr"
+    ));
+    openssl(
+        "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+         -extfile server.ext -out server.crt",
+    );
     let unprivileged = if as_root {
         String::new()
     } else {
@@ -287,6 +325,7 @@ async fn start_dovecot(test: &str) -> Option<Dovecot> {
         format!("default_login_user = {me}\ndefault_internal_user = {me}\n")
     };
     let root_text = root.display();
+    let (cert_text, key_text) = (cert.display(), key.display());
     let conf = format!(
         "protocols = imap
 listen = 127.0.0.1
@@ -294,7 +333,9 @@ base_dir = {root_text}/run
 state_dir = {root_text}/state
 log_path = {root_text}/dovecot.log
 info_log_path = {root_text}/dovecot.log
-ssl = no
+ssl = yes
+ssl_cert = <{cert_text}
+ssl_key = <{key_text}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 mail_location = maildir:{root_text}/mail/%u
@@ -313,7 +354,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port}
   }}
 }}
 "
@@ -329,7 +371,13 @@ service imap-login {{
         .stderr(Stdio::inherit())
         .spawn()
         .expect("dovecot starts");
-    let dovecot = Dovecot { child, port, dir };
+    let dovecot = Dovecot {
+        child,
+        port,
+        tls_port,
+        ca,
+        dir,
+    };
     let deadline = Instant::now() + Duration::from_secs(15);
     while tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -423,6 +471,7 @@ impl Dovecot {
             folder: "INBOX".to_owned(),
             after: "flag".to_owned(),
             poll_seconds: 1,
+            ca_file: None,
         }
     }
 }
@@ -523,5 +572,48 @@ async fn mailbox_messages_become_leads_once_across_restarts(backend: Backend) {
         "{metrics}"
     );
     assert_eq!(line("leadgate_inbound_replayed_total"), None, "{metrics}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mailboxes_over_tls_and_starttls_verify_the_server() {
+    let Some(dovecot) = start_dovecot(module_path!()).await else {
+        return;
+    };
+    let password_env = "LEADGATE_TEST_MAILBOX_PASSWORD_TLS";
+    // SAFETY: set once, before anything reads it; no other test uses the name.
+    unsafe { std::env::set_var(password_env, PASSWORD) };
+    let mut tls = dovecot.mailbox(password_env);
+    tls.tls = MailboxTls::Tls;
+    tls.port = dovecot.tls_port;
+    // A server whose CA is private is not trusted by the system's roots alone.
+    let refused = leadgate::mailbox::check(&tls).await.expect_err("untrusted");
+    assert!(refused.to_string().contains("certificate"), "{refused}");
+    tls.ca_file = Some(dovecot.ca.clone());
+    leadgate::mailbox::check(&tls)
+        .await
+        .expect("TLS with the server's CA");
+    let mut starttls = dovecot.mailbox(password_env);
+    starttls.tls = MailboxTls::Starttls;
+    starttls.ca_file = Some(dovecot.ca.clone());
+    leadgate::mailbox::check(&starttls).await.expect("STARTTLS");
+    starttls.ca_file = None;
+    assert!(
+        leadgate::mailbox::check(&starttls).await.is_err(),
+        "STARTTLS verifies too"
+    );
+
+    // End to end over TLS: a message in the mailbox becomes a lead.
+    dovecot.append(&fixture("lead_with_signature.eml")).await;
+    let app = spawn_app_with_config(Backend::Sqlite, |config| {
+        configure_email(config);
+        config.mailboxes = vec![tls];
+    })
+    .await;
+    eventually("the message processed over TLS", || async {
+        settled_count(&app).await == 1
+    })
+    .await;
+    assert_eq!(app.store.count(RecordKind::Lead).await.unwrap(), 1);
     app.stop().await;
 }

@@ -7,6 +7,7 @@
 //! `bounce_recipients`.
 
 mod poller;
+pub mod stream;
 
 use std::sync::Arc;
 
@@ -22,6 +23,14 @@ use crate::queue::Accepter;
 use crate::store::inbox::{Accepted, Receipt, Submission};
 use crate::store::{RequestMeta, Store, StoreError};
 use crate::telemetry::Metrics;
+
+/// Connects to a mailbox as the poller would (TLS verified), logs in and out: whether
+/// the configuration works, and whether the server offers IDLE.
+pub async fn check(config: &crate::config::MailboxSection) -> anyhow::Result<bool> {
+    let (mut session, idle) = poller::connect(config).await?;
+    session.logout().await?;
+    Ok(idle)
+}
 
 /// The source of messages posted to `POST /v1/inbound/email`.
 pub const HTTP_SOURCE: &str = "email:inbound";

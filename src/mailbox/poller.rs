@@ -12,11 +12,12 @@ use chrono::Utc;
 use futures_util::TryStreamExt;
 use tokio::net::TcpStream;
 
+use super::stream::{MailStream, upgrade};
 use super::{AfterAction, MailboxContext, MailboxPosition, email_record};
-use crate::config::MailboxSection;
+use crate::config::{MailboxSection, MailboxTls};
 use crate::store::RequestMeta;
 
-type ImapSession = Session<TcpStream>;
+type ImapSession = Session<MailStream>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -66,27 +67,7 @@ impl Poller {
     }
 
     async fn connect(&self) -> anyhow::Result<(ImapSession, bool)> {
-        let password = std::env::var(&self.config.password_env).map_err(|_| {
-            anyhow::anyhow!(
-                "the environment variable {} (password_env) is not set",
-                self.config.password_env
-            )
-        })?;
-        let address = (self.config.host.as_str(), self.config.port);
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
-            .await
-            .map_err(|_| anyhow::anyhow!("connecting timed out"))??;
-        let mut client = async_imap::Client::new(stream);
-        client
-            .read_response()
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("the server closed before its greeting"))?;
-        let mut session = client
-            .login(&self.config.user, &password)
-            .await
-            .map_err(|(error, _)| anyhow::anyhow!("login failed: {error}"))?;
-        let idle = session.capabilities().await?.has_str("IDLE");
-        Ok((session, idle))
+        connect(&self.config).await
     }
 
     /// One connection's life: Ok only when shutdown is asked for between waits.
@@ -272,4 +253,48 @@ struct SessionError {
     error: anyhow::Error,
     /// The connection had logged in: the backoff starts over.
     connected: bool,
+}
+
+/// Connects (plain, TLS or STARTTLS), logs in, and says whether the server offers IDLE.
+pub async fn connect(config: &MailboxSection) -> anyhow::Result<(ImapSession, bool)> {
+    let password = std::env::var(&config.password_env).map_err(|_| {
+        anyhow::anyhow!(
+            "the environment variable {} (password_env) is not set",
+            config.password_env
+        )
+    })?;
+    let address = (config.host.as_str(), config.port);
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+        .await
+        .map_err(|_| anyhow::anyhow!("connecting timed out"))??;
+    let stream = match config.tls {
+        MailboxTls::None => MailStream::Plain(stream),
+        MailboxTls::Tls => upgrade(config, stream).await?,
+        MailboxTls::Starttls => {
+            let mut plain = async_imap::Client::new(stream);
+            plain
+                .read_response()
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("the server closed before its greeting"))?;
+            plain
+                .run_command_and_check_ok("STARTTLS", None)
+                .await
+                .map_err(|e| anyhow::anyhow!("STARTTLS refused: {e}"))?;
+            upgrade(config, plain.into_inner()).await?
+        }
+    };
+    let mut client = async_imap::Client::new(stream);
+    // After STARTTLS the server sends no second greeting.
+    if config.tls != MailboxTls::Starttls {
+        client
+            .read_response()
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the server closed before its greeting"))?;
+    }
+    let mut session = client
+        .login(&config.user, &password)
+        .await
+        .map_err(|(error, _)| anyhow::anyhow!("login failed: {error}"))?;
+    let idle = session.capabilities().await?.has_str("IDLE");
+    Ok((session, idle))
 }
