@@ -6,6 +6,7 @@ pub mod error;
 mod imports;
 mod inbound;
 mod ops;
+mod outbound;
 mod partner;
 mod rate_limit;
 mod records;
@@ -71,6 +72,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
         .service(review::list_review)
         .service(review::decide_review)
         .service(records::convert_lead)
+        .service(outbound::send_whatsapp)
         .service(review::unmerge_lead)
         .service(records::get_timeline)
         .service(records::get_audit)
@@ -103,12 +105,12 @@ impl utoipa::Modify for BearerAuth {
         inbound::get_inbound, inbound::list_inbound, inbound::retry_inbound,
         review::list_review, review::decide_review, review::unmerge_lead,
         records::get_record, records::patch_record, records::get_timeline, records::get_audit,
-        records::convert_lead,
+        records::convert_lead, outbound::send_whatsapp,
     ),
     components(schemas(
         error::Problem, error::FieldProblem, partner::BatchReceipt, partner::SubmissionStatus,
         channels::whatsapp::WebhookReceipt, channels::cti::ScreenPop, channels::cti::Caller,
-        imports::ImportAccepted, imports::ImportStatus, channels::email::EmailReceipt,
+        outbound::SendWhatsApp, outbound::MessageQueued, imports::ImportAccepted, imports::ImportStatus, channels::email::EmailReceipt,
     )),
     modifiers(&BearerAuth)
 )]
