@@ -109,6 +109,7 @@ impl utoipa::Modify for BearerAuth {
     ),
     components(schemas(
         error::Problem, error::FieldProblem, partner::BatchReceipt, partner::SubmissionStatus,
+        partner::ItemResult, partner::BatchResults,
         channels::whatsapp::WebhookReceipt, channels::cti::ScreenPop, channels::cti::Caller,
         outbound::SendWhatsApp, outbound::MessageQueued, imports::ImportAccepted, imports::ImportStatus, channels::email::EmailReceipt,
     )),
