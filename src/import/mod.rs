@@ -6,5 +6,6 @@ pub mod columns;
 pub mod error;
 pub mod job;
 pub mod reader;
+pub mod zoom_report;
 
 pub use error::ImportError;

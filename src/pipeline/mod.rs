@@ -115,6 +115,9 @@ pub enum RowError {
     Store(#[from] StoreError),
 }
 
+/// The inbound field an import row names its mapping in, when the upload chose one.
+pub const CHOSEN_MAPPING: &str = "_mapping";
+
 /// Fields that identify a person; a lead needs at least one.
 const IDENTIFYING: &[&str] = &["email", "phone", "first_name", "last_name", "company"];
 
@@ -179,6 +182,11 @@ impl Pipeline {
         self
     }
 
+    /// A mapping by name (an upload's `mapping=NAME`).
+    pub fn mapping(&self, name: &str) -> Option<&Mapping> {
+        self.mappings.by_name(name)
+    }
+
     pub fn dedup(&self) -> &Dedup {
         &self.dedup
     }
@@ -188,6 +196,13 @@ impl Pipeline {
         let Value::Object(inbound) = &row.fields else {
             return Err(PipelineError("inbound fields are not an object".into()));
         };
+        // An upload may name its mapping (`mapping=zoom_attendees`); only imports may.
+        let chosen = row
+            .source
+            .starts_with("import:")
+            .then(|| inbound.get(CHOSEN_MAPPING).and_then(Value::as_str))
+            .flatten()
+            .and_then(|name| self.mappings.by_name(name));
         let routed = self
             .routes
             .iter()
@@ -196,6 +211,7 @@ impl Pipeline {
         let mapping = self
             .forced
             .as_ref()
+            .or(chosen)
             .or(routed)
             .or_else(|| self.mappings.for_source(&row.source))
             .ok_or_else(|| PipelineError(format!("no mapping serves source `{}`", row.source)))?;
@@ -248,6 +264,7 @@ impl Pipeline {
         let mapped = mapping.apply(inbound);
         draft.fields = mapped.fields;
         draft.custom = mapped.custom;
+        draft.custom.remove(CHOSEN_MAPPING);
         draft.unconverted = mapped.unconverted;
         for (field, reason) in &mapped.problems {
             let raw = draft
