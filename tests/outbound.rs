@@ -25,6 +25,7 @@ const VERSION: &str = "v21.0";
 on_both_backends!(
     a_new_lead_from_whatsapp_gets_the_first_touch_reply_and_its_status_follows_the_webhooks,
     the_send_api_queues_a_template_and_records_metas_refusal,
+    a_message_left_sending_by_a_stopped_process_is_failed_not_sent_twice,
 );
 
 /// One request the stand-in received.
@@ -460,6 +461,89 @@ async fn the_send_api_queues_a_template_and_records_metas_refusal(backend: Backe
     let partner = app.partner_token("acme").await;
     let response = app.post_json(&partner, &path, &json!({"text": "hi"})).await;
     assert_eq!(response.status(), 403);
+    app.stop().await;
+    handle.stop(true).await;
+}
+
+async fn a_message_left_sending_by_a_stopped_process_is_failed_not_sent_twice(backend: Backend) {
+    use leadgate::store::{Change, RequestMeta, WriteContext};
+    let (base, graph, handle) = start_graph().await;
+    let app = spawn_app_with_config(backend, outbound_config(base, false)).await;
+    let ctx = WriteContext::new("test", "test", RequestMeta::default());
+    let lead = app
+        .store
+        .write(
+            &ctx,
+            vec![Change::Insert {
+                kind: RecordKind::Lead,
+                id: None,
+                fields: serde_json::from_value(
+                    json!({"first_name": "Ada", "phone": "+447700900123"}),
+                )
+                .unwrap(),
+            }],
+        )
+        .await
+        .unwrap()
+        .remove(0)
+        .id;
+    let queued: Value = app
+        .post_json(
+            &app.admin_token,
+            &format!("/v1/leads/{lead}/whatsapp"),
+            &json!({"text": "hi"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let sent = outbound_activity(&app, &lead, |a| a["status"] == "accepted").await;
+    assert_eq!(sent["id"], queued["activity_id"]);
+    // Pretend a process claimed the message ten minutes ago and died mid-send.
+    sqlx::query("UPDATE outbound_messages SET status = 'sending', updated_at = $1")
+        .bind("2020-01-01T00:00:00.000000Z")
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    let cutoff = chrono::Utc::now() - chrono::Duration::minutes(5);
+    assert_eq!(
+        app.store
+            .abandon_stale_outbound(&ctx, cutoff)
+            .await
+            .unwrap(),
+        1
+    );
+    let failed = outbound_activity(&app, &lead, |a| a["status"] == "failed").await;
+    assert_eq!(failed["id"], queued["activity_id"]);
+    assert!(
+        failed["fields"]["data"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not sent again"),
+        "{failed}"
+    );
+    let (status, attempts, _) = app
+        .store
+        .outbound_state(queued["activity_id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, "failed");
+    assert_eq!(attempts, 2);
+    // A fresh `sending` row (a live sender's) is left alone.
+    sqlx::query("UPDATE outbound_messages SET status = 'sending', updated_at = $1")
+        .bind(leadgate::domain::value::now_timestamp())
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        app.store
+            .abandon_stale_outbound(&ctx, cutoff)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(graph.seen.lock().unwrap().len(), 1);
     app.stop().await;
     handle.stop(true).await;
 }

@@ -2,7 +2,8 @@
 //! the Graph API client, and settles the queue row and its activity. A message Meta could
 //! not take now (429, 5xx, no answer, after the client's own quick retries) waits and is
 //! tried again later, up to `MAX_QUEUE_ATTEMPTS`; a refused one (4xx) fails at once with
-//! Meta's error on the activity.
+//! Meta's error on the activity. Several senders (worker processes on PostgreSQL) may run:
+//! claiming skips rows another one holds.
 
 use std::time::Duration;
 
@@ -37,8 +38,11 @@ impl WhatsAppSender {
         tokio::spawn(self.run())
     }
 
-    async fn run(self) {
-        match self.store.abandon_in_flight_outbound(&context()).await {
+    /// Fails messages another (stopped) process left `sending`; a live sender settles
+    /// each well within this.
+    async fn abandon_stale(&self) {
+        let cutoff = chrono::Utc::now() - chrono::Duration::minutes(5);
+        match self.store.abandon_stale_outbound(&context(), cutoff).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
                 messages = n,
@@ -46,7 +50,15 @@ impl WhatsAppSender {
             ),
             Err(error) => tracing::warn!(%error, "could not settle interrupted outbound messages"),
         }
+    }
+
+    async fn run(self) {
+        let mut last_sweep: Option<std::time::Instant> = None;
         loop {
+            if last_sweep.is_none_or(|at| at.elapsed() > Duration::from_secs(60)) {
+                self.abandon_stale().await;
+                last_sweep = Some(std::time::Instant::now());
+            }
             match self.send_due().await {
                 Ok(n) if n > 0 && !self.shutdown.is_cancelled() => continue,
                 Ok(_) => {}

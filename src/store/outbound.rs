@@ -108,13 +108,20 @@ impl Store {
             .collect()
     }
 
-    /// Messages a stopped process left `sending` may or may not have gone out; they are
-    /// failed rather than sent again, so nobody gets the same message twice.
-    pub async fn abandon_in_flight_outbound(&self, ctx: &WriteContext) -> Result<u64, StoreError> {
+    /// Messages left `sending` since before `cutoff` belong to a process that stopped (a
+    /// live sender settles each within its client timeout and retries). They may or may
+    /// not have gone out; they are failed rather than sent again, so nobody gets the same
+    /// message twice.
+    pub async fn abandon_stale_outbound(
+        &self,
+        ctx: &WriteContext,
+        cutoff: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, StoreError> {
         let rows = sqlx::query(
             "SELECT id, channel, activity_id, recipient, content, attempts \
-             FROM outbound_messages WHERE status = 'sending'",
+             FROM outbound_messages WHERE status = 'sending' AND updated_at < $1",
         )
+        .bind(format_timestamp(cutoff))
         .fetch_all(self.pool())
         .await?;
         let mut abandoned = 0;
