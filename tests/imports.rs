@@ -666,6 +666,37 @@ async fn a_zoom_attendee_report_makes_attendance_on_leads_with_the_event_as_camp
     assert!(lead_by_email(&app, "sam.host@example.com").await.is_none());
     assert!(lead_by_email(&app, "pat.panel@example.com").await.is_none());
 
+    // An xlsx holding just the attendee table (a tidied export) is read as a plain table.
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let sheet = book.add_worksheet();
+    let rows = [
+        [
+            "Attended",
+            "First Name",
+            "Last Name",
+            "Email",
+            "Time in Session (minutes)",
+        ],
+        ["Yes", "Lin", "Chen", "lin@example.org", "30"],
+    ];
+    for (r, row) in rows.iter().enumerate() {
+        for (c, cell) in row.iter().enumerate() {
+            sheet.write_string(r as u32, c as u16, *cell).unwrap();
+        }
+    }
+    let xlsx = book.save_to_buffer().unwrap();
+    let (status, dry) = upload(
+        &app,
+        "attendees.xlsx",
+        xlsx,
+        &[("mapping", "zoom_attendees"), ("dry_run", "true")],
+    )
+    .await;
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(dry["rows"][0]["fields"]["email"], "lin@example.org");
+    assert_eq!(dry["rows"][0]["fields"]["duration_seconds"], 1800);
+    assert_eq!(dry["rows"][0]["fields"]["attended"], true);
+
     // A mapping name that does not exist is refused.
     let (status, problem) = upload(
         &app,
