@@ -156,7 +156,7 @@ fn default_poll_seconds() -> u64 {
     60
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WhatsAppSection {
     /// The Meta app secret that keys `X-Hub-Signature-256`.
@@ -165,6 +165,76 @@ pub struct WhatsAppSection {
     /// The token typed into the Meta dashboard for the subscription handshake.
     #[serde(deserialize_with = "text")]
     pub verify_token: String,
+    /// Where the Graph API is (a stand-in server in tests).
+    pub graph_base_url: String,
+    /// The Graph API version in the path, e.g. `v21.0`.
+    pub graph_version: String,
+    /// The business phone number's id (Meta dashboard); messages are sent from it.
+    #[serde(deserialize_with = "text")]
+    pub phone_number_id: String,
+    /// A system user access token with `whatsapp_business_messaging`; empty: no sending.
+    #[serde(deserialize_with = "text")]
+    pub access_token: String,
+    /// Attempts per send (429 and 5xx are retried with backoff; other 4xx are final).
+    pub send_max_attempts: u32,
+    /// The first retry's wait in milliseconds; it doubles with each further attempt.
+    pub send_backoff_ms: u64,
+    /// A reply sent when an inbound message creates a new lead: free text …
+    pub first_touch_text: Option<String>,
+    /// … or an approved template's name (takes precedence over the text).
+    pub first_touch_template: Option<String>,
+    /// The template's language code.
+    pub first_touch_language: String,
+}
+
+impl Default for WhatsAppSection {
+    fn default() -> Self {
+        Self {
+            app_secret: String::new(),
+            verify_token: String::new(),
+            graph_base_url: "https://graph.facebook.com".to_owned(),
+            graph_version: "v21.0".to_owned(),
+            phone_number_id: String::new(),
+            access_token: String::new(),
+            send_max_attempts: 4,
+            send_backoff_ms: 500,
+            first_touch_text: None,
+            first_touch_template: None,
+            first_touch_language: "en_US".to_owned(),
+        }
+    }
+}
+
+impl WhatsAppSection {
+    /// The Graph API client, when sending is configured (token and phone number id).
+    pub fn client_config(&self) -> Option<crate::outbound::whatsapp::ClientConfig> {
+        (!self.access_token.is_empty() && !self.phone_number_id.is_empty()).then(|| {
+            crate::outbound::whatsapp::ClientConfig {
+                base_url: self.graph_base_url.clone(),
+                version: self.graph_version.clone(),
+                phone_number_id: self.phone_number_id.clone(),
+                access_token: self.access_token.clone(),
+                max_attempts: self.send_max_attempts,
+                backoff: std::time::Duration::from_millis(self.send_backoff_ms),
+                timeout: std::time::Duration::from_secs(15),
+            }
+        })
+    }
+
+    /// The first-touch reply, when one is configured.
+    pub fn first_touch(&self) -> Option<crate::outbound::Content> {
+        let blank = |s: &&String| !s.trim().is_empty();
+        if let Some(name) = self.first_touch_template.as_ref().filter(blank) {
+            return Some(crate::outbound::Content::template(
+                name.clone(),
+                self.first_touch_language.clone(),
+            ));
+        }
+        self.first_touch_text
+            .as_ref()
+            .filter(blank)
+            .map(|text| crate::outbound::Content::text(text.clone()))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -569,12 +639,14 @@ mod tests {
             (143, MailboxTls::None, "INBOX", "flag")
         );
         assert_eq!(mailbox.poll_seconds, 60);
+        let tls = load_from(&format!("{base}tls = \"starttls\"\n")).expect("starttls is valid");
+        assert_eq!(tls.mailboxes[0].tls, MailboxTls::Starttls);
         let moved = load_from(&format!("{base}after = \"move:Done\"\n")).expect("move is valid");
         assert_eq!(moved.mailboxes[0].after, "move:Done");
         for (extra, key) in [
             ("after = \"archive\"\n", "mailboxes.sales.after"),
             ("after = \"move:\"\n", "mailboxes.sales.after"),
-            ("tls = \"tls\"\n", "mailboxes.sales.tls"),
+            ("ca_file = \"/no/such/ca.pem\"\n", "mailboxes.sales.ca_file"),
             ("poll_seconds = 0\n", "mailboxes.sales.poll_seconds"),
             ("password = \"inline\"\n", "password"),
         ] {

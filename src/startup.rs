@@ -50,6 +50,8 @@ pub struct Application {
     shutdown: CancellationToken,
     worker: Option<JoinHandle<()>>,
     decay: Option<JoinHandle<()>>,
+    /// Sends queued WhatsApp messages (processing roles, when sending is configured).
+    sender: Option<JoinHandle<()>>,
     writer: JoinHandle<()>,
     /// The IMAP mailbox tasks, and what stops them (before the inbox writer drains).
     mailboxes: Vec<JoinHandle<()>>,
@@ -129,6 +131,18 @@ impl Application {
                 )
             })
             .flatten();
+        let sender = match (role != Role::Gateway, config.whatsapp.client_config()) {
+            (true, Some(client)) => Some(
+                crate::outbound::WhatsAppSender {
+                    store: store.clone(),
+                    client: crate::outbound::WhatsAppClient::new(client)
+                        .map_err(|e| StartError::Config(format!("whatsapp: {e}")))?,
+                    shutdown: shutdown.clone(),
+                }
+                .spawn(),
+            ),
+            _ => None,
+        };
         let http_workers = if config.http_workers == 0 {
             std::thread::available_parallelism().map_or(2, usize::from)
         } else {
@@ -179,6 +193,7 @@ impl Application {
             shutdown,
             worker,
             decay,
+            sender,
             writer,
             mailboxes,
             mailbox_shutdown,
@@ -226,6 +241,9 @@ impl Application {
         {
             tracing::warn!("inbox worker did not finish its batch in time");
         }
+        if let Some(sender) = self.sender {
+            let _ = tokio::time::timeout(Duration::from_secs(20), sender).await;
+        }
         if let Some(decay) = self.decay {
             let _ = tokio::time::timeout(Duration::from_secs(10), decay).await;
         }
@@ -256,7 +274,14 @@ pub fn build_pipeline(config: &Config) -> Result<Pipeline, StartError> {
         Scoring::new(&config.score_rules)?,
         Assigner::new(&config.assignment_rules, config.max_open_leads_per_user)?,
     )
-    .with_qualification(config.qualification);
+    .with_qualification(config.qualification)
+    .with_first_touch(config.whatsapp.first_touch());
+    if config.whatsapp.first_touch().is_some() && config.whatsapp.client_config().is_none() {
+        return Err(StartError::Config(
+            "whatsapp.first_touch_* needs whatsapp.access_token and whatsapp.phone_number_id"
+                .into(),
+        ));
+    }
     for (name, form) in &config.forms {
         if let Some(mapping) = &form.mapping {
             pipeline = pipeline

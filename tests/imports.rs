@@ -21,6 +21,7 @@ on_both_backends!(
     two_hundred_columns_and_ragged_rows_are_kept,
     an_oversize_upload_is_refused_with_a_clear_message,
     an_import_is_undone_from_the_audit_trail,
+    a_zoom_attendee_report_makes_attendance_on_leads_with_the_event_as_campaign,
 );
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -627,5 +628,164 @@ async fn an_import_is_undone_from_the_audit_trail(backend: Backend) {
         )
         .await;
     assert_eq!(again.status(), 201);
+    app.stop().await;
+}
+
+/// The timeline's `webinar` activities of a lead.
+async fn webinar_activities(app: &common::TestApp, lead_id: &str) -> Vec<Value> {
+    let (_, timeline) = app.get_json(&format!("/v1/leads/{lead_id}/timeline")).await;
+    timeline["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["fields"]["activity_type"] == "webinar")
+        .cloned()
+        .collect()
+}
+
+async fn lead_by_email(
+    app: &common::TestApp,
+    email: &str,
+) -> Option<leadgate::store::read::Record> {
+    app.store
+        .find_by(leadgate::domain::RecordKind::Lead, "email", email, 2)
+        .await
+        .unwrap()
+        .into_iter()
+        .next()
+}
+
+async fn a_zoom_attendee_report_makes_attendance_on_leads_with_the_event_as_campaign(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    // Ada is known already (a partner sent her): the report merges into her lead.
+    let key = app.partner_token("acme").await;
+    let response = app
+        .post_json(
+            &key,
+            "/v1/partner/leads?wait=true",
+            &serde_json::json!({"first_name": "Ada", "last_name": "Lovelace",
+                                "email": "ada@analytical.example"}),
+        )
+        .await;
+    let known: Value = response.json().await.unwrap();
+    assert_eq!(known["outcome"], "created", "{known}");
+
+    let bytes = fixture("zoom_attendee_report.csv");
+    let extra = [("mapping", "zoom_attendees")];
+    // The dry run shows the attendee table's columns and rows, with the event on each.
+    let (status, dry) = upload(
+        &app,
+        "zoom_attendee_report.csv",
+        bytes.clone(),
+        &[("mapping", "zoom_attendees"), ("dry_run", "true")],
+    )
+    .await;
+    assert_eq!(status, 200, "{dry}");
+    let email_column = dry["mapping"]["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["header"] == "Email")
+        .cloned()
+        .expect("Email column");
+    assert_eq!(email_column["target"], "email");
+    assert_eq!(dry["rows"].as_array().unwrap().len(), 3, "{dry}");
+    assert_eq!(dry["rows"][0]["fields"]["event_topic"], "Q4 Product Launch");
+    assert_eq!(dry["errors"][0]["column"], "Email");
+
+    let (status, created) = upload(&app, "zoom_attendee_report.csv", bytes, &extra).await;
+    assert_eq!(status, 202, "{created}");
+    let done = settled_import(&app, created["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "done", "{done}");
+    assert_eq!(
+        done["rows_read"], 4,
+        "host and panelist rows are not attendees: {done}"
+    );
+    assert_eq!(done["rows_accepted"], 3);
+    assert_eq!(done["rows_rejected_at_read"], 1);
+    assert_eq!(done["processed"]["merged"], 1, "{done}");
+    assert_eq!(done["processed"]["created"], 2, "{done}");
+    assert_eq!(done["percent"], 100.0);
+
+    // Ada: the same lead, now with the webinar as campaign and 45 minutes of attendance.
+    let ada = lead_by_email(&app, "ada@analytical.example").await.unwrap();
+    assert_eq!(ada.id, known["record_id"].as_str().unwrap());
+    assert_eq!(ada.fields["campaign"], "Q4 Product Launch");
+    assert_eq!(ada.fields["company"], "Analytical Engines Ltd");
+    assert_eq!(ada.fields["custom"]["zoom_event_id"], "812 3456 7890");
+    let attended = webinar_activities(&app, &ada.id).await;
+    assert_eq!(attended.len(), 1, "{attended:?}");
+    assert_eq!(attended[0]["fields"]["duration_seconds"], 2700);
+    assert!(
+        attended[0]["fields"]["subject"]
+            .as_str()
+            .unwrap()
+            .starts_with("Attended Q4 Product Launch"),
+        "{attended:?}"
+    );
+
+    // Grace is new; Alan registered but did not come, and that is what his timeline says.
+    let grace = lead_by_email(&app, "grace@navy.example").await.unwrap();
+    assert_eq!(grace.fields["campaign"], "Q4 Product Launch");
+    assert_eq!(
+        webinar_activities(&app, &grace.id).await[0]["fields"]["duration_seconds"],
+        3420
+    );
+    let alan = lead_by_email(&app, "alan@bletchley.example").await.unwrap();
+    let absent = webinar_activities(&app, &alan.id).await;
+    assert!(
+        absent[0]["fields"]["subject"]
+            .as_str()
+            .unwrap()
+            .starts_with("Registered for Q4 Product Launch, did not attend"),
+        "{absent:?}"
+    );
+    assert!(absent[0]["fields"]["duration_seconds"].is_null());
+    // The host and the panelist are not leads.
+    assert!(lead_by_email(&app, "sam.host@example.com").await.is_none());
+    assert!(lead_by_email(&app, "pat.panel@example.com").await.is_none());
+
+    // An xlsx holding just the attendee table (a tidied export) is read as a plain table.
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let sheet = book.add_worksheet();
+    let rows = [
+        [
+            "Attended",
+            "First Name",
+            "Last Name",
+            "Email",
+            "Time in Session (minutes)",
+        ],
+        ["Yes", "Lin", "Chen", "lin@example.org", "30"],
+    ];
+    for (r, row) in rows.iter().enumerate() {
+        for (c, cell) in row.iter().enumerate() {
+            sheet.write_string(r as u32, c as u16, *cell).unwrap();
+        }
+    }
+    let xlsx = book.save_to_buffer().unwrap();
+    let (status, dry) = upload(
+        &app,
+        "attendees.xlsx",
+        xlsx,
+        &[("mapping", "zoom_attendees"), ("dry_run", "true")],
+    )
+    .await;
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(dry["rows"][0]["fields"]["email"], "lin@example.org");
+    assert_eq!(dry["rows"][0]["fields"]["duration_seconds"], 1800);
+    assert_eq!(dry["rows"][0]["fields"]["attended"], true);
+
+    // A mapping name that does not exist is refused.
+    let (status, problem) = upload(
+        &app,
+        "zoom_attendee_report.csv",
+        fixture("zoom_attendee_report.csv"),
+        &[("mapping", "zoom_attendeez"), ("dry_run", "true")],
+    )
+    .await;
+    assert_eq!(status, 400, "{problem}");
     app.stop().await;
 }

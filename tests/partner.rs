@@ -12,6 +12,7 @@ on_both_backends!(
     a_batch_is_accepted_item_by_item,
     bad_requests_get_problem_details_and_write_nothing,
     a_failed_row_keeps_its_error_and_can_be_retried,
+    waiting_answers_each_items_outcome_and_record,
 );
 
 async fn a_partner_lead_becomes_a_lead_with_timeline_and_audit(backend: Backend) {
@@ -357,5 +358,92 @@ async fn a_failed_row_keeps_its_error_and_can_be_retried(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(again.status(), 404);
+    app.stop().await;
+}
+
+async fn waiting_answers_each_items_outcome_and_record(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = app.partner_token("acme").await;
+    let ada = json!({"first_name": "Ada", "last_name": "Lovelace",
+                     "email": "ada@analytical.example", "phone": "+44 20 7946 0958"});
+
+    // One lead, waited for: its outcome and the lead it became, with 200.
+    let response = app
+        .post_json(&key, "/v1/partner/leads?wait=true", &ada)
+        .await;
+    assert_eq!(response.status(), 200);
+    let first: Value = response.json().await.unwrap();
+    assert_eq!(first["outcome"], "created", "{first}");
+    let lead_id = first["record_id"].as_str().expect("record id").to_owned();
+    let (status, lead) = app.get_json(&format!("/v1/leads/{lead_id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(lead["fields"]["email"], "ada@analytical.example");
+
+    // A batch: the same person again (merged into that lead), one with nothing that
+    // identifies a person (rejected, with the reason), and a new person (created).
+    let batch = json!([
+        {"first_name": "Ada", "last_name": "Lovelace", "email": "ada@analytical.example",
+         "title": "Countess"},
+        {"notes": "call me maybe"},
+        {"first_name": "Grace", "last_name": "Hopper", "email": "grace@navy.example"},
+    ]);
+    let response = app
+        .post_json(&key, "/v1/partner/leads?wait=true", &batch)
+        .await;
+    assert_eq!(response.status(), 200);
+    let results: Value = response.json().await.unwrap();
+    assert_eq!(results["complete"], true, "{results}");
+    let items = results["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3);
+    assert_eq!(items[0]["outcome"], "merged", "{results}");
+    assert_eq!(items[0]["record_id"], lead_id.as_str());
+    assert_eq!(items[1]["outcome"], "rejected", "{results}");
+    assert!(
+        items[1]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no identifying field")),
+        "{results}"
+    );
+    assert_eq!(items[1]["record_id"], Value::Null);
+    assert_eq!(items[2]["outcome"], "created");
+    assert_ne!(items[2]["record_id"], lead_id.as_str());
+
+    // The status endpoint reports the same outcome for each item.
+    for item in items {
+        let response = app
+            .client
+            .get(format!(
+                "{}/v1/partner/leads/{}",
+                app.base,
+                item["id"].as_str().unwrap()
+            ))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let status: Value = response.json().await.unwrap();
+        assert_eq!(status["outcome"], item["outcome"], "{status}");
+        assert_eq!(status["record_id"], item["record_id"]);
+        assert_eq!(status["reason"], item["reason"]);
+    }
+
+    // Without waiting: 202 and inbound ids only, at once.
+    let response = app
+        .post_json(
+            &key,
+            "/v1/partner/leads",
+            &json!([{"email": "lin@example.org"}]),
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    let receipt: Value = response.json().await.unwrap();
+    assert!(receipt["items"][0]["id"].is_string());
+    assert!(receipt["items"][0].get("outcome").is_none());
+
+    let response = app
+        .post_json(&key, "/v1/partner/leads?wait=soon", &ada)
+        .await;
+    assert_eq!(response.status(), 400);
     app.stop().await;
 }

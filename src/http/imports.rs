@@ -69,7 +69,8 @@ impl Drop for TempUpload {
 
 /// Upload a spreadsheet (xlsx, xlsm, xlsb, xls, ods, csv, tsv) to import its rows as
 /// leads. Multipart fields: `file` (required), `sheet`, `mapping` (JSON object: header →
-/// field, `custom` or `ignore`), `dry_run=true`. A dry run answers the proposed mapping,
+/// field, `custom` or `ignore`; or the name of a mapping such as `zoom_attendees` for a
+/// Zoom attendee report), `dry_run=true`. A dry run answers the proposed mapping,
 /// the first 20 rows as they would be written and the first errors, and writes nothing.
 /// A real import answers 202 and reads in the background; re-uploading the same content
 /// answers the existing import.
@@ -113,17 +114,38 @@ pub async fn create_import(
         .map_err(|e| ApiError::Internal(format!("creating {}: {e}", dir.display())))?;
     let upload = receive(payload, &dir, limit).await?;
     let temp = TempUpload(upload.path.clone());
-    let mapping: BTreeMap<String, String> = match &upload.mapping {
-        None => BTreeMap::new(),
-        Some(text) => serde_json::from_str(text).map_err(|e| {
-            ApiError::BadRequest(format!(
-                "mapping must be a JSON object of header → field, `custom` or `ignore`: {e}"
-            ))
-        })?,
+    // `mapping` is either column choices (a JSON object) or the name of a mapping in
+    // mappings/ that the rows are for (`zoom_attendees`), which may unpack the file's layout.
+    let named = upload
+        .mapping
+        .as_deref()
+        .map(str::trim)
+        .filter(|text| !text.starts_with('{'));
+    let (profile, layout) = match named {
+        None => (None, None),
+        Some(name) => {
+            let mapping = state.pipeline.mapping(name).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "mapping `{name}` is neither a JSON object of header → field nor the name of a mapping"
+                ))
+            })?;
+            (Some(name.to_owned()), mapping.import_layout.clone())
+        }
     };
+    let mapping: BTreeMap<String, String> =
+        match upload.mapping.as_deref().filter(|_| named.is_none()) {
+            None => BTreeMap::new(),
+            Some(text) => serde_json::from_str(text).map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "mapping must be a JSON object of header → field, `custom` or `ignore`: {e}"
+                ))
+            })?,
+        };
     let settings = ImportSettings {
         sheet: upload.sheet.clone(),
         mapping,
+        profile,
+        layout,
         ..ImportSettings::default()
     };
     if upload.dry_run {

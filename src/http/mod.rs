@@ -9,6 +9,7 @@ pub mod error;
 mod imports;
 mod inbound;
 mod ops;
+mod outbound;
 mod partner;
 mod rate_limit;
 mod records;
@@ -95,6 +96,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
         .service(admin::update_team)
         .service(audit::search_audit)
         .service(records::convert_lead)
+        .service(outbound::send_whatsapp)
         .service(review::unmerge_lead)
         .service(records::get_timeline)
         .service(records::get_audit)
@@ -136,14 +138,17 @@ impl utoipa::Modify for BearerAuth {
         admin::list_users, admin::create_user, admin::update_user, admin::delete_user,
         admin::create_user_token, admin::create_partner, admin::revoke_token,
         admin::list_teams, admin::create_team, admin::update_team,
+        outbound::send_whatsapp,
     ),
     components(schemas(
         error::Problem, error::FieldProblem, partner::BatchReceipt, partner::SubmissionStatus,
+        partner::ItemResult, partner::BatchResults,
         channels::whatsapp::WebhookReceipt, channels::cti::ScreenPop, channels::cti::Caller,
         imports::ImportAccepted, imports::ImportStatus, crate::import::undo::UndoReport, channels::email::EmailReceipt,
         records::RecordList, audit::AuditPage, session::SignIn, session::Session, session::Me,
         admin::NewUser, admin::UserChange, admin::NewToken, admin::NewPartner, admin::TeamChange,
         admin::IssuedToken, admin::Users, admin::Teams,
+        outbound::SendWhatsApp, outbound::MessageQueued,
     )),
     modifiers(&BearerAuth)
 )]

@@ -14,7 +14,10 @@ use super::auth::Principal;
 use super::error::ApiError;
 use super::request::{read_body, require_json};
 use crate::store::RequestMeta;
-use crate::store::inbox::{Accepted, IdempotencyKey, Receipt, Submission};
+use crate::store::inbox::{Accepted, IdempotencyKey, InboxRow, Receipt, Submission};
+
+/// Longest `?wait=true` holds the answer for the pipeline.
+pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Largest batch one request may carry.
 pub const MAX_BATCH: usize = 1000;
@@ -28,16 +31,124 @@ pub struct BatchReceipt {
     pub items: Vec<Receipt>,
 }
 
+/// What the pipeline made of one submitted lead.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ItemResult {
+    /// The inbound id (`GET /v1/partner/leads/{id}`).
+    pub id: String,
+    pub external_id: Option<String>,
+    /// `created`, `merged` (into an existing lead), `review` (created, and paired with a
+    /// possible duplicate for a person to decide), `rejected` (see `reason`; fix and
+    /// resubmit), or `pending` (not processed yet).
+    pub outcome: String,
+    /// The lead it became or merged into.
+    pub record_id: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// The answer to `?wait=true`: one result per item, in order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResults {
+    pub items: Vec<ItemResult>,
+    /// False when some items were still `pending` when the wait ran out.
+    pub complete: bool,
+}
+
+/// `(outcome, record id, reason)` of an inbox row, from its state and lineage.
+fn outcome_of(row: &InboxRow) -> (String, Option<String>, Option<String>) {
+    let text = |key: &str| {
+        row.result
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    match row.status.as_str() {
+        "done" => {
+            let action = text("action").unwrap_or_else(|| "done".into());
+            let reason = text("reason");
+            (action, text("id"), reason)
+        }
+        "failed" => ("rejected".into(), None, row.error.clone()),
+        _ => ("pending".into(), None, None),
+    }
+}
+
+fn item_result(receipt: &Receipt, row: Option<&InboxRow>) -> ItemResult {
+    let (outcome, record_id, reason) = row.map_or(("pending".into(), None, None), outcome_of);
+    ItemResult {
+        id: receipt.id.clone(),
+        external_id: receipt.external_id.clone(),
+        outcome,
+        record_id,
+        reason,
+    }
+}
+
+/// Waits (at most [`MAX_WAIT`]) until every receipt's row has left the queue; answers each
+/// item's result, pending ones included when the time ran out.
+async fn wait_for_results(
+    state: &AppState,
+    receipts: &[Receipt],
+) -> Result<(Vec<ItemResult>, bool), ApiError> {
+    let ids: Vec<String> = receipts.iter().map(|r| r.id.clone()).collect();
+    let deadline = tokio::time::Instant::now() + MAX_WAIT;
+    let mut pause = std::time::Duration::from_millis(10);
+    loop {
+        let rows = state.store.inbox_rows_by_id(&ids).await?;
+        let by_id: std::collections::HashMap<&str, &InboxRow> =
+            rows.iter().map(|row| (row.id.as_str(), row)).collect();
+        let results: Vec<ItemResult> = receipts
+            .iter()
+            .map(|receipt| item_result(receipt, by_id.get(receipt.id.as_str()).copied()))
+            .collect();
+        let complete = results.iter().all(|r| r.outcome != "pending");
+        if complete || tokio::time::Instant::now() + pause > deadline {
+            return Ok((results, complete));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(200));
+    }
+}
+
+/// `?wait=true|false` (absent: false).
+fn wait_requested(req: &HttpRequest) -> Result<bool, ApiError> {
+    let mut wait = false;
+    for (key, value) in form_urlencoded::parse(req.query_string().as_bytes()) {
+        if key == "wait" {
+            wait = match value.as_ref() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                other => {
+                    return Err(ApiError::BadRequest(format!(
+                        "wait must be true or false, not {other:?}"
+                    )));
+                }
+            };
+        }
+    }
+    Ok(wait)
+}
+
 /// Accept leads from a partner: one JSON object or an array of up to 1,000.
 ///
 /// Each lead is durable in the inbox before the answer. A lead's `external_id` field, or
 /// the request's `Idempotency-Key`, makes a replay answer as the first request did.
+///
+/// With `?wait=true` the answer waits (at most 10 s) for the pipeline and reports each
+/// item's outcome (`created`, `merged`, `review`, `rejected` with a reason) and record id:
+/// `200` when every item is processed, `202` with `pending` items when the wait ran out.
+/// Without it the answer is `202` with the inbound ids at once; `GET /v1/partner/leads/{id}`
+/// reports the same outcome later.
 #[utoipa::path(
     tag = "partner",
     request_body(content = Object, description = "a lead object, or an array of lead objects", content_type = "application/json"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "replays with the same key and body get the first answer; a different body gets 409")),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "replays with the same key and body get the first answer; a different body gets 409"),
+        ("wait" = Option<bool>, Query, description = "wait (at most 10 s) for the pipeline and answer each item's outcome"),
+    ),
     responses(
-        (status = 202, description = "accepted (single lead)", body = Receipt),
+        (status = 200, description = "?wait=true and every item processed: an ItemResult (single lead) or BatchResults", body = BatchResults),
+        (status = 202, description = "accepted (single lead); with ?wait=true, an ItemResult or BatchResults with pending items", body = Receipt),
         (status = 400, description = "malformed JSON or not lead objects", body = super::error::Problem),
         (status = 401, description = "missing or invalid partner key", body = super::error::Problem),
         (status = 409, description = "Idempotency-Key reused with a different body", body = super::error::Problem),
@@ -59,6 +170,7 @@ pub async fn submit_leads(
         return Err(ApiError::Forbidden("this needs a partner key".into()));
     };
     require_json(&req)?;
+    let wait = wait_requested(&req)?;
     let body = read_body(&req, payload, state.config.max_body_bytes).await?;
     let idempotency = idempotency_key(&req, &principal, &body)?;
     let parsed: Value = serde_json::from_slice(&body).map_err(|e| {
@@ -160,6 +272,25 @@ pub async fn submit_leads(
             .with_label_values(&["partner"])
             .inc_by(duplicates);
     }
+    if wait {
+        let (results, complete) = wait_for_results(&state, &receipts).await?;
+        let mut response = if complete {
+            HttpResponse::Ok()
+        } else {
+            HttpResponse::Accepted()
+        };
+        if replayed || duplicates == count {
+            response.insert_header((REPLAYED, "true"));
+        }
+        return Ok(if single {
+            response.json(&results[0])
+        } else {
+            response.json(BatchResults {
+                items: results,
+                complete,
+            })
+        });
+    }
     let mut response = HttpResponse::Accepted();
     if replayed || duplicates == count {
         response.insert_header((REPLAYED, "true"));
@@ -205,6 +336,10 @@ pub struct SubmissionStatus {
     pub error: Option<String>,
     #[schema(value_type = Object)]
     pub result: Value,
+    /// `created`, `merged`, `review`, `rejected` or `pending`, as `?wait=true` answers.
+    pub outcome: String,
+    pub record_id: Option<String>,
+    pub reason: Option<String>,
 }
 
 /// The status of one of the calling partner's own submissions; anyone else's is `404`.
@@ -233,7 +368,11 @@ pub async fn submission_status(
         .await?
         .filter(|row| row.source == format!("partner:{name}"))
         .ok_or(ApiError::NotFound)?;
+    let (outcome, record_id, reason) = outcome_of(&row);
     Ok(HttpResponse::Ok().json(SubmissionStatus {
+        outcome,
+        record_id,
+        reason,
         id: row.id,
         status: row.status,
         attempts: row.attempts,

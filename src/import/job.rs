@@ -17,6 +17,8 @@ use utoipa::ToSchema;
 use super::columns::ColumnMap;
 use super::error::ImportError;
 use super::reader::{self, Event, Flow, Format, Limits, ReadOptions, Row};
+use super::zoom_report::{Line, ZoomReport};
+use crate::pipeline::CHOSEN_MAPPING;
 use crate::queue::Accepter;
 use crate::store::imports::{RowError, import_source};
 use crate::store::inbox::Submission;
@@ -33,6 +35,10 @@ pub struct ImportSettings {
     pub sheet: Option<String>,
     /// Header → canonical field, `custom` or `ignore`.
     pub mapping: BTreeMap<String, String>,
+    /// The pipeline mapping the rows are for, when the upload named one (`zoom_attendees`).
+    pub profile: Option<String>,
+    /// How the file is laid out: the named mapping's `import_layout`.
+    pub layout: Option<String>,
     pub limits: Limits,
     pub batch_size: usize,
 }
@@ -102,6 +108,69 @@ fn map_row(map: &ColumnMap, row: &Row) -> Result<Map<String, Value>, Vec<RowErro
     })
 }
 
+/// Turns the reader's header and rows into mapped rows: a plain table directly, a Zoom
+/// attendee report through its sections; stamps a named mapping on every row.
+struct RowMapper<'a> {
+    settings: &'a ImportSettings,
+    map: Option<ColumnMap>,
+    report: Option<ZoomReport>,
+}
+
+impl<'a> RowMapper<'a> {
+    fn new(settings: &'a ImportSettings) -> Self {
+        let report =
+            (settings.layout.as_deref() == Some("zoom_attendee_report")).then(ZoomReport::default);
+        Self {
+            settings,
+            map: None,
+            report,
+        }
+    }
+
+    fn propose(&mut self, names: &[String]) -> Result<(), ImportError> {
+        self.map =
+            Some(ColumnMap::propose(names, &self.settings.mapping).map_err(ImportError::Mapping)?);
+        Ok(())
+    }
+
+    fn header(&mut self, names: &[String]) -> Result<(), ImportError> {
+        match self.report.as_mut().map(|report| report.first_row(names)) {
+            None => self.propose(names),
+            Some(Line::Header(cells)) => self.propose(&reader::header_names(cells)),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// The row's fields or errors; `None` for rows that are not data (report sections).
+    #[allow(clippy::type_complexity)]
+    fn row(
+        &mut self,
+        row: &Row,
+    ) -> Result<Option<Result<Map<String, Value>, Vec<RowError>>>, ImportError> {
+        if let Some(report) = self.report.as_mut() {
+            match report.row(&row.cells) {
+                Line::Skip => return Ok(None),
+                Line::Header(cells) => {
+                    self.propose(&reader::header_names(cells))?;
+                    return Ok(None);
+                }
+                Line::Data => {}
+            }
+        }
+        let map = self.map.as_ref().ok_or(ImportError::Empty)?;
+        let mut mapped = map_row(map, row);
+        if let Ok(fields) = &mut mapped {
+            if let Some(report) = &self.report {
+                fields.extend(report.extra_fields(&row.cells));
+            }
+            if let Some(profile) = &self.settings.profile {
+                fields.insert(CHOSEN_MAPPING.into(), Value::from(profile.clone()));
+            }
+        }
+        Ok(Some(mapped))
+    }
+}
+
 /// Reads the start of the file and answers what an import would do, writing nothing.
 pub async fn dry_run(
     path: PathBuf,
@@ -110,7 +179,7 @@ pub async fn dry_run(
 ) -> Result<DryRun, ImportError> {
     tokio::task::spawn_blocking(move || {
         let format = reader::detect_format(&file_name, &path)?;
-        let mut map: Option<ColumnMap> = None;
+        let mut mapper = RowMapper::new(&settings);
         let mut preview = Vec::new();
         let mut errors = Vec::new();
         let mut examined = 0_u64;
@@ -120,17 +189,14 @@ pub async fn dry_run(
         };
         let summary = reader::read(&path, format, &options, &mut |event| {
             match event {
-                Event::Header(header) => {
-                    map = Some(
-                        ColumnMap::propose(&header.names, &settings.mapping)
-                            .map_err(ImportError::Mapping)?,
-                    );
-                }
+                Event::Header(header) => mapper.header(&header.names)?,
                 Event::Rows(rows) => {
-                    let map = map.as_ref().ok_or(ImportError::Empty)?;
                     for row in rows {
+                        let Some(mapped) = mapper.row(&row)? else {
+                            continue;
+                        };
                         examined += 1;
-                        match map_row(map, &row) {
+                        match mapped {
                             Ok(fields) if preview.len() < PREVIEW_ROWS => {
                                 preview.push(PreviewRow {
                                     row: row.number,
@@ -157,7 +223,7 @@ pub async fn dry_run(
             format: summary.format,
             sheet: summary.sheet,
             header_row: summary.header_row,
-            mapping: map.ok_or(ImportError::Empty)?,
+            mapping: mapper.map.ok_or(ImportError::Empty)?,
             rows: preview,
             errors,
             rows_examined: examined,
@@ -223,25 +289,24 @@ async fn read_and_submit(
         let settings = settings.clone();
         tokio::task::spawn_blocking(move || {
             let format = reader::detect_format(&file_name, &path)?;
-            let mut map: Option<ColumnMap> = None;
+            let mut mapper = RowMapper::new(&settings);
             reader::read(&path, format, &read_options(&settings), &mut |event| {
                 match event {
-                    Event::Header(header) => {
-                        map = Some(
-                            ColumnMap::propose(&header.names, &settings.mapping)
-                                .map_err(ImportError::Mapping)?,
-                        );
-                    }
+                    Event::Header(header) => mapper.header(&header.names)?,
                     Event::Rows(rows) => {
-                        let map = map.as_ref().ok_or(ImportError::Empty)?;
                         let received_at = Utc::now();
                         let mut batch = Batch {
                             items: Vec::with_capacity(rows.len()),
                             rejected: Vec::new(),
-                            read: rows.len() as u64,
+                            read: 0,
                         };
                         for row in rows {
-                            match map_row(map, &row) {
+                            // A report's other sections are not rows of the import.
+                            let Some(mapped) = mapper.row(&row)? else {
+                                continue;
+                            };
+                            batch.read += 1;
+                            match mapped {
                                 Ok(fields) => {
                                     let raw = serde_json::to_vec(&row.cells).unwrap_or_default();
                                     batch.items.push(Inbound {

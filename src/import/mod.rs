@@ -7,5 +7,6 @@ pub mod error;
 pub mod job;
 pub mod reader;
 pub mod undo;
+pub mod zoom_report;
 
 pub use error::ImportError;

@@ -91,9 +91,16 @@ struct MappingFile {
     /// weighing the evidence.
     #[serde(default)]
     identify_by: Vec<String>,
+    /// For a mapping chosen by name on a spreadsheet upload: how the file is laid out
+    /// when it is not a plain table (`zoom_attendee_report`).
+    #[serde(default)]
+    import_layout: Option<Spanned<String>>,
     #[serde(default)]
     fields: BTreeMap<Spanned<String>, Spanned<RuleSpec>>,
 }
+
+/// File layouts an import can unpack before its columns are matched.
+pub const IMPORT_LAYOUTS: &[&str] = &["zoom_attendee_report"];
 
 /// `when` a field holds one of the values, the activity whose `external_id` is the value
 /// of `external_id_from` takes the value of `status_from` as its status.
@@ -155,6 +162,8 @@ pub struct Mapping {
     pub activity: ActivitySpec,
     pub update_activity: Option<UpdateActivity>,
     pub identify_by: Vec<String>,
+    /// See [`IMPORT_LAYOUTS`].
+    pub import_layout: Option<String>,
     pub rules: Vec<Rule>,
 }
 
@@ -206,6 +215,15 @@ impl Mapping {
                 format!("{target} has no field `{unknown}`"),
             ));
         }
+        if let Some(layout) = &parsed.import_layout
+            && !IMPORT_LAYOUTS.contains(&layout.get_ref().as_str())
+        {
+            return Err(error(
+                line_of(text, layout.span().start),
+                "import_layout",
+                format!("unknown layout; known: {}", IMPORT_LAYOUTS.join(", ")),
+            ));
+        }
         let mut rules = Vec::with_capacity(parsed.fields.len());
         for (key, spec) in parsed.fields {
             let line = line_of(text, key.span().start);
@@ -233,6 +251,7 @@ impl Mapping {
             activity: parsed.activity,
             update_activity: parsed.update_activity,
             identify_by: parsed.identify_by,
+            import_layout: parsed.import_layout.map(Spanned::into_inner),
             rules,
         })
     }
@@ -510,6 +529,10 @@ const BUILTIN: &[(&str, &str)] = &[
     ("zoom", include_str!("../../mappings/zoom.toml")),
     ("email", include_str!("../../mappings/email.toml")),
     ("import", include_str!("../../mappings/import.toml")),
+    (
+        "zoom_attendees",
+        include_str!("../../mappings/zoom_attendees.toml"),
+    ),
     ("febrl", include_str!("../../mappings/febrl.toml")),
     ("synthetic", include_str!("../../mappings/synthetic.toml")),
 ];

@@ -21,6 +21,7 @@ use sqlx::AnyConnection;
 use crate::domain::{RecordKind, SqlValue};
 use crate::lifecycle::Qualification;
 use crate::mapping::{Mapping, MappingSet};
+use crate::outbound::{Content, WHATSAPP};
 use crate::store::inbox::InboxRow;
 use crate::store::write::{Journal, apply_journaled, new_id};
 use crate::store::{Change, StoreError, WriteContext};
@@ -114,6 +115,9 @@ pub enum RowError {
     Store(#[from] StoreError),
 }
 
+/// The inbound field an import row names its mapping in, when the upload chose one.
+pub const CHOSEN_MAPPING: &str = "_mapping";
+
 /// Fields that identify a person; a lead needs at least one.
 const IDENTIFYING: &[&str] = &["email", "phone", "first_name", "last_name", "company"];
 
@@ -128,6 +132,8 @@ pub struct Pipeline {
     scoring: Scoring,
     assigner: Assigner,
     qualification: Qualification,
+    /// Sent back when an inbound WhatsApp message creates a new lead.
+    first_touch: Option<Content>,
 }
 
 impl Pipeline {
@@ -147,7 +153,14 @@ impl Pipeline {
             scoring,
             assigner,
             qualification: Qualification::Bant,
+            first_touch: None,
         }
+    }
+
+    /// Queues `reply` to the sender of every inbound WhatsApp message that creates a lead.
+    pub fn with_first_touch(mut self, reply: Option<Content>) -> Self {
+        self.first_touch = reply;
+        self
     }
 
     pub fn with_qualification(mut self, qualification: Qualification) -> Self {
@@ -258,6 +271,11 @@ impl Pipeline {
         Ok(marked)
     }
 
+    /// A mapping by name (an upload's `mapping=NAME`).
+    pub fn mapping(&self, name: &str) -> Option<&Mapping> {
+        self.mappings.by_name(name)
+    }
+
     pub fn dedup(&self) -> &Dedup {
         &self.dedup
     }
@@ -267,6 +285,13 @@ impl Pipeline {
         let Value::Object(inbound) = &row.fields else {
             return Err(PipelineError("inbound fields are not an object".into()));
         };
+        // An upload may name its mapping (`mapping=zoom_attendees`); only imports may.
+        let chosen = row
+            .source
+            .starts_with("import:")
+            .then(|| inbound.get(CHOSEN_MAPPING).and_then(Value::as_str))
+            .flatten()
+            .and_then(|name| self.mappings.by_name(name));
         let routed = self
             .routes
             .iter()
@@ -275,6 +300,7 @@ impl Pipeline {
         let mapping = self
             .forced
             .as_ref()
+            .or(chosen)
             .or(routed)
             .or_else(|| self.mappings.for_source(&row.source))
             .ok_or_else(|| PipelineError(format!("no mapping serves source `{}`", row.source)))?;
@@ -327,6 +353,7 @@ impl Pipeline {
         let mapped = mapping.apply(inbound);
         draft.fields = mapped.fields;
         draft.custom = mapped.custom;
+        draft.custom.remove(CHOSEN_MAPPING);
         draft.unconverted = mapped.unconverted;
         for (field, reason) in &mapped.problems {
             let raw = draft
@@ -613,6 +640,21 @@ impl Pipeline {
             });
             changes.push(activity_insert(activity));
         }
+        let first_touch = match &outcome {
+            Outcome::New | Outcome::Review { .. } => self.first_touch_for(row),
+            Outcome::Merge { .. } => None,
+        };
+        if let Some((recipient, content)) = &first_touch {
+            let id = new_id();
+            changes.push(Change::Insert {
+                kind: RecordKind::Activity,
+                id: Some(id.clone()),
+                fields: outbound_activity(&lead_id, content, Some(&row.id), "first_touch"),
+            });
+            crate::store::outbound::enqueue(conn, WHATSAPP, &id, recipient, &json!(content))
+                .await?;
+            result["first_touch_activity_id"] = json!(id);
+        }
         apply_journaled(conn, &ctx, changes, journal).await?;
         self.dedup
             .remember(conn, RecordKind::Lead, &lead_id, &row.id, &candidate)
@@ -720,6 +762,51 @@ async fn link_account(
     };
     draft.set("account_id", account);
     Ok(())
+}
+
+impl Pipeline {
+    /// The first-touch reply and its recipient (the sender's wa_id) for an inbound
+    /// WhatsApp message, when one is configured.
+    fn first_touch_for(&self, row: &InboxRow) -> Option<(String, Content)> {
+        let content = self.first_touch.as_ref()?;
+        if row.source != WHATSAPP
+            || row.fields.get("kind").and_then(Value::as_str) != Some("message")
+        {
+            return None;
+        }
+        let wa_id = row.fields.get("wa_id").and_then(Value::as_str)?;
+        (!wa_id.is_empty()).then(|| (wa_id.to_owned(), content.clone()))
+    }
+}
+
+/// The timeline activity of a queued outbound WhatsApp message; the sender sets its
+/// status (`accepted`, `failed`) and external id (the `wamid`), status webhooks the rest.
+pub fn outbound_activity(
+    lead_id: &str,
+    content: &Content,
+    inbound_id: Option<&str>,
+    purpose: &str,
+) -> Map<String, Value> {
+    let subject = match content {
+        Content::Text { .. } => "WhatsApp message sent".to_owned(),
+        Content::Template { template } => format!("WhatsApp template {}", template.name),
+    };
+    let fields = json!({
+        "activity_type": "message",
+        "channel": WHATSAPP,
+        "direction": "outbound",
+        "status": "queued",
+        "subject": subject,
+        "body": content.summary(),
+        "occurred_at": crate::domain::value::now_timestamp(),
+        "lead_id": lead_id,
+        "inbound_id": inbound_id,
+        "data": {"purpose": purpose, "message": content},
+    });
+    match fields {
+        Value::Object(map) => map.into_iter().filter(|(_, v)| !v.is_null()).collect(),
+        _ => Map::new(),
+    }
 }
 
 /// An activity on the timeline, built as a JSON object literal.

@@ -194,6 +194,26 @@ impl Store {
         row.as_ref().map(decode_row).transpose()
     }
 
+    /// Several inbox rows by id (those that exist), for answering on a whole batch.
+    pub async fn inbox_rows_by_id(&self, ids: &[String]) -> Result<Vec<InboxRow>, StoreError> {
+        let mut rows = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(rows_per_statement(1)) {
+            let params: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+            let sql = format!(
+                "SELECT {ROW_COLUMNS} FROM inbox WHERE id IN ({})",
+                params.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id.as_str());
+            }
+            for row in query.fetch_all(self.pool()).await? {
+                rows.push(decode_row(&row)?);
+            }
+        }
+        Ok(rows)
+    }
+
     pub async fn inbox_rows(&self, status: &str, limit: i64) -> Result<Vec<InboxRow>, StoreError> {
         let sql =
             format!("SELECT {ROW_COLUMNS} FROM inbox WHERE status = $1 ORDER BY seq LIMIT $2");

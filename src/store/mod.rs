@@ -6,6 +6,7 @@ pub mod audit;
 mod error;
 pub mod imports;
 pub mod inbox;
+pub mod outbound;
 pub mod read;
 pub mod tokens;
 pub mod users;
