@@ -53,6 +53,9 @@ pub struct Config {
     pub dedup_merge_threshold: f64,
     /// Match weight at or above which a pair goes to the review queue.
     pub dedup_review_threshold: f64,
+    /// Source families most trusted first (`["import", "partner"]`): a merge does not
+    /// overwrite a field a more trusted source set. Empty: the newest non-empty value wins.
+    pub survivorship_priority: Vec<String>,
     /// Lead scoring rules (`[[score_rules]]`); the defaults are a plain B2B model.
     pub score_rules: Vec<ScoreRule>,
     /// Ordered assignment rules (`[[assignment_rules]]`); none means leads stay unowned.
@@ -392,6 +395,7 @@ impl Default for Config {
             default_region: "GB".to_owned(),
             dedup_merge_threshold: 20.0,
             dedup_review_threshold: 10.0,
+            survivorship_priority: Vec::new(),
             score_rules: default_rules(),
             assignment_rules: Vec::new(),
             max_open_leads_per_user: 0,

@@ -106,6 +106,24 @@ impl Application {
             }
             .spawn()
         });
+        // Planner statistics: at start and hourly, so filtered lists keep their plans as
+        // the store grows.
+        {
+            let (store, shutdown) = (store.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+                loop {
+                    tokio::select! {
+                        _ = hourly.tick() => {
+                            if let Err(error) = store.optimize().await {
+                                tracing::warn!(%error, "store optimize failed");
+                            }
+                        }
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+            });
+        }
         let mailbox_shutdown = CancellationToken::new();
         let mailboxes = if role == Role::Worker {
             Vec::new()
@@ -275,6 +293,7 @@ pub fn build_pipeline(config: &Config) -> Result<Pipeline, StartError> {
         Assigner::new(&config.assignment_rules, config.max_open_leads_per_user)?,
     )
     .with_qualification(config.qualification)
+    .with_source_priority(config.survivorship_priority.clone())
     .with_first_touch(config.whatsapp.first_touch());
     if config.whatsapp.first_touch().is_some() && config.whatsapp.client_config().is_none() {
         return Err(StartError::Config(

@@ -13,6 +13,7 @@ on_both_backends!(
     leads_are_enriched_and_linked_to_their_account_by_domain,
     leads_are_assigned_round_robin_within_capacity_by_the_first_rule_that_holds,
     merges_are_undone_from_the_audit_trail,
+    a_trusted_source_and_a_persons_edit_survive_later_arrivals,
 );
 
 async fn merges_are_undone_from_the_audit_trail(backend: Backend) {
@@ -635,5 +636,57 @@ async fn behaviour_points_fade_by_the_day_and_fit_does_not(backend: Backend) {
             .iter()
             .any(|e| e.actor == "pipeline:decay" && e.field.as_deref() == Some("score"))
     );
+    app.stop().await;
+}
+
+async fn a_trusted_source_and_a_persons_edit_survive_later_arrivals(backend: Backend) {
+    let app = common::spawn_app_with_config(backend, |config| {
+        config.survivorship_priority = vec!["api".into(), "partner".into()];
+        config
+            .forms
+            .insert("contact".into(), leadgate::config::FormSection::default());
+    })
+    .await;
+    let key = app.partner_token("acme").await;
+    let first = submit(
+        &app,
+        &key,
+        json!({"first_name": "Hedy", "last_name": "Lamarr",
+               "email": "hedy@example.org", "company": "Frequency Hopping Ltd"}),
+    )
+    .await;
+    let lead_path = format!("/v1/leads/{}", first["result"]["id"].as_str().unwrap());
+    let edit = app
+        .client
+        .patch(format!("{}{lead_path}", app.base))
+        .bearer_auth(&app.admin_token)
+        .json(&json!({"title": "Inventor"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(edit.status(), 200);
+    // A web form (not in the priority list) says otherwise about both, and adds a city.
+    let response = app
+        .client
+        .post(format!("{}/v1/forms/contact", app.base))
+        .form(&[
+            ("email", "hedy@example.org"),
+            ("first_name", "Hedy"),
+            ("last_name", "Lamarr"),
+            ("company", "Hedy Corp"),
+            ("title", "Actress"),
+            ("city", "Vienna"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let receipt: Value = response.json().await.unwrap();
+    let row = app.settled_inbound(receipt["id"].as_str().unwrap()).await;
+    assert_eq!(row["result"]["action"], "merged", "{row}");
+    let (_, lead) = app.get_json(&lead_path).await;
+    assert_eq!(lead["fields"]["company"], "Frequency Hopping Ltd", "{lead}");
+    assert_eq!(lead["fields"]["title"], "Inventor", "{lead}");
+    assert_eq!(lead["fields"]["city"], "Vienna", "gaps still fill: {lead}");
+    assert_eq!(lead["fields"]["field_sources"]["city"], "form");
     app.stop().await;
 }

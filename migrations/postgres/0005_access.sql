@@ -4,7 +4,6 @@
 -- its content and that link; `leadgate audit verify` walks the chain.
 ALTER TABLE audit_log ADD COLUMN prev_hash TEXT;
 ALTER TABLE audit_log ADD COLUMN hash TEXT;
-CREATE INDEX audit_log_at_idx ON audit_log (at);
 
 -- Append-only: no code path updates or deletes audit rows, and the store refuses it too.
 -- Rows from before the chain existed (hash NULL) may be given their hash once.
@@ -30,3 +29,6 @@ ALTER TABLE leads ADD COLUMN email_undeliverable INTEGER;
 ALTER TABLE leads ADD COLUMN email_bounced_at TEXT;
 ALTER TABLE contacts ADD COLUMN email_undeliverable INTEGER;
 ALTER TABLE contacts ADD COLUMN email_bounced_at TEXT;
+
+-- Survivorship by source priority: which source family last set each field of a lead.
+ALTER TABLE leads ADD COLUMN field_sources TEXT;

@@ -93,7 +93,7 @@ kinds! {
         f("decision_process", Text), f("identified_pain", Text), f("champion", Text),
         f("competition", Text), f("qualified", Bool), f("qualified_at", Timestamp),
         f("behaviour_decayed_at", Timestamp), f("email_undeliverable", Bool),
-        f("email_bounced_at", Timestamp),
+        f("email_bounced_at", Timestamp), f("field_sources", Json),
     ];
     Account => "accounts", "accounts", [
         f("name", Text), f("domain", Text), f("industry", Text), f("employees", Integer),

@@ -120,6 +120,20 @@ pub async fn patch_record(
     if kind == RecordKind::Lead
         && let Some(current) = state.store.get(kind, &id).await?
     {
+        // A person's edit is source `api` for survivorship: list it first in
+        // `survivorship_priority` and later arrivals will not overwrite it.
+        if !state.config.survivorship_priority.is_empty() {
+            let mut sources = current
+                .fields
+                .get("field_sources")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            for name in fields.keys().filter(|n| kind.field(n).is_some()) {
+                sources.insert(name.clone(), Value::from("api"));
+            }
+            fields.insert("field_sources".into(), Value::Object(sources));
+        }
         let mut view = current.fields.clone();
         view.extend(fields.clone());
         if fields

@@ -134,6 +134,8 @@ pub struct Pipeline {
     qualification: Qualification,
     /// Sent back when an inbound WhatsApp message creates a new lead.
     first_touch: Option<Content>,
+    /// Source families, most trusted first (`survivorship_priority`).
+    priority: Vec<String>,
 }
 
 impl Pipeline {
@@ -154,7 +156,15 @@ impl Pipeline {
             assigner,
             qualification: Qualification::Bant,
             first_touch: None,
+            priority: Vec::new(),
         }
+    }
+
+    /// Survivorship by source: a field set by a source earlier in `priority` is not
+    /// overwritten by a later (or unlisted) one; among equals the newest value wins.
+    pub fn with_source_priority(mut self, priority: Vec<String>) -> Self {
+        self.priority = priority;
+        self
     }
 
     /// Queues `reply` to the sender of every inbound WhatsApp message that creates a lead.
@@ -487,7 +497,12 @@ impl Pipeline {
             Outcome::Merge { into, score } => {
                 journal.settle_inserts(conn).await?;
                 let existing = load_lead(conn, into).await?;
-                let mut fields = survivorship(&existing, &draft);
+                let mut fields = survivorship(
+                    &existing,
+                    &draft,
+                    worker::source_family(&row.source),
+                    &self.priority,
+                );
                 if by_identity {
                     // A channel's own profile (a WhatsApp display name) fills gaps; it does
                     // not overwrite what the lead already says.
@@ -545,6 +560,16 @@ impl Pipeline {
                 }
                 if !draft.custom.is_empty() {
                     fields.insert("custom".into(), Value::Object(draft.custom.clone()));
+                }
+                if !self.priority.is_empty() {
+                    let family = worker::source_family(&row.source);
+                    let sources: Map<String, Value> = draft
+                        .fields
+                        .iter()
+                        .filter(|(name, value)| *name != "source" && !is_blank(value))
+                        .map(|(name, _)| (name.clone(), Value::from(family)))
+                        .collect();
+                    fields.insert("field_sources".into(), Value::Object(sources));
                 }
                 let action = if matches!(outcome, Outcome::New) {
                     "created"
@@ -888,13 +913,53 @@ async fn load_lead(conn: &mut AnyConnection, id: &str) -> Result<Map<String, Val
 
 /// Newest non-empty wins: the arriving record's non-empty values replace the stored ones;
 /// custom fields are combined, newest winning per key.
-pub fn survivorship(existing: &Map<String, Value>, draft: &Draft) -> Map<String, Value> {
+fn is_blank(value: &Value) -> bool {
+    value.is_null() || value.as_str().is_some_and(|s| s.trim().is_empty())
+}
+
+/// The fields a merge changes: the arrival's non-empty values win (newest wins), except
+/// over a non-empty value last set by a source that `priority` ranks higher. With a
+/// priority list, `field_sources` remembers which source family set each field.
+pub fn survivorship(
+    existing: &Map<String, Value>,
+    draft: &Draft,
+    source: &str,
+    priority: &[String],
+) -> Map<String, Value> {
+    // Lower is more trusted; unlisted sources come after every listed one.
+    let rank = |family: &str| {
+        priority
+            .iter()
+            .position(|p| p == family)
+            .unwrap_or(priority.len())
+    };
+    let mut sources = existing
+        .get("field_sources")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     let mut fields = Map::new();
     for (name, value) in &draft.fields {
-        let empty = value.is_null() || value.as_str().is_some_and(|s| s.trim().is_empty());
-        if !empty && existing.get(name) != Some(value) && name != "source" {
-            fields.insert(name.clone(), value.clone());
+        if is_blank(value) || existing.get(name) == Some(value) || name == "source" {
+            continue;
         }
+        let current_is_set = existing.get(name).is_some_and(|v| !is_blank(v));
+        let outranked = sources
+            .get(name)
+            .and_then(Value::as_str)
+            .is_some_and(|holder| rank(holder) < rank(source));
+        if current_is_set && outranked {
+            continue;
+        }
+        fields.insert(name.clone(), value.clone());
+        if !priority.is_empty() {
+            sources.insert(name.clone(), Value::from(source));
+        }
+    }
+    if !priority.is_empty()
+        && existing.get("field_sources").and_then(Value::as_object) != Some(&sources)
+    {
+        fields.insert("field_sources".into(), Value::Object(sources));
     }
     if !draft.custom.is_empty() {
         let mut custom = existing
@@ -910,4 +975,63 @@ pub fn survivorship(existing: &Map<String, Value>, draft: &Draft) -> Map<String,
         }
     }
     fields
+}
+
+#[cfg(test)]
+mod survivorship_tests {
+    use super::*;
+
+    fn draft(fields: Value) -> Draft {
+        let mut draft = Draft::new(RecordKind::Lead);
+        if let Value::Object(map) = fields {
+            draft.fields = map;
+        }
+        draft
+    }
+
+    fn map(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        }
+    }
+
+    #[test]
+    fn without_priority_the_newest_non_empty_value_wins() {
+        let existing = map(json!({"company": "Old Ltd", "title": "CTO"}));
+        let merged = survivorship(
+            &existing,
+            &draft(json!({"company": "New Ltd", "title": ""})),
+            "import",
+            &[],
+        );
+        assert_eq!(merged, map(json!({"company": "New Ltd"})));
+    }
+
+    #[test]
+    fn a_more_trusted_source_keeps_its_values_and_gaps_still_fill() {
+        let priority = vec!["partner".to_owned(), "import".to_owned()];
+        let existing = map(json!({"company": "Partner Corp", "phone": null,
+                                  "field_sources": {"company": "partner"}}));
+        let merged = survivorship(
+            &existing,
+            &draft(json!({"company": "Form Guess Inc", "phone": "+441234567890"})),
+            "form",
+            &priority,
+        );
+        assert!(merged.get("company").is_none(), "{merged:?}");
+        assert_eq!(merged["phone"], "+441234567890");
+        assert_eq!(
+            merged["field_sources"],
+            json!({"company": "partner", "phone": "form"})
+        );
+        // The trusted source itself, or an equal one, still updates it.
+        let merged = survivorship(
+            &existing,
+            &draft(json!({"company": "Partner Corp GmbH"})),
+            "partner",
+            &priority,
+        );
+        assert_eq!(merged["company"], "Partner Corp GmbH");
+    }
 }

@@ -144,6 +144,17 @@ impl Store {
         Ok(())
     }
 
+    /// Keeps SQLite's query planner statistics current (`PRAGMA optimize`, as SQLite
+    /// advises for long-lived connections); PostgreSQL's autovacuum does this itself.
+    pub async fn optimize(&self) -> Result<(), StoreError> {
+        if self.backend == Backend::Sqlite {
+            sqlx::query("PRAGMA optimize=0x10002")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// True when the store answers and every embedded migration has been applied.
     pub async fn ready(&self) -> Result<bool, StoreError> {
         let applied: i64 =
