@@ -81,6 +81,10 @@ pub struct Config {
     pub email: EmailSection,
     /// IMAP mailboxes polled for inbound email (`[[mailboxes]]`).
     pub mailboxes: Vec<MailboxSection>,
+    /// Partners' own mapping, rate limit and scopes (`[partners.<name>]`); a partner not
+    /// listed gets the defaults.
+    #[serde(default)]
+    pub partners: BTreeMap<String, PartnerSection>,
     /// Roles, their access matrix, field rules and reach; sign-in sessions.
     #[serde(default)]
     pub access: crate::access::AccessSection,
@@ -408,7 +412,33 @@ impl Default for Config {
             forms: BTreeMap::new(),
             email: EmailSection::default(),
             mailboxes: Vec::new(),
+            partners: BTreeMap::new(),
             access: crate::access::AccessSection::default(),
+        }
+    }
+}
+
+/// One partner of the partner API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PartnerSection {
+    /// The mapping (mappings/NAME.toml) its leads go through; default `partner`.
+    pub mapping: Option<String>,
+    /// Requests per minute for this partner's keys together; 0 is no limit.
+    pub rate_limit_per_minute: u32,
+    /// `submit` (POST /v1/partner/leads) and `status` (GET /v1/partner/leads/{id}).
+    pub scopes: Vec<String>,
+}
+
+/// What a partner key may do.
+pub const PARTNER_SCOPES: [&str; 2] = ["submit", "status"];
+
+impl Default for PartnerSection {
+    fn default() -> Self {
+        Self {
+            mapping: None,
+            rate_limit_per_minute: 6000,
+            scopes: PARTNER_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
         }
     }
 }
@@ -464,6 +494,18 @@ impl Config {
         let invalid = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
         crate::access::AccessPolicy::compile(&self.access)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        for (name, partner) in &self.partners {
+            if let Some(scope) = partner
+                .scopes
+                .iter()
+                .find(|s| !PARTNER_SCOPES.contains(&s.as_str()))
+            {
+                return invalid(
+                    &format!("partners.{name}.scopes"),
+                    &format!("unknown scope `{scope}` (known: submit, status)"),
+                );
+            }
+        }
         if self.access.session_hours == 0 {
             return invalid("access.session_hours", "must be at least 1");
         }

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Role};
+use crate::config::{Config, PartnerSection, Role};
 use crate::http::{self, AppState};
 use crate::mapping::{MappingError, MappingSet};
 use crate::pipeline::assign::AssignmentRuleError;
@@ -181,6 +181,9 @@ impl Application {
             access,
             reach: http::caller::ReachCache::new(Duration::from_secs(5)),
             sign_in_limiter: http::RateLimiter::new(sign_in_per_minute),
+            partner_limiter: http::RateLimiter::new(
+                PartnerSection::default().rate_limit_per_minute,
+            ),
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -300,6 +303,15 @@ pub fn build_pipeline(config: &Config) -> Result<Pipeline, StartError> {
             "whatsapp.first_touch_* needs whatsapp.access_token and whatsapp.phone_number_id"
                 .into(),
         ));
+    }
+    for (name, partner) in &config.partners {
+        if let Some(mapping) = &partner.mapping {
+            pipeline = pipeline
+                .route(&format!("partner:{name}"), mapping)
+                .map_err(|reason| {
+                    StartError::Config(format!("partners.{name}.mapping: {reason}"))
+                })?;
+        }
     }
     for (name, form) in &config.forms {
         if let Some(mapping) = &form.mapping {

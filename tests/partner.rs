@@ -447,3 +447,80 @@ async fn waiting_answers_each_items_outcome_and_record(backend: Backend) {
     assert_eq!(response.status(), 400);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_has_its_own_mapping_rate_limit_and_scopes() {
+    let app = common::spawn_app_with_config(Backend::Sqlite, |config| {
+        config.partners.insert(
+            "globex".into(),
+            leadgate::config::PartnerSection {
+                mapping: Some("form".into()),
+                rate_limit_per_minute: 3,
+                scopes: vec!["submit".into()],
+            },
+        );
+    })
+    .await;
+    let globex = app.partner_token("globex").await;
+    let acme = app.partner_token("acme").await;
+    // Globex sends its own field names; its mapping reads them.
+    let response = app
+        .post_json(
+            &globex,
+            "/v1/partner/leads",
+            &json!({"firstname": "Ada", "surname": "Lovelace", "email": "ada@globex.example"}),
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    let receipt: Value = response.json().await.unwrap();
+    let row = app.settled_inbound(receipt["id"].as_str().unwrap()).await;
+    let (_, lead) = app
+        .get_json(&format!(
+            "/v1/leads/{}",
+            row["result"]["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(lead["fields"]["first_name"], "Ada", "{lead}");
+    assert_eq!(lead["fields"]["last_name"], "Lovelace");
+    // No `status` scope: it may not read submissions back.
+    let status = app
+        .client
+        .get(format!(
+            "{}/v1/partner/leads/{}",
+            app.base,
+            receipt["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&globex)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 403);
+    // Three requests a minute: the fourth waits; another partner is not held up.
+    for n in 0..2 {
+        let lead = json!({"email": format!("n{n}@globex.example")});
+        assert_eq!(
+            app.post_json(&globex, "/v1/partner/leads", &lead)
+                .await
+                .status(),
+            202
+        );
+    }
+    let limited = app
+        .post_json(
+            &globex,
+            "/v1/partner/leads",
+            &json!({"email": "x@globex.example"}),
+        )
+        .await;
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+    let other = app
+        .post_json(
+            &acme,
+            "/v1/partner/leads",
+            &json!({"email": "y@acme.example"}),
+        )
+        .await;
+    assert_eq!(other.status(), 202);
+    app.stop().await;
+}

@@ -53,6 +53,8 @@ pub struct AppState {
     pub reach: caller::ReachCache,
     /// Per-client-IP limit of sign-in attempts.
     pub sign_in_limiter: RateLimiter,
+    /// Per-partner limit of the partner API (`partners.<name>.rate_limit_per_minute`).
+    pub partner_limiter: RateLimiter<String>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {

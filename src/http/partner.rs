@@ -169,6 +169,7 @@ pub async fn submit_leads(
     let Principal::Partner { name, .. } = &principal else {
         return Err(ApiError::Forbidden("this needs a partner key".into()));
     };
+    partner_allowed(&state, name, "submit")?;
     require_json(&req)?;
     let wait = wait_requested(&req)?;
     let body = read_body(&req, payload, state.config.max_body_bytes).await?;
@@ -362,6 +363,7 @@ pub async fn submission_status(
     let Principal::Partner { name, .. } = &principal else {
         return Err(ApiError::Forbidden("this needs a partner key".into()));
     };
+    partner_allowed(&state, name, "status")?;
     let row = state
         .store
         .inbox_row(&id)
@@ -379,4 +381,27 @@ pub async fn submission_status(
         error: row.error,
         result: row.result,
     }))
+}
+
+/// The partner's scope and rate limit (`[partners.<name>]`, else the defaults).
+fn partner_allowed(state: &AppState, name: &str, scope: &str) -> Result<(), ApiError> {
+    let configured = state.config.partners.get(name);
+    let default = crate::config::PartnerSection::default();
+    let partner = configured.unwrap_or(&default);
+    if !partner.scopes.iter().any(|s| s == scope) {
+        return Err(ApiError::Forbidden(format!(
+            "partner `{name}` does not have the `{scope}` scope"
+        )));
+    }
+    state
+        .partner_limiter
+        .check_rate(name.to_owned(), partner.rate_limit_per_minute)
+        .map_err(|retry_after_secs| {
+            state
+                .metrics
+                .inbound_rejected
+                .with_label_values(&["partner", "rate_limited"])
+                .inc();
+            ApiError::TooManyRequests { retry_after_secs }
+        })
 }
