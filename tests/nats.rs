@@ -147,7 +147,8 @@ const PEOPLE: &[(&str, &str)] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_person_through_form_partner_batch_and_whatsapp_at_once_is_one_lead() {
-    let Some(url) = enabled("one_person_through_form_partner_batch_and_whatsapp_at_once_is_one_lead")
+    let Some(url) =
+        enabled("one_person_through_form_partner_batch_and_whatsapp_at_once_is_one_lead")
     else {
         return;
     };
@@ -162,12 +163,18 @@ async fn one_person_through_form_partner_batch_and_whatsapp_at_once_is_one_lead(
 
     let mut requests = Vec::new();
     for (i, (first, last)) in PEOPLE.iter().enumerate() {
-        let email = format!("{}.{}@example.org", first.to_lowercase(), last.to_lowercase());
+        let email = format!(
+            "{}.{}@example.org",
+            first.to_lowercase(),
+            last.to_lowercase()
+        );
         let phone = format!("1631555{:04}", 1000 + i);
         let form = client
             .post(format!("{}/v1/forms/contact", gateway_a.base))
-            .json(&json!({"first_name": first, "last_name": last, "email": email,
-                          "phone": format!("+{phone}"), "name": format!("{first} {last}")}))
+            .json(
+                &json!({"first_name": first, "last_name": last, "email": email,
+                          "phone": format!("+{phone}"), "name": format!("{first} {last}")}),
+            )
             .send();
         // The person in the middle of a partner batch of three.
         let batch = client
@@ -211,7 +218,11 @@ async fn one_person_through_form_partner_batch_and_whatsapp_at_once_is_one_lead(
             .await
             .expect("leads by phone");
         assert_eq!(leads.len(), 1, "{first} {last}: {leads:?}");
-        let email = format!("{}.{}@example.org", first.to_lowercase(), last.to_lowercase());
+        let email = format!(
+            "{}.{}@example.org",
+            first.to_lowercase(),
+            last.to_lowercase()
+        );
         assert_eq!(leads[0].fields["email"], email.as_str(), "{first} {last}");
     }
     // Each person once, each filler once.
@@ -246,7 +257,10 @@ async fn a_redelivered_or_replayed_inbound_is_written_once() {
     let again = gateway.post_json(&key, "/v1/partner/leads", &lead).await;
     assert_eq!(again.status(), 202);
     assert_eq!(
-        again.headers().get("idempotent-replayed").map(|v| v.as_bytes()),
+        again
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.as_bytes()),
         Some(b"true".as_slice())
     );
     let again: Value = again.json().await.expect("receipt");
@@ -281,9 +295,16 @@ async fn a_redelivered_or_replayed_inbound_is_written_once() {
     while stream_pending(&js, &nats.stream).await > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(stream_pending(&js, &nats.stream).await, 0, "every copy acknowledged");
+    assert_eq!(
+        stream_pending(&js, &nats.stream).await,
+        0,
+        "every copy acknowledged"
+    );
     assert_eq!(scalar(&worker, "SELECT COUNT(*) FROM inbox").await, 1);
-    assert_eq!(worker.store.count(RecordKind::Lead).await.expect("count"), 1);
+    assert_eq!(
+        worker.store.count(RecordKind::Lead).await.expect("count"),
+        1
+    );
     let row = worker
         .store
         .inbox_row(first["id"].as_str().expect("id"))
@@ -305,7 +326,8 @@ async fn stream_pending(js: &async_nats::jetstream::Context, name: &str) -> u64 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_always_fails_is_dead_lettered_with_its_error_and_replays() {
-    let Some(url) = enabled("a_message_that_always_fails_is_dead_lettered_with_its_error_and_replays")
+    let Some(url) =
+        enabled("a_message_that_always_fails_is_dead_lettered_with_its_error_and_replays")
     else {
         return;
     };
@@ -361,8 +383,19 @@ async fn a_message_that_always_fails_is_dead_lettered_with_its_error_and_replays
         "{}",
         letters[0].error
     );
-    assert_eq!(settled(&worker, 1, Duration::from_secs(10)).await, 1, "the good one is done");
-    assert!(worker.store.inbox_row(&poison_id).await.expect("read").is_none());
+    assert_eq!(
+        settled(&worker, 1, Duration::from_secs(10)).await,
+        1,
+        "the good one is done"
+    );
+    assert!(
+        worker
+            .store
+            .inbox_row(&poison_id)
+            .await
+            .expect("read")
+            .is_none()
+    );
 
     sqlx::query("DROP TRIGGER refuse_poison ON inbox")
         .execute(worker.store.pool())
@@ -391,7 +424,12 @@ async fn a_message_that_always_fails_is_dead_lettered_with_its_error_and_replays
         .expect("read")
         .expect("replayed and written");
     assert_eq!(row.status, "done");
-    assert!(leadgate::queue::dlq::list(&js, &nats, 10).await.expect("list").is_empty());
+    assert!(
+        leadgate::queue::dlq::list(&js, &nats, 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
     for app in [gateway, worker] {
         app.stop().await;
     }
@@ -408,9 +446,13 @@ struct OwnNats {
 
 impl OwnNats {
     fn binary() -> Option<&'static str> {
-        ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
-            .into_iter()
-            .find(|path| std::path::Path::new(path).exists())
+        [
+            "/usr/sbin/nats-server",
+            "/usr/bin/nats-server",
+            "/usr/local/bin/nats-server",
+        ]
+        .into_iter()
+        .find(|path| std::path::Path::new(path).exists())
     }
 
     fn new() -> Self {
@@ -428,7 +470,14 @@ impl OwnNats {
     async fn start(&mut self) {
         let binary = Self::binary().expect("nats-server installed");
         let child = Command::new(binary)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -576,7 +625,10 @@ async fn a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing() {
         .env("LEADGATE_NATS__URL", &nats.url)
         .env("LEADGATE_NATS__STREAM", &nats.stream)
         .env("LEADGATE_NATS__PARTITIONS", nats.partitions.to_string())
-        .env("LEADGATE_NATS__ACK_WAIT_SECS", nats.ack_wait_secs.to_string())
+        .env(
+            "LEADGATE_NATS__ACK_WAIT_SECS",
+            nats.ack_wait_secs.to_string(),
+        )
         .env("LEADGATE_NATS__LEASE_SECS", nats.lease_secs.to_string())
         .env("LEADGATE_LOG_FILTER", "warn")
         .stdout(Stdio::null())
@@ -605,7 +657,10 @@ async fn a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing() {
         settled(&worker, TOTAL as i64, Duration::from_secs(90)).await,
         TOTAL as i64
     );
-    assert_eq!(scalar(&worker, "SELECT COUNT(*) FROM inbox").await, TOTAL as i64);
+    assert_eq!(
+        scalar(&worker, "SELECT COUNT(*) FROM inbox").await,
+        TOTAL as i64
+    );
     assert_eq!(
         scalar(&worker, "SELECT COUNT(*) FROM inbox WHERE status = 'done'").await,
         TOTAL as i64

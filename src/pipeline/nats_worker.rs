@@ -321,15 +321,23 @@ impl Shared {
             .filter(|item| fresh.contains(&item.id))
             .map(Delivered::to_row)
             .collect();
-        let outcomes = process_rows(&self.store, &self.pipeline, &self.metrics, &mut tx, &rows).await?;
+        let outcomes =
+            process_rows(&self.store, &self.pipeline, &self.metrics, &mut tx, &rows).await?;
         tx.commit().await?;
         for (row, outcome) in rows.iter().zip(outcomes) {
             let source = source_family(&row.source);
             match outcome {
-                Ok(()) => self.metrics.inbound_processed.with_label_values(&[source]).inc(),
+                Ok(()) => self
+                    .metrics
+                    .inbound_processed
+                    .with_label_values(&[source])
+                    .inc(),
                 Err(error) => {
                     tracing::warn!(inbound = %row.id, %error, "inbound row failed");
-                    self.metrics.inbound_failed.with_label_values(&[source]).inc();
+                    self.metrics
+                        .inbound_failed
+                        .with_label_values(&[source])
+                        .inc();
                 }
             }
         }

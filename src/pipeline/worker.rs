@@ -105,7 +105,8 @@ impl Worker {
     /// is marked failed in the same transaction; a store error fails the whole batch.
     async fn commit(&self, rows: &[InboxRow]) -> Result<Vec<Result<(), String>>, StoreError> {
         let mut tx = self.store.begin_write().await?;
-        let outcomes = process_rows(&self.store, &self.pipeline, &self.metrics, &mut tx, rows).await?;
+        let outcomes =
+            process_rows(&self.store, &self.pipeline, &self.metrics, &mut tx, rows).await?;
         let started = Instant::now();
         tx.commit().await?;
         observe(&self.metrics, "write_commit", started.elapsed());
@@ -210,7 +211,9 @@ pub(crate) async fn process_rows(
 /// so two transactions never wait on each other in a cycle).
 async fn lock_keys(tx: &mut AnyConnection, keys: &[u64]) -> Result<(), StoreError> {
     for chunk in keys.chunks(1000) {
-        let values: Vec<String> = (1..=chunk.len()).map(|n| format!("(${n}::BIGINT)")).collect();
+        let values: Vec<String> = (1..=chunk.len())
+            .map(|n| format!("(${n}::BIGINT)"))
+            .collect();
         let sql = format!(
             "SELECT pg_advisory_xact_lock(k)::TEXT FROM (VALUES {}) AS v(k)",
             values.join(", ")

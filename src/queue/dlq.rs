@@ -105,7 +105,10 @@ pub async fn replay(
             continue;
         }
         if letter.subject.is_empty() {
-            tracing::warn!(seq = letter.seq, "dead letter without its subject; left in place");
+            tracing::warn!(
+                seq = letter.seq,
+                "dead letter without its subject; left in place"
+            );
             continue;
         }
         let mut headers = HeaderMap::new();

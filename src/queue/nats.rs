@@ -203,7 +203,12 @@ pub struct NatsQueue {
 }
 
 impl NatsQueue {
-    pub fn new(client: Client, section: NatsSection, store: Store, pipeline: Arc<Pipeline>) -> Self {
+    pub fn new(
+        client: Client,
+        section: NatsSection,
+        store: Store,
+        pipeline: Arc<Pipeline>,
+    ) -> Self {
         let js = context(client.clone(), &section);
         Self {
             client,
@@ -229,7 +234,11 @@ impl NatsQueue {
             .await
             .map_err(Self::unavailable)?;
         if let Some(key) = &submission.idempotency
-            && let Some(answer) = self.store.idempotent_answer(key).await.map_err(|e| AcceptError::from(&e))?
+            && let Some(answer) = self
+                .store
+                .idempotent_answer(key)
+                .await
+                .map_err(|e| AcceptError::from(&e))?
         {
             return Ok(answer);
         }
@@ -244,7 +253,8 @@ impl NatsQueue {
                 attempts: 0,
             }
             .to_row();
-            let partition = identity_of_row(&self.pipeline, &row).partition(self.section.partitions, &id);
+            let partition =
+                identity_of_row(&self.pipeline, &row).partition(self.section.partitions, &id);
             let payload = serde_json::to_vec(&Envelope::new(&id, item, &submission.meta))
                 .map_err(|e| AcceptError::Store(format!("cannot encode the record: {e}")))?;
             let mut headers = HeaderMap::new();

@@ -26,7 +26,9 @@ pub struct Identity {
 impl Identity {
     /// The partition of this identity; records without one spread by `fallback`.
     pub fn partition(&self, partitions: u32, fallback: &str) -> u32 {
-        let key = self.primary.unwrap_or_else(|| hash(&[b"x", fallback.as_bytes()]));
+        let key = self
+            .primary
+            .unwrap_or_else(|| hash(&[b"x", fallback.as_bytes()]));
         (key % u64::from(partitions.max(1))) as u32
     }
 }
@@ -35,8 +37,12 @@ impl Identity {
 pub fn identity_of(pipeline: &Pipeline, draft: &Draft) -> Identity {
     let dedup = pipeline.dedup();
     let prepared = dedup.matcher().prepare(&dedup.record_of(draft));
-    let email = prepared.get(Field::Email).map(|e| hash(&[b"e", e.as_bytes()]));
-    let phone = prepared.get(Field::Phone).map(|p| hash(&[b"p", p.as_bytes()]));
+    let email = prepared
+        .get(Field::Email)
+        .map(|e| hash(&[b"e", e.as_bytes()]));
+    let phone = prepared
+        .get(Field::Phone)
+        .map(|p| hash(&[b"p", p.as_bytes()]));
     let mut names: Vec<[u8; 4]> = [Field::FirstName, Field::LastName]
         .iter()
         .filter_map(|&f| prepared.get(f).map(soundex))
