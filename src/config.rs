@@ -731,4 +731,20 @@ mod tests {
         let error = load_from("database_url = \"mysql://x\"").unwrap_err();
         assert!(error.to_string().contains("database_url"), "{error}");
     }
+
+    #[test]
+    fn the_nats_queue_is_chosen_by_config_and_its_limits_are_checked() {
+        let config = load_from(
+            "queue = \"nats\"\n[nats]\nurl = \"nats://10.0.0.5:4222\"\nstream = \"leads\"\npartitions = 32",
+        )
+        .expect("valid");
+        assert_eq!(config.queue, QueueKind::Nats);
+        assert_eq!(config.nats.partitions, 32);
+        assert_eq!(config.nats.max_deliver, 5, "the rest keep their defaults");
+        assert_eq!(load_from("").expect("valid").queue, QueueKind::Embedded);
+        let error = load_from("[nats]\npartitions = 0").unwrap_err();
+        assert!(error.to_string().contains("nats.partitions"), "{error}");
+        let error = load_from("[nats]\nstream = \"a.b\"").unwrap_err();
+        assert!(error.to_string().contains("nats.stream"), "{error}");
+    }
 }
