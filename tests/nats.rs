@@ -377,7 +377,9 @@ async fn a_message_that_always_fails_is_dead_lettered_with_its_error_and_replays
     };
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0].id.as_deref(), Some(poison_id.as_str()));
-    assert_eq!(letters[0].attempts, "3");
+    // At the third delivery, or later when a slow (loaded) attempt outlived `ack_wait`.
+    let attempts: i64 = letters[0].attempts.parse().expect("a count");
+    assert!(attempts >= 3, "{attempts}");
     assert!(
         letters[0].error.contains("refused by the test trigger"),
         "{}",
