@@ -205,7 +205,8 @@ async fn run(
                 .env("LEADGATE_NATS__STREAM", &section.stream)
                 .env("LEADGATE_LOG_FILTER", "warn")
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                // Workers' warnings (NATS gone, retries) show in the run's output.
+                .stderr(Stdio::inherit())
                 .spawn()
                 .expect("worker process starts")
         })

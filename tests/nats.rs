@@ -591,6 +591,21 @@ async fn nats_down_or_the_stream_full_answers_503_with_retry_after_and_recovers_
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(settled(&worker, 4, Duration::from_secs(30)).await, 4);
+
+    // NATS restarts under a running worker: it resumes consuming by itself.
+    server.stop();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.start().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let response = post_lead(&gateway, &key, 7).await;
+        if response.status() == 202 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", response.status());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(settled(&worker, 5, Duration::from_secs(30)).await, 5);
     for app in [gateway, worker] {
         app.stop().await;
     }

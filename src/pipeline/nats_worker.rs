@@ -29,6 +29,9 @@ use crate::store::write::new_id;
 use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
 
+/// How long one pull waits on the server for messages.
+const FETCH_WAIT: Duration = Duration::from_millis(500);
+
 pub struct NatsWorker {
     pub client: Client,
     pub section: NatsSection,
@@ -135,7 +138,12 @@ async fn balance(shared: &Arc<Shared>, leases: &Leases, held: &mut BTreeMap<u32,
         }
     }
     let partitions = shared.section.partitions as usize;
-    let live = leases.live_workers().await.unwrap_or(1);
+    // Listing keys is a consumer of its own; bound it like every other NATS call, and
+    // without a count keep what is held rather than guess.
+    let Ok(Ok(live)) = tokio::time::timeout(Duration::from_secs(5), leases.live_workers()).await
+    else {
+        return;
+    };
     let fair = partitions.div_ceil(live);
     while held.len() > fair {
         let Some((partition, lease)) = held.pop_last() else {
@@ -221,32 +229,47 @@ async fn consume(shared: Arc<Shared>, partition: u32, stop: CancellationToken) {
         }
     };
     while !stop.is_cancelled() {
-        let fetched = consumer
-            .fetch()
-            .max_messages(shared.batch)
-            .expires(Duration::from_millis(500))
-            .messages()
-            .await;
-        let mut batch = match fetched {
-            Ok(batch) => batch,
-            Err(error) => {
-                tracing::warn!(%error, partition, "fetch failed");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        let mut messages = Vec::new();
+        let mut failed = None;
+        let fetch = async {
+            let mut batch = match consumer
+                .fetch()
+                .max_messages(shared.batch)
+                .expires(FETCH_WAIT)
+                .messages()
+                .await
+            {
+                Ok(batch) => batch,
+                Err(error) => {
+                    failed = Some(error.to_string());
+                    return;
                 }
-                continue;
+            };
+            while let Some(message) = batch.next().await {
+                match message {
+                    Ok(message) => messages.push(message),
+                    Err(error) => {
+                        tracing::debug!(%error, partition, "fetch ended");
+                        break;
+                    }
+                }
             }
         };
-        let mut messages = Vec::new();
-        while let Some(message) = batch.next().await {
-            match message {
-                Ok(message) => messages.push(message),
-                Err(error) => {
-                    tracing::debug!(%error, partition, "fetch ended");
-                    break;
-                }
+        // The batch ends when the server says so; a server that died (or restarted)
+        // mid-fetch never does, so the client bounds the wait itself.
+        if tokio::time::timeout(FETCH_WAIT + Duration::from_secs(2), fetch)
+            .await
+            .is_err()
+        {
+            tracing::warn!(partition, "fetch got no answer; fetching again");
+        }
+        if let Some(error) = failed {
+            tracing::warn!(%error, partition, "fetch failed");
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
+            continue;
         }
         if !messages.is_empty() {
             shared.handle(partition, messages).await;
