@@ -3,7 +3,7 @@
 //! run; and a NATS restart in the middle of a load (acknowledged vs stored).
 //!
 //!     cargo bench --bench scaleout -- --pg postgres://postgres@127.0.0.1:5432/test \
-//!         [--leads 5000] [--workers 1,2,4] [--concurrency 32] [--restart-nats]
+//!         [--leads 5000] [--workers 1,2,4] [--concurrency 32] [--restart-nats] [--pause-ms 0]
 //!
 //! Every configuration gets a fresh PostgreSQL database. NATS is a nats-server of the
 //! run's own (a free port, a temporary store directory), so the run can restart it
@@ -29,6 +29,8 @@ struct Args {
     workers: Vec<usize>,
     concurrency: usize,
     restart: bool,
+    /// Pause after each answer, per connection: a paced load for latency at low rate.
+    pause_ms: u64,
 }
 
 fn parse_args() -> Args {
@@ -38,6 +40,7 @@ fn parse_args() -> Args {
         workers: vec![1, 2, 4],
         concurrency: 32,
         restart: false,
+        pause_ms: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -56,6 +59,7 @@ fn parse_args() -> Args {
                     .collect()
             }
             "--restart-nats" => args.restart = true,
+            "--pause-ms" => args.pause_ms = it.next().and_then(|v| v.parse().ok()).unwrap_or(0),
             _ => {} // cargo bench passes --bench
         }
     }
@@ -223,7 +227,12 @@ async fn run(
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
         let (next, acked, refused) = (next.clone(), acked.clone(), refused.clone());
-        let (base, key, leads) = (base.clone(), key.clone(), args.leads);
+        let (base, key, leads, pause) = (
+            base.clone(),
+            key.clone(),
+            args.leads,
+            Duration::from_millis(args.pause_ms),
+        );
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
             loop {
@@ -236,6 +245,7 @@ async fn run(
                     "last_name": format!("Last{}", n * 7919 % 100_003),
                     "email": format!("person{n}@bench{}.example", n % 97),
                     "phone": format!("+1415{:07}", n)});
+                tokio::time::sleep(pause).await;
                 // A client as the 503 asks: wait Retry-After, send the same lead again.
                 for _ in 0..60 {
                     match client
