@@ -633,25 +633,27 @@ async fn a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing() {
     }
     // A worker process, killed with SIGKILL while it is working through the backlog.
     let data = tempfile::tempdir().expect("temporary directory");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_leadgate"))
-        .args(["serve", "--role", "worker", "--listen", "127.0.0.1:0"])
-        .env("LEADGATE_QUEUE", "nats")
-        .env("LEADGATE_DATABASE_URL", &db)
-        .env("LEADGATE_DATA_DIR", data.path())
-        .env("LEADGATE_WORKER_BATCH", "100")
-        .env("LEADGATE_NATS__URL", &nats.url)
-        .env("LEADGATE_NATS__STREAM", &nats.stream)
-        .env("LEADGATE_NATS__PARTITIONS", nats.partitions.to_string())
-        .env(
-            "LEADGATE_NATS__ACK_WAIT_SECS",
-            nats.ack_wait_secs.to_string(),
-        )
-        .env("LEADGATE_NATS__LEASE_SECS", nats.lease_secs.to_string())
-        .env("LEADGATE_LOG_FILTER", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("worker process starts");
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_leadgate"))
+            .args(["serve", "--role", "worker", "--listen", "127.0.0.1:0"])
+            .env("LEADGATE_QUEUE", "nats")
+            .env("LEADGATE_DATABASE_URL", &db)
+            .env("LEADGATE_DATA_DIR", data.path())
+            .env("LEADGATE_WORKER_BATCH", "100")
+            .env("LEADGATE_NATS__URL", &nats.url)
+            .env("LEADGATE_NATS__STREAM", &nats.stream)
+            .env("LEADGATE_NATS__PARTITIONS", nats.partitions.to_string())
+            .env(
+                "LEADGATE_NATS__ACK_WAIT_SECS",
+                nats.ack_wait_secs.to_string(),
+            )
+            .env("LEADGATE_NATS__LEASE_SECS", nats.lease_secs.to_string())
+            .env("LEADGATE_LOG_FILTER", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("worker process starts"),
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let done = scalar(&gateway, "SELECT COUNT(*) FROM inbox").await;
@@ -661,8 +663,8 @@ async fn a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing() {
         assert!(Instant::now() < deadline, "the worker process did nothing");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaped");
+    child.0.kill().expect("SIGKILL");
+    child.0.wait().expect("reaped");
     let at_kill = scalar(&gateway, "SELECT COUNT(*) FROM inbox").await;
     assert!(
         (at_kill as usize) < TOTAL,
@@ -691,4 +693,14 @@ async fn a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing() {
         app.stop().await;
     }
     cleanup(&nats).await;
+}
+
+/// A child process that does not outlive a failed assertion.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
