@@ -88,6 +88,65 @@ pub struct Config {
     /// Roles, their access matrix, field rules and reach; sign-in sessions.
     #[serde(default)]
     pub access: crate::access::AccessSection,
+    /// Where accepted inbound records wait for the pipeline: the store's inbox
+    /// (`embedded`) or a NATS JetStream stream (`nats`, see `[nats]`).
+    pub queue: QueueKind,
+    /// The NATS JetStream queue (used when `queue = "nats"`).
+    pub nats: NatsSection,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueKind {
+    Embedded,
+    Nats,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsSection {
+    /// The server, e.g. `nats://127.0.0.1:4222` (several separated by commas).
+    pub url: String,
+    /// Stream name; subjects are `<stream>.in.<partition>`, the dead letters live in
+    /// `<stream>_dlq` and the partition leases in the KV bucket `<stream>_leases`.
+    pub stream: String,
+    /// Identity partitions; each is consumed by one worker at a time. Fixed for the
+    /// life of a stream: changing it moves identities to other partitions.
+    pub partitions: u32,
+    /// Deliveries of one message before it goes to the dead-letter stream.
+    pub max_deliver: i64,
+    /// Stream limits; when reached the gateway answers 503 (the stream discards new).
+    pub max_bytes: i64,
+    pub max_msgs: i64,
+    /// Largest message the stream takes (the server's `max_payload` bounds it too).
+    pub max_msg_bytes: i32,
+    /// JetStream's duplicate window for `Nats-Msg-Id` (beyond it the worker's inbox
+    /// insert is the dedup).
+    pub duplicate_window_secs: u64,
+    /// How long the gateway waits for the publish acknowledgement before answering 503.
+    pub publish_timeout_ms: u64,
+    /// A message not acknowledged within this is delivered again.
+    pub ack_wait_secs: u64,
+    /// A partition lease not renewed within this is free for another worker.
+    pub lease_secs: u64,
+}
+
+impl Default for NatsSection {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".to_owned(),
+            stream: "leadgate".to_owned(),
+            partitions: 16,
+            max_deliver: 5,
+            max_bytes: 1024 * 1024 * 1024,
+            max_msgs: -1,
+            max_msg_bytes: 1024 * 1024,
+            duplicate_window_secs: 120,
+            publish_timeout_ms: 2000,
+            ack_wait_secs: 30,
+            lease_secs: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -412,6 +471,8 @@ impl Default for Config {
             forms: BTreeMap::new(),
             email: EmailSection::default(),
             mailboxes: Vec::new(),
+            queue: QueueKind::Embedded,
+            nats: NatsSection::default(),
             partners: BTreeMap::new(),
             access: crate::access::AccessSection::default(),
         }
@@ -570,6 +631,27 @@ impl Config {
         }
         if self.email.max_message_bytes < 1024 {
             return invalid("email.max_message_bytes", "must be at least 1024");
+        }
+        let nats = &self.nats;
+        if nats.stream.is_empty()
+            || !nats
+                .stream
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return invalid("nats.stream", "a stream name is letters, digits, - and _");
+        }
+        if nats.partitions == 0 || nats.partitions > 1024 {
+            return invalid("nats.partitions", "must be between 1 and 1024");
+        }
+        if nats.max_deliver < 1 {
+            return invalid("nats.max_deliver", "must be at least 1");
+        }
+        if nats.ack_wait_secs == 0 || nats.lease_secs == 0 || nats.publish_timeout_ms == 0 {
+            return invalid(
+                "nats.ack_wait_secs/lease_secs/publish_timeout_ms",
+                "must be at least 1",
+            );
         }
         let mut names = std::collections::HashSet::new();
         for mailbox in &self.mailboxes {
@@ -778,5 +860,21 @@ mod tests {
     fn a_foreign_database_scheme_is_refused() {
         let error = load_from("database_url = \"mysql://x\"").unwrap_err();
         assert!(error.to_string().contains("database_url"), "{error}");
+    }
+
+    #[test]
+    fn the_nats_queue_is_chosen_by_config_and_its_limits_are_checked() {
+        let config = load_from(
+            "queue = \"nats\"\n[nats]\nurl = \"nats://10.0.0.5:4222\"\nstream = \"leads\"\npartitions = 32",
+        )
+        .expect("valid");
+        assert_eq!(config.queue, QueueKind::Nats);
+        assert_eq!(config.nats.partitions, 32);
+        assert_eq!(config.nats.max_deliver, 5, "the rest keep their defaults");
+        assert_eq!(load_from("").expect("valid").queue, QueueKind::Embedded);
+        let error = load_from("[nats]\npartitions = 0").unwrap_err();
+        assert!(error.to_string().contains("nats.partitions"), "{error}");
+        let error = load_from("[nats]\nstream = \"a.b\"").unwrap_err();
+        assert!(error.to_string().contains("nats.stream"), "{error}");
     }
 }

@@ -56,6 +56,10 @@ enum Command {
     /// The audit trail's hash chain.
     #[command(subcommand)]
     Audit(access_cli::AuditCommand),
+    /// The NATS dead-letter stream (`queue = "nats"`): messages that failed
+    /// `nats.max_deliver` times.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Run a CSV through mapping, normalisation and dedup in a scratch store and write the
     /// duplicate pairs found, by the file's own id column.
     Dedup {
@@ -127,6 +131,22 @@ enum InboxCommand {
         id: Option<String>,
         #[arg(long, conflicts_with = "id")]
         all_failed: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead letters, oldest first: sequence, inbound id, subject, attempts, error.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Publish dead letters to their original partition again and remove them from the
+    /// dead-letter stream: the given sequences, or all with --all.
+    Replay {
+        seqs: Vec<u64>,
+        #[arg(long, conflicts_with = "seqs")]
+        all: bool,
     },
 }
 
@@ -273,6 +293,27 @@ async fn main() -> anyhow::Result<()> {
         Command::User(command) => access_cli::user(&config, &cli_context(), command).await?,
         Command::Team(command) => access_cli::team(&config, &cli_context(), command).await?,
         Command::Audit(command) => access_cli::audit(&config, command).await?,
+        Command::Dlq(command) => {
+            let client = leadgate::queue::nats::connect_now(&config.nats).await?;
+            let js = leadgate::queue::nats::context(client, &config.nats);
+            match command {
+                DlqCommand::List { limit } => {
+                    for letter in leadgate::queue::dlq::list(&js, &config.nats, limit).await? {
+                        println!("{}", serde_json::to_string(&letter)?);
+                    }
+                }
+                DlqCommand::Replay { seqs, all } => {
+                    if seqs.is_empty() && !all {
+                        anyhow::bail!("give dead-letter sequences (see `dlq list`) or --all");
+                    }
+                    let replayed = leadgate::queue::dlq::replay(&js, &config.nats, &seqs).await?;
+                    for letter in &replayed {
+                        eprintln!("replayed {} ({})", letter.seq, letter.subject);
+                    }
+                    println!("{} dead letter(s) replayed", replayed.len());
+                }
+            }
+        }
         Command::Import {
             file,
             sheet,

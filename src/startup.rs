@@ -11,13 +11,15 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, PartnerSection, Role};
+use crate::config::{Config, PartnerSection, QueueKind, Role};
 use crate::http::{self, AppState};
 use crate::mapping::{MappingError, MappingSet};
 use crate::pipeline::assign::AssignmentRuleError;
+use crate::pipeline::nats_worker::NatsWorker;
 use crate::pipeline::score::ScoreRuleError;
 use crate::pipeline::{Assigner, Dedup, Enrich, Normalise, Pipeline, Scoring, worker::Worker};
 use crate::queue::Accepter;
+use crate::queue::nats::NatsQueue;
 use crate::store::tokens::TokenCache;
 use crate::store::{RequestMeta, Store, StoreError, WriteContext};
 use crate::telemetry::Metrics;
@@ -49,10 +51,13 @@ pub struct Application {
     server: Server,
     shutdown: CancellationToken,
     worker: Option<JoinHandle<()>>,
+    /// The NATS partition consumers (`queue = "nats"`, roles `all` and `worker`).
+    nats_worker: Option<JoinHandle<()>>,
     decay: Option<JoinHandle<()>>,
     /// Sends queued WhatsApp messages (processing roles, when sending is configured).
     sender: Option<JoinHandle<()>>,
-    writer: JoinHandle<()>,
+    /// The embedded queue's group-commit writer (none with `queue = "nats"`).
+    writer: Option<JoinHandle<()>>,
     /// The IMAP mailbox tasks, and what stops them (before the inbox writer drains).
     mailboxes: Vec<JoinHandle<()>>,
     mailbox_shutdown: CancellationToken,
@@ -88,13 +93,46 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let appended = Arc::new(Notify::new());
         let shutdown = CancellationToken::new();
-        let (accepter, writer) = Accepter::start(
-            store.clone(),
-            config.group_commit_max,
-            appended.clone(),
-            metrics.clone(),
-        );
         let role = config.role;
+        let (accepter, writer, nats) = match config.queue {
+            QueueKind::Embedded => {
+                let (accepter, writer) = Accepter::start(
+                    store.clone(),
+                    config.group_commit_max,
+                    appended.clone(),
+                    metrics.clone(),
+                );
+                (accepter, Some(writer), None)
+            }
+            QueueKind::Nats => {
+                // Connects in the background: the process starts while NATS is down.
+                let client = crate::queue::nats::connect(&config.nats)
+                    .await
+                    .map_err(|e| StartError::Config(format!("nats.url: {e}")))?;
+                let queue = NatsQueue::new(
+                    client.clone(),
+                    config.nats.clone(),
+                    store.clone(),
+                    pipeline.clone(),
+                );
+                (Accepter::new(Arc::new(queue)), None, Some(client))
+            }
+        };
+        let nats_worker = match (&nats, role) {
+            (Some(client), Role::All | Role::Worker) => Some(
+                NatsWorker {
+                    client: client.clone(),
+                    section: config.nats.clone(),
+                    store: store.clone(),
+                    pipeline: pipeline.clone(),
+                    metrics: metrics.clone(),
+                    batch: config.worker_batch,
+                    shutdown: shutdown.clone(),
+                }
+                .spawn(),
+            ),
+            _ => None,
+        };
         let worker = (role != Role::Gateway).then(|| {
             Worker {
                 store: store.clone(),
@@ -213,6 +251,7 @@ impl Application {
             server,
             shutdown,
             worker,
+            nats_worker,
             decay,
             sender,
             writer,
@@ -248,13 +287,21 @@ impl Application {
                 tracing::warn!("a mailbox task did not stop in time");
             }
         }
-        if tokio::time::timeout(Duration::from_secs(10), self.writer)
-            .await
-            .is_err()
+        if let Some(writer) = self.writer
+            && tokio::time::timeout(Duration::from_secs(10), writer)
+                .await
+                .is_err()
         {
             tracing::warn!("inbox writer did not drain in time");
         }
         self.shutdown.cancel();
+        if let Some(nats_worker) = self.nats_worker
+            && tokio::time::timeout(Duration::from_secs(30), nats_worker)
+                .await
+                .is_err()
+        {
+            tracing::warn!("NATS worker did not finish its batches in time");
+        }
         if let Some(worker) = self.worker
             && tokio::time::timeout(Duration::from_secs(30), worker)
                 .await

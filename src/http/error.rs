@@ -209,7 +209,9 @@ impl From<ImportError> for ApiError {
 impl From<AcceptError> for ApiError {
     fn from(error: AcceptError) -> Self {
         match error {
-            AcceptError::Unavailable(why) => ApiError::Unavailable(why),
+            AcceptError::Unavailable(why) | AcceptError::QueueUnavailable(why) => {
+                ApiError::Unavailable(why)
+            }
             AcceptError::ShuttingDown => ApiError::Unavailable("shutting down".into()),
             AcceptError::Store(why) => ApiError::Internal(why),
         }

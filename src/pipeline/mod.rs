@@ -7,6 +7,7 @@ pub mod decay;
 pub mod dedup;
 mod enrich;
 pub mod harness;
+pub mod nats_worker;
 mod normalise;
 pub mod review;
 pub mod score;

@@ -9,10 +9,13 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use sqlx::AnyConnection;
+
 use super::{Pipeline, RowError};
+use crate::queue::partition::identity_of;
 use crate::store::inbox::{InboxRow, mark_done, mark_failed};
 use crate::store::write::Journal;
-use crate::store::{Store, StoreError};
+use crate::store::{Backend, Store, StoreError};
 use crate::telemetry::Metrics;
 
 const IDLE_POLL: Duration = Duration::from_millis(500);
@@ -102,49 +105,11 @@ impl Worker {
     /// is marked failed in the same transaction; a store error fails the whole batch.
     async fn commit(&self, rows: &[InboxRow]) -> Result<Vec<Result<(), String>>, StoreError> {
         let mut tx = self.store.begin_write().await?;
-        let mut journal = Journal::default();
-        let mut done = Vec::with_capacity(rows.len());
-        let mut outcomes = Vec::with_capacity(rows.len());
-        let (mut preparing, mut deduping) = (Duration::ZERO, Duration::ZERO);
-        for row in rows {
-            let started = Instant::now();
-            let prepared = self.pipeline.prepare(row);
-            let mapped = Instant::now();
-            preparing += mapped - started;
-            let processed = match prepared {
-                Ok(draft) => {
-                    self.pipeline
-                        .persist(&mut tx, &mut journal, row, draft)
-                        .await
-                }
-                Err(error) => Err(RowError::Row(error)),
-            };
-            deduping += mapped.elapsed();
-            match processed {
-                Ok(result) => {
-                    done.push((row.id.clone(), result));
-                    outcomes.push(Ok(()));
-                }
-                Err(RowError::Row(error)) => {
-                    mark_failed(&mut tx, &row.id, &error.to_string()).await?;
-                    outcomes.push(Err(error.to_string()));
-                }
-                Err(RowError::Store(error)) => return Err(error),
-            }
-        }
-        let stage = |name: &str, took: Duration| {
-            self.metrics
-                .stage_seconds
-                .with_label_values(&[name])
-                .observe(took.as_secs_f64());
-        };
-        stage("map_normalise", preparing);
-        stage("dedup_decide", deduping);
+        let outcomes =
+            process_rows(&self.store, &self.pipeline, &self.metrics, &mut tx, rows).await?;
         let started = Instant::now();
-        journal.flush(&mut tx).await?;
-        mark_done(&mut tx, &done).await?;
         tx.commit().await?;
-        stage("write_commit", started.elapsed());
+        observe(&self.metrics, "write_commit", started.elapsed());
         Ok(outcomes)
     }
 
@@ -176,4 +141,88 @@ impl Worker {
 /// `partner:acme` → `partner`: bounded label values for metrics.
 pub fn source_family(source: &str) -> &str {
     source.split(':').next().unwrap_or(source)
+}
+
+fn observe(metrics: &Metrics, stage: &str, took: Duration) {
+    metrics
+        .stage_seconds
+        .with_label_values(&[stage])
+        .observe(took.as_secs_f64());
+}
+
+/// Plans the rows through the pipeline and persists them inside the caller's
+/// transaction (which the caller commits). A row whose own data fails is marked failed;
+/// a store error fails the whole batch.
+///
+/// On PostgreSQL the transaction first takes an advisory lock on every identity key of
+/// the batch (email, phone, the partition key), in one sorted order: two workers that
+/// hold the same person — through one partition handed over, or through an email on one
+/// channel and a phone on another — serialise here, and the second one's dedup sees the
+/// first one's lead. SQLite has one writer at a time already.
+pub(crate) async fn process_rows(
+    store: &Store,
+    pipeline: &Pipeline,
+    metrics: &Metrics,
+    tx: &mut AnyConnection,
+    rows: &[InboxRow],
+) -> Result<Vec<Result<(), String>>, StoreError> {
+    let started = Instant::now();
+    let prepared: Vec<_> = rows.iter().map(|row| pipeline.prepare(row)).collect();
+    observe(metrics, "map_normalise", started.elapsed());
+    if store.backend() == Backend::Postgres {
+        let mut keys: Vec<u64> = prepared
+            .iter()
+            .flatten()
+            .filter(|draft| draft.skipped.is_none())
+            .flat_map(|draft| identity_of(pipeline, draft).locks)
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        lock_keys(tx, &keys).await?;
+    }
+    let started = Instant::now();
+    let mut journal = Journal::default();
+    let mut done = Vec::with_capacity(rows.len());
+    let mut outcomes = Vec::with_capacity(rows.len());
+    for (row, prepared) in rows.iter().zip(prepared) {
+        let processed = match prepared {
+            Ok(draft) => pipeline.persist(tx, &mut journal, row, draft).await,
+            Err(error) => Err(RowError::Row(error)),
+        };
+        match processed {
+            Ok(result) => {
+                done.push((row.id.clone(), result));
+                outcomes.push(Ok(()));
+            }
+            Err(RowError::Row(error)) => {
+                mark_failed(tx, &row.id, &error.to_string()).await?;
+                outcomes.push(Err(error.to_string()));
+            }
+            Err(RowError::Store(error)) => return Err(error),
+        }
+    }
+    observe(metrics, "dedup_decide", started.elapsed());
+    journal.flush(tx).await?;
+    mark_done(tx, &done).await?;
+    Ok(outcomes)
+}
+
+/// Transaction-scoped advisory locks, taken in the order given (sorted by the caller,
+/// so two transactions never wait on each other in a cycle).
+async fn lock_keys(tx: &mut AnyConnection, keys: &[u64]) -> Result<(), StoreError> {
+    for chunk in keys.chunks(1000) {
+        let values: Vec<String> = (1..=chunk.len())
+            .map(|n| format!("(${n}::BIGINT)"))
+            .collect();
+        let sql = format!(
+            "SELECT pg_advisory_xact_lock(k)::TEXT FROM (VALUES {}) AS v(k)",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for key in chunk {
+            query = query.bind(*key as i64);
+        }
+        query.fetch_all(&mut *tx).await?;
+    }
+    Ok(())
 }

@@ -4,9 +4,11 @@
 
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::InboundQueue;
 use crate::store::inbox::{Accepted, Submission};
 use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
@@ -19,6 +21,9 @@ pub enum AcceptError {
     Store(String),
     #[error("shutting down")]
     ShuttingDown,
+    /// The queue cannot take more now (stream full, server unreachable): retry later.
+    #[error("queue unavailable: {0}")]
+    QueueUnavailable(String),
 }
 
 impl From<&StoreError> for AcceptError {
@@ -32,13 +37,19 @@ impl From<&StoreError> for AcceptError {
 
 type Reply = oneshot::Sender<Result<Accepted, AcceptError>>;
 
-/// The handle request handlers use to make inbound records durable.
+/// The embedded queue: submissions go to one writer task that commits them to the inbox.
 #[derive(Clone)]
-pub struct Accepter {
+pub struct GroupCommit {
     sender: mpsc::Sender<(Submission, Reply)>,
 }
 
-impl Accepter {
+impl InboundQueue for GroupCommit {
+    fn accept(&self, submission: Submission) -> BoxFuture<'_, Result<Accepted, AcceptError>> {
+        Box::pin(self.submit(submission))
+    }
+}
+
+impl GroupCommit {
     /// Starts the writer task. `appended` is notified after each commit so workers wake.
     pub fn start(
         store: Store,
@@ -58,7 +69,7 @@ impl Accepter {
     }
 
     /// Returns once the submission is committed (or refused); never before.
-    pub async fn accept(&self, submission: Submission) -> Result<Accepted, AcceptError> {
+    pub async fn submit(&self, submission: Submission) -> Result<Accepted, AcceptError> {
         let (reply, answer) = oneshot::channel();
         self.sender
             .send((submission, reply))

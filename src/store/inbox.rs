@@ -476,3 +476,120 @@ pub async fn mark_failed(
         .await?;
     Ok(())
 }
+
+/// An inbound record delivered by an external queue, with the id the gateway gave it.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub id: String,
+    pub inbound: Inbound,
+    pub meta: RequestMeta,
+    /// How many times the queue has delivered it (this delivery included).
+    pub attempts: i64,
+}
+
+impl Delivered {
+    /// The row the worker processes, as if it had been claimed from the inbox.
+    pub fn to_row(&self) -> InboxRow {
+        let now = now_timestamp();
+        InboxRow {
+            id: self.id.clone(),
+            source: self.inbound.source.clone(),
+            external_id: self.inbound.external_id.clone(),
+            received_at: format_timestamp(self.inbound.received_at),
+            fields: Value::Object(self.inbound.fields.clone()),
+            status: "processing".to_owned(),
+            attempts: self.attempts,
+            error: None,
+            result: Value::Null,
+            request_id: self.meta.request_id.clone(),
+            updated_at: now,
+            meta: self.meta.clone(),
+        }
+    }
+}
+
+/// Writes delivered records into the inbox as `processing`, inside the worker's
+/// transaction, and answers the ids that are new. A record already there (same id, or
+/// same `(source, external_id)`) was processed by an earlier delivery: it is skipped, so
+/// a redelivery writes once.
+pub async fn insert_delivered(
+    conn: &mut AnyConnection,
+    items: &[Delivered],
+) -> Result<HashSet<String>, StoreError> {
+    const COLUMNS: usize = 11;
+    let now = now_timestamp();
+    let mut inserted = HashSet::with_capacity(items.len());
+    for chunk in items.chunks(rows_per_statement(COLUMNS)) {
+        let mut values = String::new();
+        for row in 0..chunk.len() {
+            values.push_str(if row == 0 { "(" } else { ", (" });
+            for column in 0..COLUMNS {
+                if column > 0 {
+                    values.push_str(", ");
+                }
+                values.push_str(&format!("${}", row * COLUMNS + column + 1));
+            }
+            values.push_str(", 'processing')");
+        }
+        let sql = format!(
+            "INSERT INTO inbox (id, source, external_id, received_at, fields, raw, request_id, \
+             ip, user_agent, updated_at, attempts, status) VALUES {values} \
+             ON CONFLICT DO NOTHING RETURNING id"
+        );
+        let mut query = sqlx::query_scalar::<_, String>(&sql);
+        for item in chunk {
+            query = query
+                .bind(item.id.as_str())
+                .bind(item.inbound.source.as_str())
+                .bind(item.inbound.external_id.as_deref())
+                .bind(format_timestamp(item.inbound.received_at))
+                .bind(Value::Object(item.inbound.fields.clone()).to_string())
+                .bind(item.inbound.raw.clone())
+                .bind(item.meta.request_id.as_deref())
+                .bind(item.meta.ip.as_deref())
+                .bind(item.meta.user_agent.as_deref())
+                .bind(now.as_str())
+                .bind(item.attempts);
+        }
+        inserted.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(inserted)
+}
+
+impl Store {
+    /// The answer stored for an Idempotency-Key, when the key was used before.
+    pub async fn idempotent_answer(
+        &self,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Accepted>, StoreError> {
+        let mut conn = self.pool().acquire().await?;
+        Ok(match stored_answer(&mut conn, key).await? {
+            KeyState::Answered(answer) => Some(answer),
+            _ => None,
+        })
+    }
+
+    /// Remembers the answer to an Idempotency-Key; when a concurrent request with the
+    /// same key got there first, answers what that one stored instead.
+    pub async fn remember_idempotent(
+        &self,
+        key: &IdempotencyKey,
+        receipts: Vec<Receipt>,
+    ) -> Result<Accepted, StoreError> {
+        let mut tx = self.begin_write().await?;
+        if let KeyState::Answered(answer) = stored_answer(&mut tx, key).await? {
+            return Ok(answer);
+        }
+        let remembered = remember_answer(&mut tx, key, &receipts).await;
+        match remembered {
+            Ok(()) => {
+                tx.commit().await?;
+                Ok(Accepted::New(receipts))
+            }
+            Err(error) => {
+                drop(tx);
+                self.idempotent_answer(key).await?.ok_or(error)
+            }
+        }
+    }
+}
