@@ -3,7 +3,10 @@
 //! run; and a NATS restart in the middle of a load (acknowledged vs stored).
 //!
 //!     cargo bench --bench scaleout -- --pg postgres://postgres@127.0.0.1:5432/test \
-//!         [--leads 5000] [--workers 1,2,4] [--concurrency 32] [--restart-nats] [--pause-ms 0]
+//!         [--leads 5000] [--workers 1,2,4] [--concurrency 32] [--restart-nats] [--restart-pg]
+//!         [--pause-ms 0]
+//! `--restart-pg` restarts this machine's PostgreSQL cluster mid-load (`pg_ctlcluster`):
+//! run it only where nothing else uses that server.
 //!
 //! Every configuration gets a fresh PostgreSQL database. NATS is a nats-server of the
 //! run's own (a free port, a temporary store directory), so the run can restart it
@@ -29,6 +32,7 @@ struct Args {
     workers: Vec<usize>,
     concurrency: usize,
     restart: bool,
+    restart_pg: bool,
     /// Pause after each answer, per connection: a paced load for latency at low rate.
     pause_ms: u64,
 }
@@ -40,6 +44,7 @@ fn parse_args() -> Args {
         workers: vec![1, 2, 4],
         concurrency: 32,
         restart: false,
+        restart_pg: false,
         pause_ms: 0,
     };
     let mut it = std::env::args().skip(1);
@@ -59,6 +64,7 @@ fn parse_args() -> Args {
                     .collect()
             }
             "--restart-nats" => args.restart = true,
+            "--restart-pg" => args.restart_pg = true,
             "--pause-ms" => args.pause_ms = it.next().and_then(|v| v.parse().ok()).unwrap_or(0),
             _ => {} // cargo bench passes --bench
         }
@@ -158,7 +164,7 @@ async fn run(
     args: &Args,
     workers: Option<usize>,
     nats: &Arc<std::sync::Mutex<OwnNats>>,
-    restart: bool,
+    restart: Restart,
 ) -> Report {
     let database_url = fresh_pg(&args.pg).await;
     let data = tempfile::tempdir().expect("temporary directory");
@@ -274,7 +280,27 @@ async fn run(
             }
         }));
     }
-    if restart {
+    if restart == Restart::Postgres {
+        // PostgreSQL is restarted a third of the way in: workers' transactions fail and
+        // their messages are delivered again once it is back.
+        let (next, leads) = (next.clone(), args.leads);
+        tasks.push(tokio::spawn(async move {
+            while next.load(Ordering::Relaxed) < leads / 3 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let cluster = std::fs::read_dir("/etc/postgresql")
+                .ok()
+                .and_then(|mut d| d.next())
+                .and_then(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .unwrap_or_else(|| "15".into());
+            let status = std::process::Command::new("pg_ctlcluster")
+                .args(["--skip-systemctl-redirect", &cluster, "main", "restart"])
+                .status();
+            eprintln!("  postgresql restarted: {status:?}");
+        }));
+    }
+    if restart == Restart::Nats {
         // NATS is killed a third of the way in and back two seconds later.
         let (nats, next, leads) = (nats.clone(), next.clone(), args.leads);
         tasks.push(tokio::spawn(async move {
@@ -339,6 +365,13 @@ async fn run(
     report
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Restart {
+    None,
+    Nats,
+    Postgres,
+}
+
 #[tokio::main]
 async fn main() {
     let args = parse_args();
@@ -361,13 +394,16 @@ async fn main() {
         "| setup | leads/s end to end | accept→committed p50 | p99 | acknowledged | 503 answers (retried) | stored |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
-    let mut setups: Vec<(String, Option<usize>, bool)> =
-        vec![("embedded, one process (role all)".into(), None, false)];
+    let mut setups: Vec<(String, Option<usize>, Restart)> = vec![(
+        "embedded, one process (role all)".into(),
+        None,
+        Restart::None,
+    )];
     for w in &args.workers {
         setups.push((
             format!("NATS gateway + {w} worker process(es)"),
             Some(*w),
-            false,
+            Restart::None,
         ));
     }
     if args.restart {
@@ -375,7 +411,15 @@ async fn main() {
         setups.push((
             format!("NATS + {w} worker(s), nats-server killed and restarted"),
             Some(w),
-            true,
+            Restart::Nats,
+        ));
+    }
+    if args.restart_pg {
+        let w = args.workers.first().copied().unwrap_or(1);
+        setups.push((
+            format!("NATS + {w} worker(s), PostgreSQL restarted"),
+            Some(w),
+            Restart::Postgres,
         ));
     }
     for (label, workers, restart) in setups {
