@@ -78,6 +78,9 @@ pub struct Config {
     pub email: EmailSection,
     /// IMAP mailboxes polled for inbound email (`[[mailboxes]]`).
     pub mailboxes: Vec<MailboxSection>,
+    /// The search index: embedded by default, Meilisearch when `search.meili_url` is set.
+    #[serde(default)]
+    pub search: crate::search::SearchConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -327,6 +330,7 @@ impl Default for Config {
             forms: BTreeMap::new(),
             email: EmailSection::default(),
             mailboxes: Vec::new(),
+            search: crate::search::SearchConfig::default(),
         }
     }
 }
@@ -352,6 +356,12 @@ fn is_config_variable(key: &str) -> bool {
 fn env_provider() -> Env {
     Env::prefixed("LEADGATE_")
         .filter(|key| is_config_variable(key.as_str()))
+        // The names the search issue documents, as short forms of `search.meili_*`.
+        .map(|key| match key.as_str().to_ascii_lowercase().as_str() {
+            "meili_url" => "search__meili_url".into(),
+            "meili_key" => "search__meili_key".into(),
+            _ => key.into(),
+        })
         .split("__")
 }
 

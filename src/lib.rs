@@ -9,6 +9,7 @@ pub mod mailbox;
 pub mod mapping;
 pub mod pipeline;
 pub mod queue;
+pub mod search;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -18,6 +18,8 @@ use crate::pipeline::assign::AssignmentRuleError;
 use crate::pipeline::score::ScoreRuleError;
 use crate::pipeline::{Assigner, Dedup, Enrich, Normalise, Pipeline, Scoring, worker::Worker};
 use crate::queue::Accepter;
+use crate::search::SearchIndex;
+use crate::search::indexer::Indexer;
 use crate::store::tokens::TokenCache;
 use crate::store::{RequestMeta, Store, StoreError, WriteContext};
 use crate::telemetry::Metrics;
@@ -36,6 +38,8 @@ pub enum StartError {
     Score(#[from] ScoreRuleError),
     #[error("invalid configuration: assignment_rules: {0}")]
     Assignment(#[from] AssignmentRuleError),
+    #[error(transparent)]
+    Search(#[from] crate::search::SearchError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -50,6 +54,9 @@ pub struct Application {
     shutdown: CancellationToken,
     worker: Option<JoinHandle<()>>,
     decay: Option<JoinHandle<()>>,
+    /// Follows the outbox into the search index (roles that process).
+    indexer: Option<JoinHandle<()>>,
+    search: Arc<dyn SearchIndex>,
     writer: JoinHandle<()>,
     /// The IMAP mailbox tasks, and what stops them (before the inbox writer drains).
     mailboxes: Vec<JoinHandle<()>>,
@@ -125,6 +132,16 @@ impl Application {
                 )
             })
             .flatten();
+        let search = crate::search::open(&config.search, &config.data_dir).await?;
+        let indexer = (role != Role::Gateway).then(|| {
+            Indexer {
+                store: store.clone(),
+                index: search.clone(),
+                poll: Duration::from_millis(config.search.poll_millis.max(10)),
+                shutdown: shutdown.clone(),
+            }
+            .spawn()
+        });
         let http_workers = if config.http_workers == 0 {
             std::thread::available_parallelism().map_or(2, usize::from)
         } else {
@@ -141,6 +158,7 @@ impl Application {
             appended,
             tokens: TokenCache::new(Duration::from_secs(5)),
             pipeline: pipeline.clone(),
+            search: search.clone(),
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -171,6 +189,8 @@ impl Application {
             shutdown,
             worker,
             decay,
+            indexer,
+            search,
             writer,
             mailboxes,
             mailbox_shutdown,
@@ -183,6 +203,10 @@ impl Application {
 
     pub fn store(&self) -> Store {
         self.store.clone()
+    }
+
+    pub fn search(&self) -> Arc<dyn SearchIndex> {
+        self.search.clone()
     }
 
     pub fn handle(&self) -> ServerHandle {
@@ -221,6 +245,14 @@ impl Application {
         if let Some(decay) = self.decay {
             let _ = tokio::time::timeout(Duration::from_secs(10), decay).await;
         }
+        if let Some(indexer) = self.indexer
+            && tokio::time::timeout(Duration::from_secs(30), indexer)
+                .await
+                .is_err()
+        {
+            tracing::warn!("search indexer did not stop in time");
+        }
+        self.search.close().await;
         self.store.close().await;
         tracing::info!("stopped");
         served

@@ -11,6 +11,7 @@ mod rate_limit;
 mod records;
 mod request;
 mod review;
+mod search;
 
 use std::sync::Arc;
 
@@ -43,6 +44,8 @@ pub struct AppState {
     pub pipeline: Arc<crate::pipeline::Pipeline>,
     /// Per-client-IP limit of the public endpoints (forms, webhooks).
     pub limiter: RateLimiter,
+    /// The search index (embedded or Meilisearch).
+    pub search: Arc<dyn crate::search::SearchIndex>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
@@ -68,6 +71,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
         .service(inbound::list_inbound)
         .service(inbound::get_inbound)
         .service(inbound::retry_inbound)
+        .service(search::search_records)
         .service(review::list_review)
         .service(review::decide_review)
         .service(records::convert_lead)
@@ -103,12 +107,13 @@ impl utoipa::Modify for BearerAuth {
         inbound::get_inbound, inbound::list_inbound, inbound::retry_inbound,
         review::list_review, review::decide_review, review::unmerge_lead,
         records::get_record, records::patch_record, records::get_timeline, records::get_audit,
-        records::convert_lead,
+        records::convert_lead, search::search_records,
     ),
     components(schemas(
         error::Problem, error::FieldProblem, partner::BatchReceipt, partner::SubmissionStatus,
         channels::whatsapp::WebhookReceipt, channels::cti::ScreenPop, channels::cti::Caller,
         imports::ImportAccepted, imports::ImportStatus, channels::email::EmailReceipt,
+        search::SearchAnswer, crate::search::SearchHit, ops::SearchReadiness,
     )),
     modifiers(&BearerAuth)
 )]

@@ -5,6 +5,7 @@
 mod error;
 pub mod imports;
 pub mod inbox;
+pub mod outbox;
 pub mod read;
 pub mod tokens;
 pub mod write;
