@@ -274,6 +274,7 @@ pub async fn rebuild(
             ..Default::default()
         })
         .await?;
+    index.compact().await?;
     let seconds = started.elapsed().as_secs_f64();
     tracing::info!(
         documents,

@@ -457,6 +457,11 @@ pub trait SearchIndex: Send + Sync {
     /// Removes every document and the checkpoint.
     async fn clear(&self) -> Result<(), SearchError>;
 
+    /// Tidies the index after a bulk load (the embedded index merges its segments).
+    async fn compact(&self) -> Result<(), SearchError> {
+        Ok(())
+    }
+
     /// Releases what the backend holds (the embedded index's writer lock) at shutdown.
     async fn close(&self) {}
 

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use ::tantivy::collector::TopDocs;
 use ::tantivy::directory::MmapDirectory;
+use ::tantivy::indexer::{LogMergePolicy, NoMergePolicy};
 use ::tantivy::query::{
     BooleanQuery, ConstScoreQuery, DisjunctionMaxQuery, FuzzyTermQuery, Occur, Query, TermQuery,
     TermSetQuery,
@@ -33,6 +34,8 @@ use crate::domain::RecordKind;
 
 /// Bumped when the schema or the analysis changes: an older index is rebuilt.
 const SCHEMA_VERSION: u32 = 1;
+/// Candidates a name query re-ranks by closeness (at least).
+const RERANK_CANDIDATES: usize = 50;
 /// Indexing memory, split over the writer's threads.
 const WRITER_HEAP_BYTES: usize = 256 * 1024 * 1024;
 
@@ -301,18 +304,26 @@ impl Embedded {
         query.validate()?;
         let terms = QueryTerms::parse(&query.q);
         let limit = query.effective_limit();
+        // Name queries fetch more candidates than they return and re-rank them by how
+        // close each word is (see `closeness`); exact phone/email/code lookups need not.
+        let candidates = if terms.words.is_empty() {
+            limit
+        } else {
+            (limit * 5).max(RERANK_CANDIDATES)
+        };
         let searcher = self.reader.searcher();
         let mut found = Vec::new();
-        // Every word must match; when that finds nothing, any word may.
-        for all_words in [true, false] {
-            if !all_words && terms.parts() < 2 {
-                break;
+        // Every word within its typo budget; when nothing matches, every word with one
+        // typo more; then any word.
+        for (all_words, extra_typo) in [(true, 0), (true, 1), (false, 0)] {
+            if (extra_typo > 0 && terms.words.is_empty()) || (!all_words && terms.parts() < 2) {
+                continue;
             }
-            let Some(built) = self.build_query(&terms, query, scope, all_words) else {
+            let Some(built) = self.build_query(&terms, query, scope, all_words, extra_typo) else {
                 return Ok(Vec::new());
             };
             let collector =
-                TopDocs::with_limit(limit).tweak_score(move |segment: &SegmentReader| {
+                TopDocs::with_limit(candidates).tweak_score(move |segment: &SegmentReader| {
                     let updated = segment
                         .fast_fields()
                         .i64("_updated")
@@ -327,36 +338,52 @@ impl Embedded {
                 break;
             }
         }
-        found
+        let mut ranked = found
             .into_iter()
-            .map(|((score, _), address)| self.hit(&searcher, address, score, &terms, scope))
-            .collect()
+            .map(|((score, updated), address)| {
+                let doc = self.stored(&searcher, address)?;
+                let close = if terms.words.is_empty() {
+                    0.0
+                } else {
+                    closeness(&doc, &terms, scope)
+                };
+                Ok((score, close, updated, doc))
+            })
+            .collect::<Result<Vec<_>, SearchError>>()?;
+        ranked.sort_by(|a, b| {
+            b.0.total_cmp(&a.0)
+                .then(b.1.total_cmp(&a.1))
+                .then(b.2.cmp(&a.2))
+        });
+        ranked.truncate(limit);
+        Ok(ranked
+            .into_iter()
+            .map(|(score, _, _, doc)| {
+                let mut hit = SearchHit {
+                    kind: doc.kind,
+                    id: doc.id.clone(),
+                    score,
+                    updated_at: doc.updated_at.clone(),
+                    highlights: analysis::highlights(&doc, &terms, scope),
+                    fields: doc.fields,
+                };
+                scope.redact(&mut hit);
+                hit
+            })
+            .collect())
     }
 
-    fn hit(
+    fn stored(
         &self,
         searcher: &::tantivy::Searcher,
         address: DocAddress,
-        score: Score,
-        terms: &QueryTerms,
-        scope: &SearchScope,
-    ) -> Result<SearchHit, SearchError> {
+    ) -> Result<SearchDoc, SearchError> {
         let stored: TantivyDocument = searcher.doc(address).map_err(backend_error)?;
         let json = stored
             .get_first(self.fields.doc)
             .and_then(|v| v.as_str())
             .ok_or_else(|| backend_error("a document without its stored fields"))?;
-        let doc: SearchDoc = serde_json::from_str(json).map_err(backend_error)?;
-        let mut hit = SearchHit {
-            kind: doc.kind,
-            id: doc.id.clone(),
-            score,
-            updated_at: doc.updated_at.clone(),
-            highlights: analysis::highlights(&doc, terms, scope),
-            fields: doc.fields,
-        };
-        scope.redact(&mut hit);
-        Ok(hit)
+        serde_json::from_str(json).map_err(backend_error)
     }
 
     /// The whole query: filters, then per group of kinds sharing hidden fields, the kinds
@@ -367,6 +394,7 @@ impl Embedded {
         query: &SearchQuery,
         scope: &SearchScope,
         all_words: bool,
+        extra_typo: u8,
     ) -> Option<Box<dyn Query>> {
         let f = &self.fields;
         let filter = |field: Field, value: &str| -> (Occur, Box<dyn Query>) {
@@ -417,7 +445,7 @@ impl Embedded {
                 })
                 .copied()
                 .collect();
-            let Some(text) = text_query(terms, &visible, all_words) else {
+            let Some(text) = text_query(terms, &visible, all_words, extra_typo) else {
                 continue;
             };
             groups.push((
@@ -437,6 +465,51 @@ impl Embedded {
         clauses.push((Occur::Must, Box::new(BooleanQuery::new(groups))));
         Some(Box::new(BooleanQuery::new(clauses)))
     }
+}
+
+/// How close a record's words are to the query's, summed over the query words (1 for an
+/// equal word, a little less for a word it begins, else one minus the share of edits).
+/// Breaks ties between equally scored candidates: "ba" is closer to "Bar" than to "Bahet".
+fn closeness(doc: &SearchDoc, terms: &QueryTerms, scope: &SearchScope) -> f32 {
+    let Some(spec) = spec(doc.kind) else {
+        return 0.0;
+    };
+    let mut words: Vec<String> = Vec::new();
+    for &(name, analysis) in spec.searchable {
+        if scope.is_hidden(doc.kind, name)
+            || !matches!(
+                analysis,
+                Analysis::Words | Analysis::MinorWords | Analysis::Email
+            )
+        {
+            continue;
+        }
+        if let Some(text) = doc.text(name) {
+            words.extend(analysis::words(&text));
+        }
+    }
+    terms
+        .words
+        .iter()
+        .map(|q| {
+            words
+                .iter()
+                .map(|w| similarity(q, w))
+                .fold(0.0f32, f32::max)
+        })
+        .sum()
+}
+
+fn similarity(query: &str, word: &str) -> f32 {
+    if query == word {
+        return 1.0;
+    }
+    let (q, w) = (query.chars().count() as f32, word.chars().count() as f32);
+    if word.starts_with(query) {
+        return 0.75 + 0.2 * q / w;
+    }
+    let edits = analysis::edits(query, word) as f32;
+    (1.0 - edits / q.max(w)).max(0.0) * 0.9
 }
 
 fn read_payload(index: &Index) -> Result<Option<Payload>, SearchError> {
@@ -473,8 +546,16 @@ fn fuzzy(field: Field, text: &str, distance: u8, score: Score) -> Box<dyn Query>
 }
 
 /// What one query word matches in the visible fields, best kind of match counted.
-fn word_query(word: &str, fields: &[(&'static str, Analysis, Field)]) -> Option<Box<dyn Query>> {
-    let budget = typo_budget(word);
+fn word_query(
+    word: &str,
+    fields: &[(&'static str, Analysis, Field)],
+    extra_typo: u8,
+) -> Option<Box<dyn Query>> {
+    let budget = if extra_typo > 0 && typo_budget(word) > 0 {
+        (typo_budget(word) + extra_typo).min(2)
+    } else {
+        typo_budget(word)
+    };
     let length = word.chars().count();
     let numeric = word.chars().all(|c| c.is_ascii_digit());
     let mut options: Vec<Box<dyn Query>> = Vec::new();
@@ -555,6 +636,7 @@ fn email_query(email: &str, fields: &[(&'static str, Analysis, Field)]) -> Optio
 fn compound_query(
     compound: &Compound,
     fields: &[(&'static str, Analysis, Field)],
+    extra_typo: u8,
 ) -> Option<Box<dyn Query>> {
     let mut options: Vec<Box<dyn Query>> = Vec::new();
     for &(_, analysis, field) in fields {
@@ -566,7 +648,7 @@ fn compound_query(
     let words: Option<Vec<(Occur, Box<dyn Query>)>> = compound
         .words
         .iter()
-        .map(|w| word_query(w, fields).map(|q| (Occur::Must, q)))
+        .map(|w| word_query(w, fields, extra_typo).map(|q| (Occur::Must, q)))
         .collect();
     if let Some(words) = words {
         options.push(Box::new(BooleanQuery::new(words)));
@@ -578,6 +660,7 @@ fn text_query(
     terms: &QueryTerms,
     fields: &[(&'static str, Analysis, Field)],
     all_words: bool,
+    extra_typo: u8,
 ) -> Option<Box<dyn Query>> {
     if let Some(digits) = &terms.phone {
         return phone_query(digits, fields);
@@ -591,8 +674,17 @@ fn text_query(
         .emails
         .iter()
         .map(|email| email_query(email, fields))
-        .chain(terms.compounds.iter().map(|c| compound_query(c, fields)))
-        .chain(terms.single_words().map(|word| word_query(word, fields)));
+        .chain(
+            terms
+                .compounds
+                .iter()
+                .map(|c| compound_query(c, fields, extra_typo)),
+        )
+        .chain(
+            terms
+                .single_words()
+                .map(|word| word_query(word, fields, extra_typo)),
+        );
     let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
     for part in parts {
         match part {
@@ -657,6 +749,13 @@ impl SearchIndex for TantivyIndex {
         }
     }
 
+    async fn compact(&self) -> Result<(), SearchError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.0.compact())
+            .await
+            .map_err(backend_error)?
+    }
+
     async fn clear(&self) -> Result<(), SearchError> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
@@ -671,6 +770,37 @@ impl SearchIndex for TantivyIndex {
 }
 
 impl Embedded {
+    /// Segments the index is made of (each is searched separately).
+    pub fn segments(&self) -> usize {
+        self.reader.searcher().segment_readers().len()
+    }
+
+    /// Merges every segment into one, after a bulk load: a fuzzy word is looked up in
+    /// each segment's term dictionary, so fewer segments answer faster.
+    pub fn compact(&self) -> Result<(), SearchError> {
+        // Background merges first, so none holds a segment the full merge wants.
+        let running = self
+            .writer
+            .lock()
+            .map_err(|_| backend_error("writer lock poisoned"))?
+            .take();
+        if let Some(writer) = running {
+            writer.wait_merging_threads().map_err(backend_error)?;
+        }
+        self.with_writer(|writer| {
+            writer.set_merge_policy(Box::new(NoMergePolicy));
+            let ids = self.index.searchable_segment_ids().map_err(backend_error)?;
+            let merged = if ids.len() > 1 {
+                writer.merge(&ids).wait().map(drop).map_err(backend_error)
+            } else {
+                Ok(())
+            };
+            writer.set_merge_policy(Box::new(LogMergePolicy::default()));
+            merged?;
+            self.reader.reload().map_err(backend_error)
+        })
+    }
+
     /// Searches on the calling thread (benchmarks and the CLI).
     pub fn search_now(
         &self,
