@@ -268,7 +268,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Reindex => {
             let store = open_store(&config).await?;
-            let index = search::open(&config.search, &config.data_dir).await?;
+            let index =
+                search::open(&config.search, &config.data_dir, search::Access::Write).await?;
             let report = search::indexer::rebuild(&store, index.as_ref()).await?;
             index.close().await;
             println!(
@@ -289,7 +290,8 @@ async fn main() -> anyhow::Result<()> {
             json,
         } => {
             let store = open_store(&config).await?;
-            let index = search::open(&config.search, &config.data_dir).await?;
+            let index =
+                search::open(&config.search, &config.data_dir, search::Access::Read).await?;
             let kinds = kind
                 .iter()
                 .map(|k| k.parse::<RecordKind>())

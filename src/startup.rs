@@ -132,7 +132,20 @@ impl Application {
                 )
             })
             .flatten();
-        let search = crate::search::open(&config.search, &config.data_dir).await?;
+        // A gateway only reads the index the worker writes; it must not repair it.
+        let access = if role == Role::Gateway {
+            crate::search::Access::Read
+        } else {
+            crate::search::Access::Write
+        };
+        let search = match crate::search::open(&config.search, &config.data_dir, access).await {
+            Ok(index) => index,
+            Err(error) if access == crate::search::Access::Read => {
+                tracing::error!(%error, "search index cannot be opened; search answers 503");
+                Arc::new(crate::search::Unavailable(error.to_string()))
+            }
+            Err(error) => return Err(error.into()),
+        };
         let indexer = (role != Role::Gateway).then(|| {
             Indexer {
                 store: store.clone(),

@@ -407,7 +407,54 @@ on_both_backends!(
     the_index_catches_up_after_a_stop_and_never_holds_a_rolled_back_write,
     a_damaged_or_missing_index_directory_is_rebuilt_from_the_store,
     leadgate_reindex_rebuilds_and_leadgate_search_prints_hits,
+    a_gateway_only_reads_the_index_and_starts_without_one,
 );
+
+async fn a_gateway_only_reads_the_index_and_starts_without_one(backend: Backend) {
+    let app = common::spawn_app_with_config(backend, |config| {
+        config.role = leadgate::config::Role::Gateway;
+    })
+    .await;
+    app.store
+        .write(&ctx(), vec![lead("Mary", "Jackson")])
+        .await
+        .unwrap();
+    let (status, body) = search(&app, "q=Mary+Jackson").await;
+    assert_eq!(
+        (status, body["hits"].clone()),
+        (200, json!([])),
+        "nothing indexes here"
+    );
+    let (_, ready) = app.get_json("/readyz").await;
+    assert_eq!(ready["ready"], true);
+    assert_eq!(ready["search"]["checkpoint"], Value::Null, "{ready}");
+    // A worker on the same data directory builds it; the gateway then finds the record.
+    let worker_config = leadgate::config::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        role: leadgate::config::Role::Worker,
+        ..app.config.clone()
+    };
+    let worker = leadgate::startup::Application::build(worker_config)
+        .await
+        .expect("worker builds");
+    let handle = worker.handle();
+    let running = tokio::spawn(worker.run_until_stopped());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = search(&app, "q=Mary+Jackson").await;
+        if body["hits"].as_array().is_some_and(|h| h.len() == 1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway never saw the worker's index: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    handle.stop(true).await;
+    let _ = running.await;
+    app.stop().await;
+}
 
 async fn search(app: &TestApp, params: &str) -> (u16, Value) {
     let (status, body) = app.get_json(&format!("/v1/search?{params}")).await;

@@ -60,16 +60,60 @@ impl SearchConfig {
     }
 }
 
+/// Stands in for an index that could not be opened: every call says why (a `gateway`
+/// keeps accepting leads while its search answers 503).
+pub struct Unavailable(pub String);
+
+#[async_trait::async_trait]
+impl SearchIndex for Unavailable {
+    fn backend(&self) -> &'static str {
+        "unavailable"
+    }
+
+    async fn apply(&self, _: IndexBatch) -> Result<(), SearchError> {
+        Err(SearchError::Backend(self.0.clone()))
+    }
+
+    async fn search(
+        &self,
+        _: &SearchQuery,
+        _: &SearchScope,
+    ) -> Result<Vec<SearchHit>, SearchError> {
+        Err(SearchError::Backend(self.0.clone()))
+    }
+
+    async fn stats(&self) -> Result<IndexStats, SearchError> {
+        Err(SearchError::Backend(self.0.clone()))
+    }
+
+    async fn clear(&self) -> Result<(), SearchError> {
+        Err(SearchError::Backend(self.0.clone()))
+    }
+}
+
+/// How a process uses the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// It writes (the indexer, `reindex`): a missing or damaged embedded index is replaced.
+    Write,
+    /// It only searches: the embedded index is opened as it is.
+    Read,
+}
+
 /// Opens the configured backend: Meilisearch when a URL is set, else the embedded index.
 pub async fn open(
     config: &SearchConfig,
     data_dir: &Path,
+    access: Access,
 ) -> Result<Arc<dyn SearchIndex>, SearchError> {
     if config.meili_url.is_empty() {
         let dir = config.index_dir(data_dir);
-        let index = tokio::task::spawn_blocking(move || tantivy::TantivyIndex::open(&dir))
-            .await
-            .map_err(|e| SearchError::Backend(e.to_string()))??;
+        let index = tokio::task::spawn_blocking(move || match access {
+            Access::Write => tantivy::TantivyIndex::open(&dir),
+            Access::Read => tantivy::TantivyIndex::open_read_only(&dir),
+        })
+        .await
+        .map_err(|e| SearchError::Backend(e.to_string()))??;
         Ok(Arc::new(index))
     } else {
         let index =

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use ::tantivy::collector::TopDocs;
-use ::tantivy::directory::MmapDirectory;
+use ::tantivy::directory::{Directory, INDEX_WRITER_LOCK, MmapDirectory};
 use ::tantivy::indexer::{LogMergePolicy, NoMergePolicy};
 use ::tantivy::query::{
     BooleanQuery, ConstScoreQuery, DisjunctionMaxQuery, FuzzyTermQuery, Occur, Query, TermQuery,
@@ -130,11 +130,30 @@ impl TantivyIndex {
         match Self::open_existing(dir) {
             Ok(index) => Ok(index),
             Err(error) => {
+                // Never remove an index another process is writing.
+                let directory = MmapDirectory::open(dir).map_err(backend_error)?;
+                let lock = directory.acquire_lock(&INDEX_WRITER_LOCK).map_err(|_| {
+                    SearchError::Locked(format!(
+                        "{} is unreadable ({error}) and another process holds it",
+                        dir.display()
+                    ))
+                })?;
                 tracing::warn!(dir = %dir.display(), %error, "search index is unreadable; it will be rebuilt from the store");
                 std::fs::remove_dir_all(dir).map_err(backend_error)?;
+                drop(lock);
                 Self::create(dir)
             }
         }
+    }
+
+    /// Opens the index to search only: a damaged one is left alone (an error), nothing is
+    /// locked (the CLI's `search`, a `gateway` process beside a `worker`).
+    pub fn open_read_only(dir: &Path) -> Result<Self, SearchError> {
+        if !dir.join("meta.json").exists() {
+            // An empty index with no checkpoint: the writing process will build it.
+            return Self::create(dir);
+        }
+        Self::open_existing(dir)
     }
 
     fn open_existing(dir: &Path) -> Result<Self, SearchError> {
