@@ -641,6 +641,8 @@ mod tests {
         unsafe {
             std::env::set_var("LEADGATE_WHATSAPP__APP_SECRET", "from-env");
             std::env::set_var("LEADGATE_FORMS__ENVFORM__DEDUP_WINDOW_SECONDS", "5");
+            std::env::set_var("LEADGATE_MEILI_URL", "http://meili.internal:7700");
+            std::env::set_var("LEADGATE_SEARCH__MEILI_INDEX", "crm");
         }
         let config = Config::from_figment(
             Figment::from(Serialized::defaults(Config::default())).merge(env_provider()),
@@ -648,10 +650,14 @@ mod tests {
         unsafe {
             std::env::remove_var("LEADGATE_WHATSAPP__APP_SECRET");
             std::env::remove_var("LEADGATE_FORMS__ENVFORM__DEDUP_WINDOW_SECONDS");
+            std::env::remove_var("LEADGATE_MEILI_URL");
+            std::env::remove_var("LEADGATE_SEARCH__MEILI_INDEX");
         }
         let config = config.expect("environment configuration is valid");
         assert_eq!(config.whatsapp.app_secret, "from-env");
         assert_eq!(config.forms["envform"].dedup_window_seconds, 5);
+        assert_eq!(config.search.meili_url, "http://meili.internal:7700");
+        assert_eq!(config.search.meili_index, "crm");
     }
 
     #[test]

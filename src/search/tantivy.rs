@@ -125,9 +125,9 @@ impl TantivyIndex {
     pub fn open(dir: &Path) -> Result<Self, SearchError> {
         if !dir.join("meta.json").exists() {
             tracing::warn!(dir = %dir.display(), "search index is missing; it will be rebuilt from the store");
-            return Self::create(dir);
+            return Self::create(dir, ReloadPolicy::Manual);
         }
-        match Self::open_existing(dir) {
+        match Self::open_existing(dir, ReloadPolicy::Manual) {
             Ok(index) => Ok(index),
             Err(error) => {
                 // Never remove an index another process is writing.
@@ -141,7 +141,7 @@ impl TantivyIndex {
                 tracing::warn!(dir = %dir.display(), %error, "search index is unreadable; it will be rebuilt from the store");
                 std::fs::remove_dir_all(dir).map_err(backend_error)?;
                 drop(lock);
-                Self::create(dir)
+                Self::create(dir, ReloadPolicy::Manual)
             }
         }
     }
@@ -151,12 +151,15 @@ impl TantivyIndex {
     pub fn open_read_only(dir: &Path) -> Result<Self, SearchError> {
         if !dir.join("meta.json").exists() {
             // An empty index with no checkpoint: the writing process will build it.
-            return Self::create(dir);
+            return Self::create(dir, ReloadPolicy::OnCommitWithDelay);
         }
-        Self::open_existing(dir)
+        // Another process commits: follow its commits as they land.
+        Self::open_existing(dir, ReloadPolicy::OnCommitWithDelay)
     }
 
-    fn open_existing(dir: &Path) -> Result<Self, SearchError> {
+    /// `Manual` for the writing process, which reloads right after each of its commits (a
+    /// delayed watcher reload could land after it and bring back an older view).
+    fn open_existing(dir: &Path, policy: ReloadPolicy) -> Result<Self, SearchError> {
         let index = Index::open_in_dir(dir).map_err(backend_error)?;
         if index.schema() != build_schema() {
             return Err(SearchError::Backend(
@@ -167,7 +170,7 @@ impl TantivyIndex {
         if payload.as_ref().is_some_and(|p| p.schema != SCHEMA_VERSION) {
             return Err(SearchError::Backend("index of another version".into()));
         }
-        let opened = Self::with_index(dir, index)?;
+        let opened = Self::with_index(dir, index, policy)?;
         // Opening every segment's files now finds a damaged segment before a query does.
         let searcher = opened.reader.searcher();
         for segment in searcher.segment_readers() {
@@ -182,18 +185,18 @@ impl TantivyIndex {
         Ok(opened)
     }
 
-    fn create(dir: &Path) -> Result<Self, SearchError> {
+    fn create(dir: &Path, policy: ReloadPolicy) -> Result<Self, SearchError> {
         std::fs::create_dir_all(dir).map_err(backend_error)?;
         let directory = MmapDirectory::open(dir).map_err(backend_error)?;
         let index =
             Index::create(directory, build_schema(), Default::default()).map_err(backend_error)?;
-        Self::with_index(dir, index)
+        Self::with_index(dir, index, policy)
     }
 
-    fn with_index(dir: &Path, index: Index) -> Result<Self, SearchError> {
+    fn with_index(dir: &Path, index: Index, policy: ReloadPolicy) -> Result<Self, SearchError> {
         let reader = index
             .reader_builder()
-            .reload_policy(ReloadPolicy::OnCommitWithDelay)
+            .reload_policy(policy)
             .try_into()
             .map_err(backend_error)?;
         let fields = fields_of(&index.schema())?;
@@ -832,5 +835,50 @@ impl Embedded {
     /// Applies a batch on the calling thread (benchmarks and bulk rebuilds).
     pub fn apply_now(&self, batch: IndexBatch) -> Result<(), SearchError> {
         self.apply_blocking(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lead(id: &str) -> SearchDoc {
+        let mut fields = serde_json::Map::new();
+        fields.insert("first_name".into(), "Ada".into());
+        SearchDoc {
+            kind: RecordKind::Lead,
+            id: id.to_owned(),
+            updated_at: "2025-01-01T00:00:00.000000Z".into(),
+            fields,
+        }
+    }
+
+    #[test]
+    fn rebuild_then_replay_keeps_every_document() {
+        for round in 0..30 {
+            let dir = tempfile::tempdir().unwrap();
+            let index = TantivyIndex::open(&dir.path().join("search")).unwrap();
+            let apply = |upserts: Vec<SearchDoc>, checkpoint| {
+                index
+                    .apply_blocking(IndexBatch {
+                        upserts,
+                        deletes: vec![],
+                        checkpoint,
+                    })
+                    .unwrap()
+            };
+            index
+                .with_writer(|w| {
+                    w.delete_all_documents().map_err(backend_error)?;
+                    index.commit(w, None)
+                })
+                .unwrap();
+            apply(vec![lead("a"), lead("b")], None);
+            apply(vec![], Some(0));
+            index.0.compact().unwrap();
+            apply(vec![lead("a")], Some(5));
+            apply(vec![lead("b")], Some(11));
+            assert_eq!(index.reader.searcher().num_docs(), 2, "round {round}");
+        }
     }
 }
