@@ -93,6 +93,9 @@ pub struct Config {
     pub queue: QueueKind,
     /// The NATS JetStream queue (used when `queue = "nats"`).
     pub nats: NatsSection,
+    /// The search index: embedded by default, Meilisearch when `search.meili_url` is set.
+    #[serde(default)]
+    pub search: crate::search::SearchConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -473,6 +476,7 @@ impl Default for Config {
             mailboxes: Vec::new(),
             queue: QueueKind::Embedded,
             nats: NatsSection::default(),
+            search: crate::search::SearchConfig::default(),
             partners: BTreeMap::new(),
             access: crate::access::AccessSection::default(),
         }
@@ -525,6 +529,12 @@ fn is_config_variable(key: &str) -> bool {
 fn env_provider() -> Env {
     Env::prefixed("LEADGATE_")
         .filter(|key| is_config_variable(key.as_str()))
+        // The names the search issue documents, as short forms of `search.meili_*`.
+        .map(|key| match key.as_str().to_ascii_lowercase().as_str() {
+            "meili_url" => "search__meili_url".into(),
+            "meili_key" => "search__meili_key".into(),
+            _ => key.into(),
+        })
         .split("__")
 }
 
@@ -843,6 +853,8 @@ mod tests {
         unsafe {
             std::env::set_var("LEADGATE_WHATSAPP__APP_SECRET", "from-env");
             std::env::set_var("LEADGATE_FORMS__ENVFORM__DEDUP_WINDOW_SECONDS", "5");
+            std::env::set_var("LEADGATE_MEILI_URL", "http://meili.internal:7700");
+            std::env::set_var("LEADGATE_SEARCH__MEILI_INDEX", "crm");
         }
         let config = Config::from_figment(
             Figment::from(Serialized::defaults(Config::default())).merge(env_provider()),
@@ -850,10 +862,14 @@ mod tests {
         unsafe {
             std::env::remove_var("LEADGATE_WHATSAPP__APP_SECRET");
             std::env::remove_var("LEADGATE_FORMS__ENVFORM__DEDUP_WINDOW_SECONDS");
+            std::env::remove_var("LEADGATE_MEILI_URL");
+            std::env::remove_var("LEADGATE_SEARCH__MEILI_INDEX");
         }
         let config = config.expect("environment configuration is valid");
         assert_eq!(config.whatsapp.app_secret, "from-env");
         assert_eq!(config.forms["envform"].dedup_window_seconds, 5);
+        assert_eq!(config.search.meili_url, "http://meili.internal:7700");
+        assert_eq!(config.search.meili_index, "crm");
     }
 
     #[test]

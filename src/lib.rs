@@ -11,6 +11,7 @@ pub mod mapping;
 pub mod outbound;
 pub mod pipeline;
 pub mod queue;
+pub mod search;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

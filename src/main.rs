@@ -4,8 +4,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use leadgate::config::{Config, Role};
+use leadgate::domain::RecordKind;
 use leadgate::mapping::MappingSet;
 use leadgate::pipeline::harness::{self, Mode};
+use leadgate::search;
 use leadgate::startup::{Application, build_pipeline, open_store};
 use leadgate::store::Store;
 use leadgate::store::{RequestMeta, WriteContext};
@@ -78,6 +80,27 @@ enum Command {
         review_pairs: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "stream")]
         mode: Mode,
+    },
+    /// Rebuild the search index from the store (stop `serve` first for the embedded index).
+    Reindex,
+    /// Search records as `GET /v1/search` does, and print the hits.
+    Search {
+        /// What to look for: names (typos welcome), an email, a phone number, an id.
+        query: String,
+        /// Only these kinds (repeat or comma-separate): leads, contacts, accounts …
+        #[arg(long, value_delimiter = ',')]
+        kind: Vec<String>,
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        stage: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print the hits as JSON, one per line.
+        #[arg(long)]
+        json: bool,
     },
     /// Import a spreadsheet (xlsx, xlsm, xlsb, xls, ods, csv, tsv) as leads.
     Import {
@@ -312,6 +335,78 @@ async fn main() -> anyhow::Result<()> {
                     }
                     println!("{} dead letter(s) replayed", replayed.len());
                 }
+            }
+        }
+        Command::Reindex => {
+            let store = open_store(&config).await?;
+            let index =
+                search::open(&config.search, &config.data_dir, search::Access::Write).await?;
+            let report = search::indexer::rebuild(&store, index.as_ref()).await?;
+            index.close().await;
+            println!(
+                "indexed {} records in {:.1}s ({} backend, outbox seq {})",
+                report.documents,
+                report.seconds,
+                index.backend(),
+                report.checkpoint
+            );
+        }
+        Command::Search {
+            query,
+            kind,
+            owner,
+            status,
+            stage,
+            limit,
+            json,
+        } => {
+            let store = open_store(&config).await?;
+            let index =
+                search::open(&config.search, &config.data_dir, search::Access::Read).await?;
+            let kinds = kind
+                .iter()
+                .map(|k| k.parse::<RecordKind>())
+                .collect::<Result<Vec<_>, _>>()?;
+            let query = search::SearchQuery {
+                q: query,
+                kinds: (!kinds.is_empty()).then_some(kinds),
+                owner,
+                status,
+                stage,
+                limit,
+            };
+            match search::indexer::lag(&store, index.as_ref()).await? {
+                None => {
+                    eprintln!("the search index has not been built yet: run `leadgate reindex`")
+                }
+                Some(lag) if lag > 0 => {
+                    eprintln!("the search index is {lag} changes behind the store")
+                }
+                Some(_) => {}
+            }
+            let hits = index
+                .search(&query, &search::SearchScope::everything())
+                .await?;
+            for hit in &hits {
+                if json {
+                    println!("{}", serde_json::to_string(hit)?);
+                } else {
+                    let marks: Vec<String> = hit
+                        .highlights
+                        .iter()
+                        .map(|(field, text)| format!("{field}: {text}"))
+                        .collect();
+                    println!(
+                        "{:<13} {}  {:>6.2}  {}",
+                        hit.kind.path(),
+                        hit.id,
+                        hit.score,
+                        marks.join("; ")
+                    );
+                }
+            }
+            if !json {
+                eprintln!("{} hit(s)", hits.len());
             }
         }
         Command::Import {

@@ -20,6 +20,8 @@ use crate::pipeline::score::ScoreRuleError;
 use crate::pipeline::{Assigner, Dedup, Enrich, Normalise, Pipeline, Scoring, worker::Worker};
 use crate::queue::Accepter;
 use crate::queue::nats::NatsQueue;
+use crate::search::SearchIndex;
+use crate::search::indexer::Indexer;
 use crate::store::tokens::TokenCache;
 use crate::store::{RequestMeta, Store, StoreError, WriteContext};
 use crate::telemetry::Metrics;
@@ -38,6 +40,8 @@ pub enum StartError {
     Score(#[from] ScoreRuleError),
     #[error("invalid configuration: assignment_rules: {0}")]
     Assignment(#[from] AssignmentRuleError),
+    #[error(transparent)]
+    Search(#[from] crate::search::SearchError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -56,6 +60,9 @@ pub struct Application {
     decay: Option<JoinHandle<()>>,
     /// Sends queued WhatsApp messages (processing roles, when sending is configured).
     sender: Option<JoinHandle<()>>,
+    /// Follows the outbox into the search index (roles that process).
+    indexer: Option<JoinHandle<()>>,
+    search: Arc<dyn SearchIndex>,
     /// The embedded queue's group-commit writer (none with `queue = "nats"`).
     writer: Option<JoinHandle<()>>,
     /// The IMAP mailbox tasks, and what stops them (before the inbox writer drains).
@@ -199,6 +206,30 @@ impl Application {
             ),
             _ => None,
         };
+        // A gateway only reads the index the worker writes; it must not repair it.
+        let index_access = if role == Role::Gateway {
+            crate::search::Access::Read
+        } else {
+            crate::search::Access::Write
+        };
+        let search = match crate::search::open(&config.search, &config.data_dir, index_access).await
+        {
+            Ok(index) => index,
+            Err(error) if index_access == crate::search::Access::Read => {
+                tracing::error!(%error, "search index cannot be opened; search answers 503");
+                Arc::new(crate::search::Unavailable(error.to_string()))
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let indexer = (role != Role::Gateway).then(|| {
+            Indexer {
+                store: store.clone(),
+                index: search.clone(),
+                poll: Duration::from_millis(config.search.poll_millis.max(10)),
+                shutdown: shutdown.clone(),
+            }
+            .spawn()
+        });
         let http_workers = if config.http_workers == 0 {
             std::thread::available_parallelism().map_or(2, usize::from)
         } else {
@@ -222,6 +253,7 @@ impl Application {
             partner_limiter: http::RateLimiter::new(
                 PartnerSection::default().rate_limit_per_minute,
             ),
+            search: search.clone(),
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -254,6 +286,8 @@ impl Application {
             nats_worker,
             decay,
             sender,
+            indexer,
+            search,
             writer,
             mailboxes,
             mailbox_shutdown,
@@ -266,6 +300,10 @@ impl Application {
 
     pub fn store(&self) -> Store {
         self.store.clone()
+    }
+
+    pub fn search(&self) -> Arc<dyn SearchIndex> {
+        self.search.clone()
     }
 
     pub fn handle(&self) -> ServerHandle {
@@ -315,6 +353,14 @@ impl Application {
         if let Some(decay) = self.decay {
             let _ = tokio::time::timeout(Duration::from_secs(10), decay).await;
         }
+        if let Some(indexer) = self.indexer
+            && tokio::time::timeout(Duration::from_secs(30), indexer)
+                .await
+                .is_err()
+        {
+            tracing::warn!("search indexer did not stop in time");
+        }
+        self.search.close().await;
         self.store.close().await;
         tracing::info!("stopped");
         served

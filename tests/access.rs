@@ -921,3 +921,74 @@ async fn a_team_list_merges_its_owners_in_order_and_pages(backend: Backend) {
     assert_eq!(second, expected[4..8]);
     app.stop().await;
 }
+
+/// Lead search hits for `q` as `token`.
+async fn search(app: &TestApp, token: &str, q: &str) -> (StatusCode, Value) {
+    get(app, token, &format!("/v1/search?q={q}&kind=leads")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_shows_each_role_only_its_rows_and_fields() {
+    let app = spawn_app_with_config(Backend::Sqlite, |config| {
+        let blind: RoleSection = toml::from_str(
+            "reach = \"all\"\ncan = { leads = [\"read\"] }\nhidden = { leads = [\"company\"] }",
+        )
+        .expect("role");
+        config.access.roles.insert("blind".into(), blind);
+    })
+    .await;
+    let org = organisation(&app).await;
+    let (_, blind) = user(&app, "blind@example.com", "blind", None).await;
+    for (name, owner) in [("Quimby", &org.rep_a_id), ("Quinlan", &org.rep_c_id)] {
+        create(
+            &app,
+            "leads",
+            json!({"first_name": "Mara", "last_name": name, "company": "Quantumworks",
+                   "owner_id": owner}),
+        )
+        .await;
+    }
+    // Wait until the index holds both for someone who sees everything.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, all) = search(&app, &app.admin_token, "quantumworks").await;
+        if all["hits"].as_array().is_some_and(|h| h.len() == 2) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "index never caught up: {all}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // A rep finds their own lead only, with a typo too.
+    let (status, mine) = search(&app, &org.rep_a, "quantumwroks").await;
+    assert_eq!(status, 200, "{mine}");
+    let hits = mine["hits"].as_array().expect("hits");
+    assert_eq!(hits.len(), 1, "{mine}");
+    assert_eq!(hits[0]["fields"]["last_name"], "Quimby");
+    // A role that does not see `company` cannot find a lead by it, nor see it in a hit.
+    let (_, by_company) = search(&app, &blind, "quantumworks").await;
+    assert_eq!(
+        by_company["hits"].as_array().expect("hits").len(),
+        0,
+        "{by_company}"
+    );
+    let (_, by_name) = search(&app, &blind, "quinlan").await;
+    let text = by_name.to_string();
+    assert_eq!(
+        by_name["hits"].as_array().expect("hits").len(),
+        1,
+        "{by_name}"
+    );
+    assert!(
+        !text.contains("Quantumworks") && !text.contains("company"),
+        "{text}"
+    );
+    // A role that reads no searchable kind is refused.
+    assert_eq!(search(&app, &org.auditor, "quinlan").await.0, 403);
+    // Finance reads no leads: a search for leads finds nothing for it.
+    let (_, none) = search(&app, &org.finance, "quinlan").await;
+    assert_eq!(none["hits"].as_array().map_or(0, Vec::len), 0, "{none}");
+    app.stop().await;
+}

@@ -263,6 +263,24 @@ impl Caller {
         Ok(())
     }
 
+    /// What search may show this caller: the kinds the role reads, the owners in reach,
+    /// and no hidden field (not matched, returned or highlighted).
+    pub fn search_scope(&self) -> crate::search::SearchScope {
+        let hidden_fields = RecordKind::ALL
+            .iter()
+            .flat_map(|kind| {
+                self.role
+                    .hidden_fields(kind.path())
+                    .map(move |field| (*kind, field.to_owned()))
+            })
+            .collect();
+        crate::search::SearchScope {
+            kinds: Some(self.role.readable_kinds()),
+            owner_ids: self.reach.owner_ids(),
+            hidden_fields,
+        }
+    }
+
     /// Audit entries without hidden fields: rows about a hidden field are dropped and
     /// insert/delete snapshots lose the hidden keys.
     pub fn redact_audit(&self, entries: Vec<AuditEntry>) -> Vec<AuditEntry> {

@@ -15,6 +15,7 @@ mod rate_limit;
 mod records;
 mod request;
 mod review;
+mod search;
 mod session;
 
 use std::sync::Arc;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub sign_in_limiter: RateLimiter,
     /// Per-partner limit of the partner API (`partners.<name>.rate_limit_per_minute`).
     pub partner_limiter: RateLimiter<String>,
+    /// The search index (embedded or Meilisearch).
+    pub search: Arc<dyn crate::search::SearchIndex>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
@@ -81,6 +84,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
         .service(inbound::list_inbound)
         .service(inbound::get_inbound)
         .service(inbound::retry_inbound)
+        .service(search::search_records)
         .service(review::list_review)
         .service(review::decide_review)
         .service(session::sign_in)
@@ -141,6 +145,7 @@ impl utoipa::Modify for BearerAuth {
         admin::create_user_token, admin::create_partner, admin::revoke_token,
         admin::list_teams, admin::create_team, admin::update_team,
         outbound::send_whatsapp,
+        search::search_records,
     ),
     components(schemas(
         error::Problem, error::FieldProblem, partner::BatchReceipt, partner::SubmissionStatus,
@@ -151,6 +156,7 @@ impl utoipa::Modify for BearerAuth {
         admin::NewUser, admin::UserChange, admin::NewToken, admin::NewPartner, admin::TeamChange,
         admin::IssuedToken, admin::Users, admin::Teams,
         outbound::SendWhatsApp, outbound::MessageQueued,
+        search::SearchAnswer, crate::search::SearchHit, ops::SearchReadiness,
     )),
     modifiers(&BearerAuth)
 )]

@@ -13,6 +13,45 @@ pub struct Readiness {
     pub store: String,
     pub migrations: String,
     pub inbox: Option<InboxDepth>,
+    /// The search index and how far it is behind the store.
+    pub search: Option<SearchReadiness>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchReadiness {
+    pub backend: String,
+    pub documents: u64,
+    /// The last outbox seq in the index; `null` before the first build.
+    pub checkpoint: Option<i64>,
+    /// Committed changes (outbox rows) after the index's checkpoint.
+    pub lag: Option<i64>,
+    /// Why the index could not be read, when it could not.
+    pub error: Option<String>,
+}
+
+async fn search_readiness(state: &AppState) -> SearchReadiness {
+    match state.search.stats().await {
+        Ok(stats) => {
+            let lag = match stats.checkpoint {
+                Some(checkpoint) => state.store.outbox_count_after(checkpoint).await.ok(),
+                None => None,
+            };
+            SearchReadiness {
+                lag,
+                backend: stats.backend,
+                documents: stats.documents,
+                checkpoint: stats.checkpoint,
+                error: None,
+            }
+        }
+        Err(error) => SearchReadiness {
+            backend: state.search.backend().to_owned(),
+            documents: 0,
+            checkpoint: None,
+            lag: None,
+            error: Some(error.to_string()),
+        },
+    }
 }
 
 /// The process is up.
@@ -22,7 +61,8 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-/// The store answers and its migrations are applied; 503 otherwise.
+/// The store answers and its migrations are applied; 503 otherwise. The search index's
+/// lag is reported, not judged: a rebuilding index still serves (older) answers.
 #[utoipa::path(tag = "ops", responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
@@ -42,11 +82,13 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         }
     };
     let ready = store == "ok" && migrations == "applied";
+    let search = Some(search_readiness(&state).await);
     let body = Readiness {
         ready,
         store,
         migrations,
         inbox,
+        search,
     };
     if ready {
         HttpResponse::Ok().json(body)

@@ -7,6 +7,7 @@ mod error;
 pub mod imports;
 pub mod inbox;
 pub mod outbound;
+pub mod outbox;
 pub mod read;
 pub mod tokens;
 pub mod users;

@@ -280,6 +280,26 @@ impl Store {
         rows.iter().map(|row| decode_record(kind, row)).collect()
     }
 
+    /// Records of a kind in id order after `after` (a full scan in pages, for reindexing).
+    pub async fn scan(
+        &self,
+        kind: RecordKind,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Record>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE id > $1 ORDER BY id LIMIT $2",
+            select_list(kind),
+            kind.table()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(|row| decode_record(kind, row)).collect()
+    }
+
     pub async fn count(&self, kind: RecordKind) -> Result<i64, StoreError> {
         let sql = format!("SELECT COUNT(*) FROM {}", kind.table());
         Ok(sqlx::query_scalar(&sql).fetch_one(self.pool()).await?)

@@ -207,8 +207,12 @@ pub async fn apply_journaled(
             } => {
                 let (kept, mut audit) =
                     update(conn, kind, survivor, &fields, None, Action::Merge, &now).await?;
-                let (_, removed) =
+                let (gone, removed) =
                     delete(conn, kind, merged, Action::MergedInto, Some(&kept.id)).await?;
+                // The merged record leaves the search index too.
+                journal
+                    .outbox
+                    .push((kind, gone.id, Action::MergedInto, now.clone()));
                 audit.extend(removed);
                 (kept, audit)
             }

@@ -202,8 +202,15 @@ impl TestApp {
 
     /// Stops the app and starts it again on the same configuration and data (a restart).
     pub async fn restart(self) -> TestApp {
+        self.restart_with(async |_| {}).await
+    }
+
+    /// Stops the app, lets `between` act on the stopped app's configuration and data (a
+    /// crash's aftermath, a damaged file), then starts it again.
+    pub async fn restart_with(self, between: impl AsyncFnOnce(&Config)) -> TestApp {
         self.handle.stop(true).await;
         let _ = self.stopped.await;
+        between(&self.config).await;
         spawn_app_with(self.config, self._data).await
     }
 }

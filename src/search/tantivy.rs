@@ -1,0 +1,884 @@
+//! The embedded index: tantivy on disk under the data directory, used with no
+//! configuration. Every searchable field is its own tantivy field, so a field the caller
+//! may not read is simply left out of the query; its values are pre-analysed terms
+//! (folded words, phone variants, email parts), the same analysis the query uses.
+//!
+//! Scores are constant per kind of match (exact > prefix > one typo > two typos, minor
+//! fields weighted down), summed over the query's words, then ties go to the most recently
+//! updated record. The checkpoint is the commit's payload, so documents and checkpoint
+//! are durable together.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use ::tantivy::collector::TopDocs;
+use ::tantivy::directory::{Directory, INDEX_WRITER_LOCK, MmapDirectory};
+use ::tantivy::indexer::{LogMergePolicy, NoMergePolicy};
+use ::tantivy::query::{
+    BooleanQuery, ConstScoreQuery, DisjunctionMaxQuery, FuzzyTermQuery, Occur, Query, TermQuery,
+    TermSetQuery,
+};
+use ::tantivy::schema::{
+    FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, Value as _,
+};
+use ::tantivy::{DocAddress, DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score};
+use ::tantivy::{SegmentReader, TantivyDocument, TantivyError, Term};
+use serde::{Deserialize, Serialize};
+
+use super::analysis::{self, Compound, MIN_PHONE_DIGITS, QueryTerms, typo_budget};
+use super::{
+    Analysis, IndexBatch, IndexStats, SearchDoc, SearchError, SearchHit, SearchIndex, SearchQuery,
+    SearchScope, searchable_fields, spec,
+};
+use crate::domain::RecordKind;
+
+/// Bumped when the schema or the analysis changes: an older index is rebuilt.
+const SCHEMA_VERSION: u32 = 1;
+/// Candidates a name query re-ranks by closeness (at least).
+const RERANK_CANDIDATES: usize = 50;
+/// Indexing memory, split over the writer's threads.
+const WRITER_HEAP_BYTES: usize = 256 * 1024 * 1024;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Payload {
+    schema: u32,
+    checkpoint: Option<i64>,
+}
+
+struct Fields {
+    key: Field,
+    kind: Field,
+    owner: Field,
+    status: Field,
+    stage: Field,
+    updated: Field,
+    doc: Field,
+    searchable: Vec<(&'static str, Analysis, Field)>,
+}
+
+/// The embedded index; cheap to clone (one shared index, reader and writer).
+#[derive(Clone)]
+pub struct TantivyIndex(Arc<Embedded>);
+
+impl std::ops::Deref for TantivyIndex {
+    type Target = Embedded;
+
+    fn deref(&self) -> &Embedded {
+        &self.0
+    }
+}
+
+pub struct Embedded {
+    dir: PathBuf,
+    index: Index,
+    reader: IndexReader,
+    /// Taken on the first write, so a process that only searches never holds the lock.
+    writer: Mutex<Option<IndexWriter>>,
+    fields: Fields,
+}
+
+fn backend_error(error: impl std::fmt::Display) -> SearchError {
+    SearchError::Backend(error.to_string())
+}
+
+fn build_schema() -> Schema {
+    let mut builder = Schema::builder();
+    builder.add_text_field("_key", STRING);
+    builder.add_text_field("_kind", STRING);
+    builder.add_text_field("_owner", STRING);
+    builder.add_text_field("_status", STRING);
+    builder.add_text_field("_stage", STRING);
+    builder.add_i64_field("_updated", FAST | INDEXED);
+    builder.add_text_field("_doc", STORED);
+    for (name, _) in searchable_fields() {
+        builder.add_text_field(name, STRING);
+    }
+    builder.build()
+}
+
+fn fields_of(schema: &Schema) -> Result<Fields, SearchError> {
+    let field = |name: &str| schema.get_field(name).map_err(backend_error);
+    let mut searchable = Vec::new();
+    for (name, analysis) in searchable_fields() {
+        searchable.push((name, analysis, field(name)?));
+    }
+    Ok(Fields {
+        key: field("_key")?,
+        kind: field("_kind")?,
+        owner: field("_owner")?,
+        status: field("_status")?,
+        stage: field("_stage")?,
+        updated: field("_updated")?,
+        doc: field("_doc")?,
+        searchable,
+    })
+}
+
+fn doc_key(kind: RecordKind, id: &str) -> String {
+    format!("{}:{id}", kind.path())
+}
+
+impl TantivyIndex {
+    /// Opens the index in `dir`. A missing, unreadable or outdated index is replaced by an
+    /// empty one (with a log line); its checkpoint is then `None`, which makes the indexer
+    /// rebuild it from the store.
+    pub fn open(dir: &Path) -> Result<Self, SearchError> {
+        if !dir.join("meta.json").exists() {
+            tracing::warn!(dir = %dir.display(), "search index is missing; it will be rebuilt from the store");
+            return Self::create(dir, ReloadPolicy::Manual);
+        }
+        match Self::open_existing(dir, ReloadPolicy::Manual) {
+            Ok(index) => Ok(index),
+            Err(error) => {
+                // Never remove an index another process is writing.
+                let directory = MmapDirectory::open(dir).map_err(backend_error)?;
+                let lock = directory.acquire_lock(&INDEX_WRITER_LOCK).map_err(|_| {
+                    SearchError::Locked(format!(
+                        "{} is unreadable ({error}) and another process holds it",
+                        dir.display()
+                    ))
+                })?;
+                tracing::warn!(dir = %dir.display(), %error, "search index is unreadable; it will be rebuilt from the store");
+                std::fs::remove_dir_all(dir).map_err(backend_error)?;
+                drop(lock);
+                Self::create(dir, ReloadPolicy::Manual)
+            }
+        }
+    }
+
+    /// Opens the index to search only: a damaged one is left alone (an error), nothing is
+    /// locked (the CLI's `search`, a `gateway` process beside a `worker`).
+    pub fn open_read_only(dir: &Path) -> Result<Self, SearchError> {
+        if !dir.join("meta.json").exists() {
+            // An empty index with no checkpoint: the writing process will build it.
+            return Self::create(dir, ReloadPolicy::OnCommitWithDelay);
+        }
+        // Another process commits: follow its commits as they land.
+        Self::open_existing(dir, ReloadPolicy::OnCommitWithDelay)
+    }
+
+    /// `Manual` for the writing process, which reloads right after each of its commits (a
+    /// delayed watcher reload could land after it and bring back an older view).
+    fn open_existing(dir: &Path, policy: ReloadPolicy) -> Result<Self, SearchError> {
+        let index = Index::open_in_dir(dir).map_err(backend_error)?;
+        if index.schema() != build_schema() {
+            return Err(SearchError::Backend(
+                "schema differs from this version".into(),
+            ));
+        }
+        let payload = read_payload(&index)?;
+        if payload.as_ref().is_some_and(|p| p.schema != SCHEMA_VERSION) {
+            return Err(SearchError::Backend("index of another version".into()));
+        }
+        let opened = Self::with_index(dir, index, policy)?;
+        // Opening every segment's files now finds a damaged segment before a query does.
+        let searcher = opened.reader.searcher();
+        for segment in searcher.segment_readers() {
+            for (_, _, field) in &opened.fields.searchable {
+                segment.inverted_index(*field).map_err(backend_error)?;
+            }
+            segment
+                .fast_fields()
+                .i64("_updated")
+                .map_err(backend_error)?;
+        }
+        Ok(opened)
+    }
+
+    fn create(dir: &Path, policy: ReloadPolicy) -> Result<Self, SearchError> {
+        std::fs::create_dir_all(dir).map_err(backend_error)?;
+        let directory = MmapDirectory::open(dir).map_err(backend_error)?;
+        let index =
+            Index::create(directory, build_schema(), Default::default()).map_err(backend_error)?;
+        Self::with_index(dir, index, policy)
+    }
+
+    fn with_index(dir: &Path, index: Index, policy: ReloadPolicy) -> Result<Self, SearchError> {
+        let reader = index
+            .reader_builder()
+            .reload_policy(policy)
+            .try_into()
+            .map_err(backend_error)?;
+        let fields = fields_of(&index.schema())?;
+        Ok(Self(Arc::new(Embedded {
+            dir: dir.to_path_buf(),
+            index,
+            reader,
+            writer: Mutex::new(None),
+            fields,
+        })))
+    }
+}
+
+impl Embedded {
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn with_writer<T>(
+        &self,
+        work: impl FnOnce(&mut IndexWriter) -> Result<T, SearchError>,
+    ) -> Result<T, SearchError> {
+        let mut guard = self
+            .writer
+            .lock()
+            .map_err(|_| backend_error("writer lock poisoned"))?;
+        if guard.is_none() {
+            let threads = std::thread::available_parallelism()
+                .map_or(1, usize::from)
+                .clamp(1, 4);
+            let writer = self
+                .index
+                .writer_with_num_threads(threads, WRITER_HEAP_BYTES)
+                .map_err(|error| match error {
+                    TantivyError::LockFailure(..) => SearchError::Locked(format!(
+                        "{} (is a leadgate server running on this data directory?)",
+                        self.dir.display()
+                    )),
+                    other => backend_error(other),
+                })?;
+            *guard = Some(writer);
+        }
+        let writer = guard
+            .as_mut()
+            .ok_or_else(|| backend_error("no index writer"))?;
+        work(writer)
+    }
+
+    fn commit(&self, writer: &mut IndexWriter, checkpoint: Option<i64>) -> Result<(), SearchError> {
+        let payload = serde_json::to_string(&Payload {
+            schema: SCHEMA_VERSION,
+            checkpoint,
+        })
+        .map_err(backend_error)?;
+        let mut prepared = writer.prepare_commit().map_err(backend_error)?;
+        prepared.set_payload(&payload);
+        prepared.commit().map_err(backend_error)?;
+        self.reader.reload().map_err(backend_error)?;
+        Ok(())
+    }
+
+    fn document(&self, doc: &SearchDoc) -> Result<TantivyDocument, SearchError> {
+        let f = &self.fields;
+        let mut out = TantivyDocument::new();
+        out.add_text(f.key, doc_key(doc.kind, &doc.id));
+        out.add_text(f.kind, doc.kind.path());
+        if let Some(owner) = doc.owner_id() {
+            out.add_text(f.owner, owner);
+        }
+        if let Some(status) = doc.filter_value("status") {
+            out.add_text(f.status, status);
+        }
+        if let Some(stage) = doc.filter_value("stage") {
+            out.add_text(f.stage, stage);
+        }
+        out.add_i64(f.updated, doc.updated_micros());
+        out.add_text(f.doc, serde_json::to_string(doc).map_err(backend_error)?);
+        if let Some(spec) = spec(doc.kind) {
+            for &(name, analysis) in spec.searchable {
+                let Some(text) = doc.text(name) else { continue };
+                let Some(field) = self.field(name) else {
+                    continue;
+                };
+                for term in analysis::field_terms(analysis, &text) {
+                    out.add_text(field, term);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn field(&self, name: &str) -> Option<Field> {
+        self.fields
+            .searchable
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, _, f)| *f)
+    }
+
+    fn apply_blocking(&self, batch: IndexBatch) -> Result<(), SearchError> {
+        let docs = batch
+            .upserts
+            .iter()
+            .map(|doc| self.document(doc).map(|d| (doc_key(doc.kind, &doc.id), d)))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.with_writer(|writer| {
+            for (kind, id) in &batch.deletes {
+                writer.delete_term(Term::from_field_text(self.fields.key, &doc_key(*kind, id)));
+            }
+            for (key, doc) in docs {
+                writer.delete_term(Term::from_field_text(self.fields.key, &key));
+                writer.add_document(doc).map_err(backend_error)?;
+            }
+            let checkpoint = match batch.checkpoint {
+                Some(seq) => Some(seq),
+                None => read_payload(&self.index)?.and_then(|p| p.checkpoint),
+            };
+            self.commit(writer, checkpoint)
+        })
+    }
+
+    fn search_blocking(
+        &self,
+        query: &SearchQuery,
+        scope: &SearchScope,
+    ) -> Result<Vec<SearchHit>, SearchError> {
+        query.validate()?;
+        let terms = QueryTerms::parse(&query.q);
+        let limit = query.effective_limit();
+        // Name queries fetch more candidates than they return and re-rank them by how
+        // close each word is (see `closeness`); exact phone/email/code lookups need not.
+        let candidates = if terms.words.is_empty() {
+            limit
+        } else {
+            (limit * 5).max(RERANK_CANDIDATES)
+        };
+        let searcher = self.reader.searcher();
+        let mut found = Vec::new();
+        // Every word within its typo budget; when nothing matches, every word with one
+        // typo more; then any word.
+        for (all_words, extra_typo) in [(true, 0), (true, 1), (false, 0)] {
+            if (extra_typo > 0 && terms.words.is_empty()) || (!all_words && terms.parts() < 2) {
+                continue;
+            }
+            let Some(built) = self.build_query(&terms, query, scope, all_words, extra_typo) else {
+                return Ok(Vec::new());
+            };
+            let collector =
+                TopDocs::with_limit(candidates).tweak_score(move |segment: &SegmentReader| {
+                    let updated = segment
+                        .fast_fields()
+                        .i64("_updated")
+                        .ok()
+                        .map(|column| column.first_or_default_col(0));
+                    move |doc: DocId, score: Score| {
+                        (score, updated.as_ref().map_or(0, |c| c.get_val(doc)))
+                    }
+                });
+            found = searcher.search(&built, &collector).map_err(backend_error)?;
+            if !found.is_empty() {
+                break;
+            }
+        }
+        let mut ranked = found
+            .into_iter()
+            .map(|((score, updated), address)| {
+                let doc = self.stored(&searcher, address)?;
+                let close = if terms.words.is_empty() {
+                    0.0
+                } else {
+                    closeness(&doc, &terms, scope)
+                };
+                Ok((score, close, updated, doc))
+            })
+            .collect::<Result<Vec<_>, SearchError>>()?;
+        ranked.sort_by(|a, b| {
+            b.0.total_cmp(&a.0)
+                .then(b.1.total_cmp(&a.1))
+                .then(b.2.cmp(&a.2))
+        });
+        ranked.truncate(limit);
+        Ok(ranked
+            .into_iter()
+            .map(|(score, _, _, doc)| {
+                let mut hit = SearchHit {
+                    kind: doc.kind,
+                    id: doc.id.clone(),
+                    score,
+                    updated_at: doc.updated_at.clone(),
+                    highlights: analysis::highlights(&doc, &terms, scope),
+                    fields: doc.fields,
+                };
+                scope.redact(&mut hit);
+                hit
+            })
+            .collect())
+    }
+
+    fn stored(
+        &self,
+        searcher: &::tantivy::Searcher,
+        address: DocAddress,
+    ) -> Result<SearchDoc, SearchError> {
+        let stored: TantivyDocument = searcher.doc(address).map_err(backend_error)?;
+        let json = stored
+            .get_first(self.fields.doc)
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| backend_error("a document without its stored fields"))?;
+        serde_json::from_str(json).map_err(backend_error)
+    }
+
+    /// The whole query: filters, then per group of kinds sharing hidden fields, the kinds
+    /// and the words over the fields visible in them. `None` when nothing can match.
+    fn build_query(
+        &self,
+        terms: &QueryTerms,
+        query: &SearchQuery,
+        scope: &SearchScope,
+        all_words: bool,
+        extra_typo: u8,
+    ) -> Option<Box<dyn Query>> {
+        let f = &self.fields;
+        let filter = |field: Field, value: &str| -> (Occur, Box<dyn Query>) {
+            let term = TermQuery::new(
+                Term::from_field_text(field, value),
+                IndexRecordOption::Basic,
+            );
+            (
+                Occur::Must,
+                Box::new(ConstScoreQuery::new(Box::new(term), 0.0)),
+            )
+        };
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        if let Some(owner) = &query.owner {
+            clauses.push(filter(f.owner, owner));
+        }
+        if let Some(status) = &query.status {
+            clauses.push(filter(f.status, &status.to_lowercase()));
+        }
+        if let Some(stage) = &query.stage {
+            clauses.push(filter(f.stage, &stage.to_lowercase()));
+        }
+        if let Some(owners) = &scope.owner_ids {
+            if owners.is_empty() {
+                return None;
+            }
+            let set = TermSetQuery::new(owners.iter().map(|o| Term::from_field_text(f.owner, o)));
+            clauses.push((
+                Occur::Must,
+                Box::new(ConstScoreQuery::new(Box::new(set), 0.0)),
+            ));
+        }
+        let mut groups: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for (kinds, hidden) in scope.kind_groups(query) {
+            let kind_set = TermSetQuery::new(
+                kinds
+                    .iter()
+                    .map(|k| Term::from_field_text(f.kind, k.path())),
+            );
+            let visible: Vec<(&'static str, Analysis, Field)> = f
+                .searchable
+                .iter()
+                .filter(|(name, _, _)| !hidden.iter().any(|h| h == name))
+                .filter(|(name, _, _)| {
+                    kinds.iter().any(|k| {
+                        spec(*k).is_some_and(|s| s.searchable.iter().any(|(n, _)| n == name))
+                    })
+                })
+                .copied()
+                .collect();
+            let Some(text) = text_query(terms, &visible, all_words, extra_typo) else {
+                continue;
+            };
+            groups.push((
+                Occur::Should,
+                Box::new(BooleanQuery::new(vec![
+                    (
+                        Occur::Must,
+                        Box::new(ConstScoreQuery::new(Box::new(kind_set), 0.0)),
+                    ),
+                    (Occur::Must, text),
+                ])),
+            ));
+        }
+        if groups.is_empty() {
+            return None;
+        }
+        clauses.push((Occur::Must, Box::new(BooleanQuery::new(groups))));
+        Some(Box::new(BooleanQuery::new(clauses)))
+    }
+}
+
+/// How close a record's words are to the query's, summed over the query words (1 for an
+/// equal word, a little less for a word it begins, else one minus the share of edits).
+/// Breaks ties between equally scored candidates: "ba" is closer to "Bar" than to "Bahet".
+fn closeness(doc: &SearchDoc, terms: &QueryTerms, scope: &SearchScope) -> f32 {
+    let Some(spec) = spec(doc.kind) else {
+        return 0.0;
+    };
+    let mut words: Vec<String> = Vec::new();
+    for &(name, analysis) in spec.searchable {
+        if scope.is_hidden(doc.kind, name)
+            || !matches!(
+                analysis,
+                Analysis::Words | Analysis::MinorWords | Analysis::Email
+            )
+        {
+            continue;
+        }
+        if let Some(text) = doc.text(name) {
+            words.extend(analysis::words(&text));
+        }
+    }
+    terms
+        .words
+        .iter()
+        .map(|q| {
+            words
+                .iter()
+                .map(|w| similarity(q, w))
+                .fold(0.0f32, f32::max)
+        })
+        .sum()
+}
+
+fn similarity(query: &str, word: &str) -> f32 {
+    if query == word {
+        return 1.0;
+    }
+    let (q, w) = (query.chars().count() as f32, word.chars().count() as f32);
+    if word.starts_with(query) {
+        return 0.75 + 0.2 * q / w;
+    }
+    let edits = analysis::edits(query, word) as f32;
+    (1.0 - edits / q.max(w)).max(0.0) * 0.9
+}
+
+fn read_payload(index: &Index) -> Result<Option<Payload>, SearchError> {
+    let metas = index.load_metas().map_err(backend_error)?;
+    match metas.payload {
+        None => Ok(None),
+        Some(text) => serde_json::from_str(&text).map(Some).map_err(backend_error),
+    }
+}
+
+fn constant(query: impl Query + 'static, score: Score) -> Box<dyn Query> {
+    Box::new(ConstScoreQuery::new(Box::new(query), score))
+}
+
+fn exact(field: Field, text: &str, score: Score) -> Box<dyn Query> {
+    constant(
+        TermQuery::new(Term::from_field_text(field, text), IndexRecordOption::Basic),
+        score,
+    )
+}
+
+fn prefix(field: Field, text: &str, score: Score) -> Box<dyn Query> {
+    constant(
+        FuzzyTermQuery::new_prefix(Term::from_field_text(field, text), 0, true),
+        score,
+    )
+}
+
+fn fuzzy(field: Field, text: &str, distance: u8, score: Score) -> Box<dyn Query> {
+    constant(
+        FuzzyTermQuery::new(Term::from_field_text(field, text), distance, true),
+        score,
+    )
+}
+
+/// What one query word matches in the visible fields, best kind of match counted.
+fn word_query(
+    word: &str,
+    fields: &[(&'static str, Analysis, Field)],
+    extra_typo: u8,
+) -> Option<Box<dyn Query>> {
+    let budget = if extra_typo > 0 && typo_budget(word) > 0 {
+        (typo_budget(word) + extra_typo).min(2)
+    } else {
+        typo_budget(word)
+    };
+    let length = word.chars().count();
+    let numeric = word.chars().all(|c| c.is_ascii_digit());
+    let mut options: Vec<Box<dyn Query>> = Vec::new();
+    for &(_, analysis, field) in fields {
+        match analysis {
+            Analysis::Words | Analysis::MinorWords => {
+                let weight = if analysis == Analysis::Words {
+                    1.0
+                } else {
+                    0.5
+                };
+                options.push(exact(field, word, 4.0 * weight));
+                if length >= 2 {
+                    options.push(prefix(field, word, 3.0 * weight));
+                }
+                if budget >= 1 {
+                    options.push(fuzzy(field, word, 1, 2.0 * weight));
+                }
+                if budget >= 2 {
+                    options.push(fuzzy(field, word, 2, 1.0 * weight));
+                }
+            }
+            Analysis::Email => {
+                options.push(exact(field, word, 3.0));
+                if length >= 3 {
+                    options.push(prefix(field, word, 2.5));
+                }
+                if budget >= 2 {
+                    options.push(fuzzy(field, word, 1, 1.5));
+                }
+            }
+            Analysis::Code => {
+                options.push(exact(field, word, 4.0));
+                if length >= 3 {
+                    options.push(prefix(field, word, 3.0));
+                }
+            }
+            Analysis::Phone if numeric && length >= MIN_PHONE_DIGITS => {
+                options.push(exact(field, word, 4.0));
+                if length >= 6 {
+                    options.push(prefix(field, word, 3.0));
+                }
+            }
+            Analysis::Phone => {}
+        }
+    }
+    (!options.is_empty()).then(|| Box::new(DisjunctionMaxQuery::new(options)) as Box<dyn Query>)
+}
+
+/// A phone number in any format: exact digit forms, or the start of one as it is typed.
+fn phone_query(digits: &str, fields: &[(&'static str, Analysis, Field)]) -> Option<Box<dyn Query>> {
+    let mut options: Vec<Box<dyn Query>> = Vec::new();
+    for &(_, analysis, field) in fields {
+        if matches!(analysis, Analysis::Phone | Analysis::Code) {
+            options.push(exact(field, digits, 8.0));
+            if digits.len() >= 6 {
+                options.push(prefix(field, digits, 6.0));
+            }
+        }
+    }
+    (!options.is_empty()).then(|| Box::new(DisjunctionMaxQuery::new(options)) as Box<dyn Query>)
+}
+
+fn email_query(email: &str, fields: &[(&'static str, Analysis, Field)]) -> Option<Box<dyn Query>> {
+    let mut options: Vec<Box<dyn Query>> = Vec::new();
+    for &(_, analysis, field) in fields {
+        if analysis == Analysis::Email {
+            options.push(exact(field, email, 8.0));
+            if email.len() >= 3 {
+                options.push(prefix(field, email, 6.0));
+            }
+        }
+    }
+    (!options.is_empty()).then(|| Box::new(DisjunctionMaxQuery::new(options)) as Box<dyn Query>)
+}
+
+/// A token with inner punctuation: whole against emails and codes, or all its words.
+fn compound_query(
+    compound: &Compound,
+    fields: &[(&'static str, Analysis, Field)],
+    extra_typo: u8,
+) -> Option<Box<dyn Query>> {
+    let mut options: Vec<Box<dyn Query>> = Vec::new();
+    for &(_, analysis, field) in fields {
+        if matches!(analysis, Analysis::Email | Analysis::Code) {
+            options.push(exact(field, &compound.raw, 8.0));
+            options.push(prefix(field, &compound.raw, 6.0));
+        }
+    }
+    let words: Option<Vec<(Occur, Box<dyn Query>)>> = compound
+        .words
+        .iter()
+        .map(|w| word_query(w, fields, extra_typo).map(|q| (Occur::Must, q)))
+        .collect();
+    if let Some(words) = words {
+        options.push(Box::new(BooleanQuery::new(words)));
+    }
+    (!options.is_empty()).then(|| Box::new(DisjunctionMaxQuery::new(options)) as Box<dyn Query>)
+}
+
+fn text_query(
+    terms: &QueryTerms,
+    fields: &[(&'static str, Analysis, Field)],
+    all_words: bool,
+    extra_typo: u8,
+) -> Option<Box<dyn Query>> {
+    if let Some(digits) = &terms.phone {
+        return phone_query(digits, fields);
+    }
+    let occur = if all_words {
+        Occur::Must
+    } else {
+        Occur::Should
+    };
+    let parts = terms
+        .emails
+        .iter()
+        .map(|email| email_query(email, fields))
+        .chain(
+            terms
+                .compounds
+                .iter()
+                .map(|c| compound_query(c, fields, extra_typo)),
+        )
+        .chain(
+            terms
+                .single_words()
+                .map(|word| word_query(word, fields, extra_typo)),
+        );
+    let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+    for part in parts {
+        match part {
+            Some(q) => clauses.push((occur, q)),
+            None if all_words => return None,
+            None => {}
+        }
+    }
+    match clauses.len() {
+        0 => None,
+        _ => Some(Box::new(BooleanQuery::new(clauses))),
+    }
+}
+
+#[async_trait::async_trait]
+impl SearchIndex for TantivyIndex {
+    fn backend(&self) -> &'static str {
+        "tantivy"
+    }
+
+    async fn apply(&self, batch: IndexBatch) -> Result<(), SearchError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.apply_blocking(batch))
+            .await
+            .map_err(backend_error)?
+    }
+
+    async fn search(
+        &self,
+        query: &SearchQuery,
+        scope: &SearchScope,
+    ) -> Result<Vec<SearchHit>, SearchError> {
+        let this = self.clone();
+        let (query, scope) = (query.clone(), scope.clone());
+        tokio::task::spawn_blocking(move || this.search_blocking(&query, &scope))
+            .await
+            .map_err(backend_error)?
+    }
+
+    async fn stats(&self) -> Result<IndexStats, SearchError> {
+        let checkpoint = read_payload(&self.index)?.and_then(|p| p.checkpoint);
+        Ok(IndexStats {
+            backend: "tantivy".to_owned(),
+            documents: self.reader.searcher().num_docs(),
+            checkpoint,
+        })
+    }
+
+    async fn close(&self) {
+        let this = self.clone();
+        let closed = tokio::task::spawn_blocking(move || {
+            let writer = this.writer.lock().ok().and_then(|mut w| w.take());
+            if let Some(writer) = writer
+                && let Err(error) = writer.wait_merging_threads()
+            {
+                tracing::warn!(%error, "search index: merging segments at shutdown failed");
+            }
+        })
+        .await;
+        if let Err(error) = closed {
+            tracing::warn!(%error, "search index did not close cleanly");
+        }
+    }
+
+    async fn compact(&self) -> Result<(), SearchError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.0.compact())
+            .await
+            .map_err(backend_error)?
+    }
+
+    async fn clear(&self) -> Result<(), SearchError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            this.with_writer(|writer| {
+                writer.delete_all_documents().map_err(backend_error)?;
+                this.commit(writer, None)
+            })
+        })
+        .await
+        .map_err(backend_error)?
+    }
+}
+
+impl Embedded {
+    /// Segments the index is made of (each is searched separately).
+    pub fn segments(&self) -> usize {
+        self.reader.searcher().segment_readers().len()
+    }
+
+    /// Merges every segment into one, after a bulk load: a fuzzy word is looked up in
+    /// each segment's term dictionary, so fewer segments answer faster.
+    pub fn compact(&self) -> Result<(), SearchError> {
+        // Background merges first, so none holds a segment the full merge wants.
+        let running = self
+            .writer
+            .lock()
+            .map_err(|_| backend_error("writer lock poisoned"))?
+            .take();
+        if let Some(writer) = running {
+            writer.wait_merging_threads().map_err(backend_error)?;
+        }
+        self.with_writer(|writer| {
+            writer.set_merge_policy(Box::new(NoMergePolicy));
+            let ids = self.index.searchable_segment_ids().map_err(backend_error)?;
+            let merged = if ids.len() > 1 {
+                writer.merge(&ids).wait().map(drop).map_err(backend_error)
+            } else {
+                Ok(())
+            };
+            writer.set_merge_policy(Box::new(LogMergePolicy::default()));
+            merged?;
+            self.reader.reload().map_err(backend_error)
+        })
+    }
+
+    /// Searches on the calling thread (benchmarks and the CLI).
+    pub fn search_now(
+        &self,
+        query: &SearchQuery,
+        scope: &SearchScope,
+    ) -> Result<Vec<SearchHit>, SearchError> {
+        self.search_blocking(query, scope)
+    }
+
+    /// Applies a batch on the calling thread (benchmarks and bulk rebuilds).
+    pub fn apply_now(&self, batch: IndexBatch) -> Result<(), SearchError> {
+        self.apply_blocking(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lead(id: &str) -> SearchDoc {
+        let mut fields = serde_json::Map::new();
+        fields.insert("first_name".into(), "Ada".into());
+        SearchDoc {
+            kind: RecordKind::Lead,
+            id: id.to_owned(),
+            updated_at: "2025-01-01T00:00:00.000000Z".into(),
+            fields,
+        }
+    }
+
+    #[test]
+    fn rebuild_then_replay_keeps_every_document() {
+        for round in 0..30 {
+            let dir = tempfile::tempdir().unwrap();
+            let index = TantivyIndex::open(&dir.path().join("search")).unwrap();
+            let apply = |upserts: Vec<SearchDoc>, checkpoint| {
+                index
+                    .apply_blocking(IndexBatch {
+                        upserts,
+                        deletes: vec![],
+                        checkpoint,
+                    })
+                    .unwrap()
+            };
+            index
+                .with_writer(|w| {
+                    w.delete_all_documents().map_err(backend_error)?;
+                    index.commit(w, None)
+                })
+                .unwrap();
+            apply(vec![lead("a"), lead("b")], None);
+            apply(vec![], Some(0));
+            index.0.compact().unwrap();
+            apply(vec![lead("a")], Some(5));
+            apply(vec![lead("b")], Some(11));
+            assert_eq!(index.reader.searcher().num_docs(), 2, "round {round}");
+        }
+    }
+}
