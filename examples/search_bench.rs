@@ -434,8 +434,12 @@ struct Outcome {
     found: usize,
 }
 
-fn run(index: &TantivyIndex, people: &[Person], queries: &[(usize, String)]) -> Outcome {
-    let scope = SearchScope::everything();
+fn run(
+    index: &TantivyIndex,
+    people: &[Person],
+    queries: &[(usize, String)],
+    scope: &SearchScope,
+) -> Outcome {
     let mut outcome = Outcome {
         latencies: Vec::with_capacity(queries.len()),
         name_hits: 0,
@@ -446,7 +450,7 @@ fn run(index: &TantivyIndex, people: &[Person], queries: &[(usize, String)]) -> 
         let mut query = SearchQuery::new(q.clone());
         query.limit = 10;
         let started = Instant::now();
-        let hits = index.search_now(&query, &scope).unwrap_or_default();
+        let hits = index.search_now(&query, scope).unwrap_or_default();
         outcome
             .latencies
             .push(started.elapsed().as_secs_f64() * 1000.0);
@@ -649,7 +653,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     for (name, queries, by_name) in &sets {
-        let outcome = run(&index, &people, queries);
+        let outcome = run(&index, &people, queries, &SearchScope::everything());
         let total = queries.len() as f64;
         let recall = if *by_name {
             format!("{:.3}", outcome.name_hits as f64 / total)
@@ -664,6 +668,41 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             outcome.found as f64 / total,
             outcome.strict_hits as f64 / total,
         );
+    }
+    // The cost of permission filtering: the same queries as an admin (no filter), a
+    // manager (20 of the 50 owners, a hidden field) and a rep (one owner).
+    let hidden = vec![(leadgate::domain::RecordKind::Lead, "company".to_owned())];
+    let owners = |n: usize| Some((0..n).map(|i| format!("user-{i}")).collect::<Vec<_>>());
+    let scopes = [
+        ("admin: no filter", SearchScope::everything()),
+        (
+            "manager: 20 owners, company hidden",
+            SearchScope {
+                kinds: None,
+                owner_ids: owners(20),
+                hidden_fields: hidden.clone(),
+            },
+        ),
+        (
+            "rep: 1 owner, company hidden",
+            SearchScope {
+                kinds: None,
+                owner_ids: owners(1),
+                hidden_fields: hidden,
+            },
+        ),
+    ];
+    println!("\n| permission scope | query set | p50 ms | p99 ms |");
+    println!("| --- | --- | --- | --- |");
+    for (label, scope) in &scopes {
+        for (name, queries, _) in sets.iter().take(2) {
+            let outcome = run(&index, &people, queries, scope);
+            println!(
+                "| {label} | {name} | {:.2} | {:.2} |",
+                percentile(&outcome.latencies, 50.0),
+                percentile(&outcome.latencies, 99.0),
+            );
+        }
     }
     Ok(())
 }
