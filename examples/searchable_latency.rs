@@ -97,7 +97,10 @@ async fn main() {
             if answer["hits"].as_array().is_some_and(|h| !h.is_empty()) {
                 break;
             }
-            assert!(started.elapsed() < Duration::from_secs(30), "never searchable");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "never searchable"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         latencies.push(started.elapsed().as_secs_f64() * 1000.0);
