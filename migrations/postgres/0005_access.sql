@@ -21,7 +21,7 @@ FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
 -- Row reach: a manager's owners are the users of the team tree under them.
 CREATE INDEX users_team_id_idx ON users (team_id) WHERE team_id IS NOT NULL;
 -- Lists sort by recency within an owner's records.
-CREATE INDEX leads_owner_updated_idx ON leads (owner_id, updated_at);
+CREATE INDEX leads_owner_updated_idx ON leads (owner_id, updated_at, id);
 CREATE INDEX leads_updated_idx ON leads (updated_at);
 
 -- A bounce marks the address undeliverable on the records that carry it; sends skip it.

@@ -226,6 +226,13 @@ impl Store {
             // (owner, sort) index, merged. One `IN` over the owners would read every row
             // they own to sort them (64 ms median for a team of 20 at a million leads).
             Some(owners) if (2..=64).contains(&owners.len()) => {
+                // Only the sort key and id per owner (covered by the (owner_id, updated_at,
+                // id) index for the default sort), merged; whole rows for the page alone.
+                let keys = if query.sort == "id" {
+                    "id".to_owned()
+                } else {
+                    format!("id, {}", query.sort)
+                };
                 let wanted = query.limit + query.offset;
                 let parts: Vec<String> = owners
                     .iter()
@@ -237,7 +244,7 @@ impl Store {
                             placeholder(Param::Text(owner.clone()))
                         ));
                         format!(
-                            "SELECT * FROM (SELECT {columns} FROM {table} WHERE {} \
+                            "SELECT * FROM (SELECT {keys} FROM {table} WHERE {} \
                              ORDER BY {order} LIMIT {}) AS owner{n}",
                             conditions.join(" AND "),
                             placeholder(Param::Number(wanted))
@@ -245,7 +252,8 @@ impl Store {
                     })
                     .collect();
                 format!(
-                    "SELECT * FROM ({}) AS merged ORDER BY {order} LIMIT {} OFFSET {}",
+                    "SELECT {columns} FROM {table} WHERE id IN (SELECT id FROM ({}) AS merged \
+                     ORDER BY {order} LIMIT {} OFFSET {}) ORDER BY {order}",
                     parts.join(" UNION ALL "),
                     placeholder(Param::Number(query.limit)),
                     placeholder(Param::Number(query.offset))
