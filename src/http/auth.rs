@@ -52,13 +52,6 @@ impl Principal {
             | Principal::User { token_id, .. } => token_id,
         }
     }
-
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        match self.role() {
-            "admin" => Ok(()),
-            _ => Err(ApiError::Forbidden("this needs an admin".into())),
-        }
-    }
 }
 
 fn bearer(req: &HttpRequest) -> Option<String> {
