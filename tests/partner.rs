@@ -522,5 +522,10 @@ async fn a_partner_has_its_own_mapping_rate_limit_and_scopes() {
         )
         .await;
     assert_eq!(other.status(), 202);
+    // The generic records API is not a side door around the partner pipeline.
+    let direct = app
+        .post_json(&acme, "/v1/leads", &json!({"email": "z@acme.example"}))
+        .await;
+    assert_eq!(direct.status(), 403);
     app.stop().await;
 }

@@ -242,6 +242,12 @@ pub async fn create_record(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let kind = public_kind(&path)?;
+    if matches!(caller.principal, super::auth::Principal::Partner { .. }) {
+        // A partner's leads go through the partner API, its mapping and the pipeline.
+        return Err(ApiError::Forbidden(
+            "partners submit leads through POST /v1/partner/leads".into(),
+        ));
+    }
     caller.require(kind.path(), Action::Create).await?;
     let mut fields = read_fields(&req, payload, &state).await?;
     caller.check_writable(kind, "", &fields).await?;
