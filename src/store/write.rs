@@ -241,7 +241,12 @@ pub(crate) fn rows_per_statement(columns: usize) -> usize {
 }
 
 pub(crate) fn values_clause(rows: usize, columns: usize) -> String {
-    let mut sql = String::with_capacity(rows * columns * 5);
+    values_clause_with(rows, columns, "")
+}
+
+/// As [`values_clause`], each row ending with `tail` (literal SQL such as `, 'pending'`).
+pub(crate) fn values_clause_with(rows: usize, columns: usize, tail: &str) -> String {
+    let mut sql = String::with_capacity(rows * (columns * 5 + tail.len()));
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
         for column in 0..columns {
@@ -250,6 +255,7 @@ pub(crate) fn values_clause(rows: usize, columns: usize) -> String {
             }
             sql.push_str(&format!("${}", row * columns + column + 1));
         }
+        sql.push_str(tail);
         sql.push(')');
     }
     sql
