@@ -96,7 +96,7 @@ pub async fn patch_record(
 ) -> Result<HttpResponse, ApiError> {
     let (kind, id) = path.into_inner();
     let kind = public_kind(&kind)?;
-    caller.reachable(kind, &id, Action::Update).await?;
+    let current = caller.reachable(kind, &id, Action::Update).await?;
     let fields = read_fields(&req, payload, &state).await?;
     // One refused field refuses the whole update: nothing is written.
     caller.check_writable(kind, &id, &fields).await?;
@@ -117,9 +117,7 @@ pub async fn patch_record(
     // The lead as it will be: its qualification may change, and new identifying values
     // join the dedup index.
     let mut edited_lead = None;
-    if kind == RecordKind::Lead
-        && let Some(current) = state.store.get(kind, &id).await?
-    {
+    if kind == RecordKind::Lead {
         // A person's edit is source `api` for survivorship: list it first in
         // `survivorship_priority` and later arrivals will not overwrite it.
         if !state.config.survivorship_priority.is_empty() {
