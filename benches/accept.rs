@@ -15,6 +15,8 @@
 //! documented text-message payload with a unique message id, signed with
 //! `X-Hub-Signature-256`. The rate limit is off for the run.
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -23,7 +25,7 @@ use connectors::signature::hmac_sha256_hex;
 use leadgate::config::{Config, FormSection, Role};
 use leadgate::startup::Application;
 use leadgate::store::{RequestMeta, WriteContext};
-use sqlx::Connection;
+use support::fresh_pg;
 
 const WA_SECRET: &str = "bench-app-secret";
 
@@ -81,20 +83,6 @@ fn parse_args() -> Args {
         }
     }
     args
-}
-
-async fn fresh_pg(base: &str) -> String {
-    sqlx::any::install_default_drivers();
-    let name = format!("lgbench_{}", uuid::Uuid::now_v7().simple());
-    let mut admin = sqlx::AnyConnection::connect(base)
-        .await
-        .expect("connect --pg");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .expect("create database");
-    let (server, _) = base.rsplit_once('/').expect("URL names a database");
-    format!("{server}/{name}")
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {

@@ -16,6 +16,8 @@
 //! fast as they are answered. Throughput is leads / (last commit − first send); latency
 //! is each inbox row's commit time minus its accept time (`updated_at − received_at`).
 
+mod support;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,7 +26,7 @@ use std::time::{Duration, Instant};
 use leadgate::config::{Config, NatsSection, QueueKind, Role};
 use leadgate::startup::Application;
 use leadgate::store::{RequestMeta, Store, WriteContext};
-use sqlx::Connection;
+use support::fresh_pg;
 
 struct Args {
     pg: String,
@@ -74,20 +76,6 @@ fn parse_args() -> Args {
         "--pg postgres://…/test (or LEADGATE_TEST_PG)"
     );
     args
-}
-
-async fn fresh_pg(base: &str) -> String {
-    sqlx::any::install_default_drivers();
-    let name = format!("lgbench_{}", uuid::Uuid::now_v7().simple());
-    let mut admin = sqlx::AnyConnection::connect(base)
-        .await
-        .expect("connect --pg");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .expect("create database");
-    let (server, _) = base.rsplit_once('/').expect("URL names a database");
-    format!("{server}/{name}")
 }
 
 /// The run's own nats-server.

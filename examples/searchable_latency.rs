@@ -3,13 +3,15 @@
 //!
 //! cargo run --release --example searchable_latency -- [--leads 200] [--pg URL] [--nats URL]
 
+#[path = "../benches/support/mod.rs"]
+mod support;
+
 use std::time::{Duration, Instant};
 
 use leadgate::config::{Config, QueueKind, Role};
 use leadgate::startup::Application;
 use leadgate::store::{RequestMeta, WriteContext};
 use serde_json::{Value, json};
-use sqlx::Connection;
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -28,16 +30,7 @@ async fn main() {
     let data = tempfile::tempdir().expect("temporary directory");
     let database_url = match arg("--pg") {
         None => String::new(),
-        Some(base) => {
-            sqlx::any::install_default_drivers();
-            let name = format!("lgbench_{}", uuid::Uuid::now_v7().simple());
-            let mut admin = sqlx::AnyConnection::connect(&base).await.expect("pg");
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut admin)
-                .await
-                .expect("create database");
-            format!("{}/{name}", base.rsplit_once('/').expect("url").0)
-        }
+        Some(base) => support::fresh_pg(&base).await,
     };
     let mut config = Config {
         listen: "127.0.0.1:0".parse().expect("address"),
