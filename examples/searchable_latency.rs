@@ -1,5 +1,5 @@
 //! Accept → searchable: how long after a partner's lead is acknowledged a rep can find it
-//! by name. One lead at a time (a quiet system), then under a background load.
+//! by name, one lead at a time on an otherwise quiet system.
 //!
 //! cargo run --release --example searchable_latency -- [--leads 200] [--pg URL] [--nats URL]
 
