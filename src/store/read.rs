@@ -227,7 +227,8 @@ impl Store {
             // they own to sort them (64 ms median for a team of 20 at a million leads).
             Some(owners) if (2..=64).contains(&owners.len()) => {
                 // Only the sort key and id per owner (covered by the (owner_id, updated_at,
-                // id) index for the default sort), merged; whole rows for the page alone.
+                // id, status) index for the default sort, with or without a status filter),
+                // merged; whole rows for the page alone.
                 let keys = if query.sort == "id" {
                     "id".to_owned()
                 } else {
