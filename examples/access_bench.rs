@@ -164,6 +164,7 @@ async fn main() {
 /// difference is what auditing costs.
 async fn raw_updates(store: &Store, ids: &[String], per_tx: usize, audit: bool) -> f64 {
     use leadgate::store::audit::{AuditContent, chain_head};
+    use leadgate::store::write::{Placeholders, values_clause};
     let start = Instant::now();
     for chunk in ids.chunks(per_tx) {
         let mut tx = store.begin_write().await.expect("tx");
@@ -218,20 +219,10 @@ async fn raw_updates(store: &Store, ids: &[String], per_tx: usize, audit: bool) 
             }
         }
         // As the write path does: the transaction's outbox and audit rows, one statement each.
-        let values: Vec<String> = (0..outbox.len())
-            .map(|r| {
-                format!(
-                    "(${}, ${}, ${}, ${})",
-                    r * 4 + 1,
-                    r * 4 + 2,
-                    r * 4 + 3,
-                    r * 4 + 4
-                )
-            })
-            .collect();
+        let placeholders = Placeholders::of(&tx);
         let sql = format!(
             "INSERT INTO outbox (record_kind, record_id, op, created_at) VALUES {}",
-            values.join(", ")
+            values_clause(placeholders, outbox.len(), 4)
         );
         let mut query = sqlx::query(&sql);
         for (id, now) in outbox {
@@ -239,17 +230,11 @@ async fn raw_updates(store: &Store, ids: &[String], per_tx: usize, audit: bool) 
         }
         query.execute(&mut *tx).await.expect("outbox");
         if !rows.is_empty() {
-            let values: Vec<String> = (0..rows.len())
-                .map(|r| {
-                    let p: Vec<String> = (1..=14).map(|c| format!("${}", r * 14 + c)).collect();
-                    format!("({})", p.join(", "))
-                })
-                .collect();
             let sql = format!(
                 "INSERT INTO audit_log (at, actor, channel, action, record_kind, record_id, \
                  field, old_value, new_value, ip, user_agent, request_id, prev_hash, hash) \
                  VALUES {}",
-                values.join(", ")
+                values_clause(placeholders, rows.len(), 14)
             );
             let mut query = sqlx::query(&sql);
             for (now, id, old, prev, hash) in rows.drain(..) {

@@ -6,7 +6,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use utoipa::ToSchema;
 
-use super::write::{new_id, rows_per_statement, values_clause};
+use super::write::{Placeholders, new_id, rows_per_statement, values_clause};
 use super::{Store, StoreError};
 use crate::domain::value::now_timestamp;
 
@@ -180,10 +180,11 @@ impl Store {
         rejected: &[RowError],
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
+        let placeholders = Placeholders::of(&tx);
         for chunk in rejected.chunks(rows_per_statement(4)) {
             let sql = format!(
                 "INSERT INTO import_row_errors (import_id, row_number, column_name, reason) VALUES {}",
-                values_clause(chunk.len(), 4)
+                values_clause(placeholders, chunk.len(), 4)
             );
             let mut query = sqlx::query(&sql);
             for error in chunk {

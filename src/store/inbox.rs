@@ -9,7 +9,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
-use super::write::{RequestMeta, new_id, rows_per_statement, values_clause_with};
+use super::write::{Placeholders, RequestMeta, new_id, rows_per_statement, values_clause_with};
 use super::{Backend, Store, StoreError};
 use crate::domain::value::{format_timestamp, now_timestamp};
 
@@ -399,7 +399,8 @@ async fn insert_items(
     let now = now_timestamp();
     let mut inserted = HashSet::with_capacity(items.len());
     for chunk in items.chunks(rows_per_statement(COLUMNS)) {
-        let values = values_clause_with(chunk.len(), COLUMNS, ", 'pending'");
+        let values =
+            values_clause_with(Placeholders::of(conn), chunk.len(), COLUMNS, ", 'pending'");
         let sql = format!(
             "INSERT INTO inbox (id, source, external_id, received_at, fields, raw, request_id, \
              ip, user_agent, updated_at, attempts, status) VALUES {values} \
@@ -510,7 +511,12 @@ pub async fn insert_delivered(
     let now = now_timestamp();
     let mut inserted = HashSet::with_capacity(items.len());
     for chunk in items.chunks(rows_per_statement(COLUMNS)) {
-        let values = values_clause_with(chunk.len(), COLUMNS, ", 'processing'");
+        let values = values_clause_with(
+            Placeholders::of(conn),
+            chunk.len(),
+            COLUMNS,
+            ", 'processing'",
+        );
         let sql = format!(
             "INSERT INTO inbox (id, source, external_id, received_at, fields, raw, request_id, \
              ip, user_agent, updated_at, attempts, status) VALUES {values} \

@@ -100,6 +100,9 @@ impl Store {
                         // Pages through the OS mapping rather than a read() call each.
                         conn.execute("PRAGMA mmap_size = 1073741824").await?;
                         conn.execute("PRAGMA cache_size = -32000").await?;
+                        // A multi-row statement inside a transaction keeps a statement
+                        // journal; in memory rather than in a temporary file.
+                        conn.execute("PRAGMA temp_store = MEMORY").await?;
                     }
                     Ok(())
                 })

@@ -230,9 +230,8 @@ pub async fn apply_journaled(
     Ok(written)
 }
 
-/// Parameters per multi-row statement. SQLite looks a numbered parameter up by walking
-/// its list, so binding costs grow with the square of this; a few hundred keeps that
-/// negligible while still writing dozens of rows per statement.
+/// Parameters per multi-row statement: dozens of rows per statement, well inside both
+/// backends' limits.
 pub(crate) const PARAMS_PER_STATEMENT: usize = 240;
 
 /// Rows of `columns` parameters that fit one statement.
@@ -240,12 +239,40 @@ pub(crate) fn rows_per_statement(columns: usize) -> usize {
     (PARAMS_PER_STATEMENT / columns.max(1)).max(1)
 }
 
-pub(crate) fn values_clause(rows: usize, columns: usize) -> String {
-    values_clause_with(rows, columns, "")
+/// How a multi-row statement writes its parameters. PostgreSQL numbers them (`$1`).
+/// SQLite gets anonymous `?`: sqlx finds a numbered SQLite parameter's place by asking
+/// SQLite for its name, which walks the statement's list of names, so binding a
+/// statement of n numbered parameters costs n² — a third of an audited change's cost
+/// was binding its audit rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placeholders {
+    Numbered,
+    Anonymous,
+}
+
+impl Placeholders {
+    pub fn of(conn: &AnyConnection) -> Self {
+        if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+            Placeholders::Anonymous
+        } else {
+            Placeholders::Numbered
+        }
+    }
+}
+
+/// `($1, $2), ($3, $4)` or `(?, ?), (?, ?)`: `rows` rows of `columns` parameters, bound
+/// row by row in order.
+pub fn values_clause(placeholders: Placeholders, rows: usize, columns: usize) -> String {
+    values_clause_with(placeholders, rows, columns, "")
 }
 
 /// As [`values_clause`], each row ending with `tail` (literal SQL such as `, 'pending'`).
-pub(crate) fn values_clause_with(rows: usize, columns: usize, tail: &str) -> String {
+pub fn values_clause_with(
+    placeholders: Placeholders,
+    rows: usize,
+    columns: usize,
+    tail: &str,
+) -> String {
     let mut sql = String::with_capacity(rows * (columns * 5 + tail.len()));
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
@@ -253,7 +280,10 @@ pub(crate) fn values_clause_with(rows: usize, columns: usize, tail: &str) -> Str
             if column > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!("${}", row * columns + column + 1));
+            match placeholders {
+                Placeholders::Numbered => sql.push_str(&format!("${}", row * columns + column + 1)),
+                Placeholders::Anonymous => sql.push('?'),
+            }
         }
         sql.push_str(tail);
         sql.push(')');
@@ -277,12 +307,13 @@ impl Journal {
         write_inserts(conn, &mut self.inserts).await?;
         if !self.audit.is_empty() {
             let mut head = super::audit::chain_head(conn).await?;
+            let placeholders = Placeholders::of(conn);
             for chunk in self.audit.chunks(rows_per_statement(14)) {
                 let sql = format!(
                     "INSERT INTO audit_log (at, actor, channel, action, record_kind, record_id, \
                      field, old_value, new_value, ip, user_agent, request_id, prev_hash, hash) \
                      VALUES {}",
-                    values_clause(chunk.len(), 14)
+                    values_clause(placeholders, chunk.len(), 14)
                 );
                 let mut query = sqlx::query(&sql);
                 for (ctx, at, row) in chunk {
@@ -320,10 +351,11 @@ impl Journal {
                 query.execute(&mut *conn).await?;
             }
         }
+        let placeholders = Placeholders::of(conn);
         for chunk in self.outbox.chunks(rows_per_statement(4)) {
             let sql = format!(
                 "INSERT INTO outbox (record_kind, record_id, op, created_at) VALUES {}",
-                values_clause(chunk.len(), 4)
+                values_clause(placeholders, chunk.len(), 4)
             );
             let mut query = sqlx::query(&sql);
             for (kind, id, action, at) in chunk {
@@ -458,6 +490,7 @@ async fn write_inserts(
             None => groups.push((row.kind, names, vec![row])),
         }
     }
+    let placeholders = Placeholders::of(conn);
     for (kind, names, rows) in groups {
         let width = names.len() + 3;
         let per_statement = rows_per_statement(width);
@@ -467,7 +500,7 @@ async fn write_inserts(
                 kind.table(),
                 if names.is_empty() { "" } else { ", " },
                 names.join(", "),
-                values_clause(chunk.len(), width)
+                values_clause(placeholders, chunk.len(), width)
             );
             let mut query = sqlx::query(&sql);
             for row in chunk {
