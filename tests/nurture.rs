@@ -1,0 +1,468 @@
+//! Nurturing end to end: emails rendered from templates, queued in the outbox and sent
+//! through a real SMTP server on loopback (aiosmtpd, fixtures/nurture/smtp_sink.py), read
+//! back as delivered; a connection dropped mid-send; tracking, unsubscribe and
+//! suppression; sequences enrolling by rule; the HTTP providers against local stand-ins
+//! checking their documented requests.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::Backend;
+use leadgate::config::Config;
+use leadgate::domain::RecordKind;
+use leadgate::nurture::config::{MailerKind, SmtpTls};
+use leadgate::nurture::tracking::{Token, TrackingKey};
+use leadgate::store::{Change, RequestMeta, WriteContext};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const SECRET: &str = "test-tracking-secret";
+const PUBLIC: &str = "http://tracking.test";
+
+/// A real SMTP server (aiosmtpd) writing what it accepts to a directory.
+struct SmtpSink {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn smtp_sink() -> SmtpSink {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/nurture/smtp_sink.py");
+    let child = Command::new("/usr/bin/python3")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("python3 with aiosmtpd (apt-get install python3-aiosmtpd)");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "SMTP sink did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    SmtpSink { child, port, dir }
+}
+
+impl SmtpSink {
+    fn messages(&self) -> Vec<Value> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        paths.sort();
+        paths
+            .iter()
+            .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+            .collect()
+    }
+
+    async fn wait_for(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let messages = self.messages();
+            if messages.len() >= n {
+                return messages;
+            }
+            assert!(Instant::now() < deadline, "{} of {n} emails arrived", messages.len());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A TCP proxy to `upstream` that cuts its first connection once the message content
+/// has started to flow (after the server's `354` to DATA): the send is interrupted
+/// mid-message. Later connections pass through. Answers its port.
+async fn dropping_proxy(upstream: u16) -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let seen = connections.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let first = seen.fetch_add(1, Ordering::SeqCst) == 0;
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                    return;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let data_sent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let flag = data_sent.clone();
+                let upward = tokio::spawn(async move {
+                    let mut buffer = vec![0_u8; 16 * 1024];
+                    let mut log = Vec::new();
+                    loop {
+                        let n = match client_read.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if first && flag.load(Ordering::SeqCst) {
+                            // Part of the message, then the line goes dead.
+                            let _ = server_write.write_all(&buffer[..n / 2]).await;
+                            return;
+                        }
+                        log.extend_from_slice(&buffer[..n]);
+                        if server_write.write_all(&buffer[..n]).await.is_err() {
+                            return;
+                        }
+                        if first && log.windows(6).any(|w| w.eq_ignore_ascii_case(b"DATA\r\n")) {
+                            flag.store(true, Ordering::SeqCst);
+                        }
+                    }
+                });
+                let mut buffer = vec![0_u8; 16 * 1024];
+                loop {
+                    tokio::select! {
+                        read = server_read.read(&mut buffer) => {
+                            let n = match read { Ok(0) | Err(_) => break, Ok(n) => n };
+                            if client_write.write_all(&buffer[..n]).await.is_err() { break; }
+                        }
+                        _ = tokio::time::sleep(Duration::from_millis(20)), if upward.is_finished() => break,
+                    }
+                }
+                upward.abort();
+            });
+        }
+    });
+    (port, connections)
+}
+
+fn nurture_config(config: &mut Config, smtp_port: u16) {
+    let nurture = &mut config.nurture;
+    nurture.mailer = MailerKind::Smtp;
+    nurture.smtp.host = "127.0.0.1".into();
+    nurture.smtp.port = smtp_port;
+    nurture.smtp.tls = SmtpTls::None;
+    nurture.smtp.timeout_secs = 5;
+    nurture.from = "Sales <sales@leadgate.test>".into();
+    nurture.public_url = PUBLIC.into();
+    nurture.tracking_secret = SECRET.into();
+    nurture.redirect_allow_hosts = vec!["example.com".into()];
+    nurture.unsubscribe_mailto = "unsubscribe@leadgate.test".into();
+    nurture.retry_base_ms = 200;
+    nurture.poll_ms = 50;
+    nurture.bot_open_secs = 0;
+    // Any hour: the window itself is covered by the unit tests of nurture::window.
+    nurture.window_start_hour = 0;
+    nurture.window_end_hour = 0;
+}
+
+async fn seed_lead(app: &common::TestApp, fields: Value) -> String {
+    let ctx = WriteContext::new("test", "test", RequestMeta::default());
+    let Value::Object(fields) = fields else {
+        panic!("object")
+    };
+    app.store
+        .write(
+            &ctx,
+            vec![Change::Insert {
+                kind: RecordKind::Lead,
+                id: None,
+                fields,
+            }],
+        )
+        .await
+        .unwrap()[0]
+        .id
+        .clone()
+}
+
+const WELCOME: &str = r#"<html><body><p>Hello {{first_name | there}} from {{company}}</p>
+<p><a href="https://example.com/pricing?plan=pro&amp;ref=mail">Pricing</a></p></body></html>"#;
+
+async fn save_welcome(app: &common::TestApp) {
+    let response = app
+        .post_json(
+            &app.admin_token,
+            "/v1/email-templates",
+            &json!({"name": "welcome", "subject": "Welcome, {{first_name}}",
+                    "html": WELCOME,
+                    "text": "Hello {{first_name | there}} from {{company}}\nUnsubscribe: {{unsubscribe_url}}"}),
+        )
+        .await;
+    assert_eq!(response.status(), 201, "{:?}", response.text().await);
+}
+
+async fn settled_outbox(app: &common::TestApp, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, row) = app.get_json(&format!("/v1/email-outbox/{id}")).await;
+        assert_eq!(status, 200, "{row}");
+        if row["status"] != "pending" && row["status"] != "sending" {
+            return row;
+        }
+        assert!(Instant::now() < deadline, "outbox {id} still {row}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The first `PUBLIC/<prefix>…` link of a text, moved onto the test app.
+fn link(app: &common::TestApp, text: &str, prefix: &str) -> String {
+    let start = text
+        .find(&format!("{PUBLIC}{prefix}"))
+        .unwrap_or_else(|| panic!("no {prefix} link in {text}"));
+    let rest = &text[start + PUBLIC.len()..];
+    let end = rest
+        .find(|c: char| c == '"' || c.is_whitespace() || c == '>')
+        .unwrap_or(rest.len());
+    format!("{}{}", app.base, &rest[..end])
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn an_email_is_delivered_once_though_smtp_drops_the_first_connection_mid_send(
+    backend: Backend,
+) {
+    let sink = smtp_sink().await;
+    let (proxy, connections) = dropping_proxy(sink.port).await;
+    let app = common::spawn_app_with_config(backend, |c| nurture_config(c, proxy)).await;
+
+    // A template naming a variable leads do not have is refused when saved.
+    let refused = app
+        .post_json(
+            &app.admin_token,
+            "/v1/email-templates",
+            &json!({"name": "bad", "subject": "Hi {{favourite_colour}}", "html": "<p>x</p>", "text": "x"}),
+        )
+        .await;
+    assert_eq!(refused.status(), 422);
+    assert!(refused.text().await.unwrap().contains("favourite_colour"));
+    // So is a link to a host not on the redirect allow-list.
+    let foreign = app
+        .post_json(
+            &app.admin_token,
+            "/v1/email-templates",
+            &json!({"name": "bad", "subject": "Hi", "html": "<a href=\"https://evil.test/\">x</a>", "text": "x"}),
+        )
+        .await;
+    assert_eq!(foreign.status(), 422);
+    save_welcome(&app).await;
+
+    let lead = seed_lead(
+        &app,
+        json!({"first_name": "Ada", "company": "Analytical <Engines>", "email": "ada@example.org", "score": 10, "behaviour_score": 0}),
+    )
+    .await;
+    let queued = app
+        .post_json(&app.admin_token, &format!("/v1/leads/{lead}/email"), &json!({"template": "welcome"}))
+        .await;
+    assert_eq!(queued.status(), 202);
+    let outbox_id = queued.json::<Value>().await.unwrap()["outbox_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let row = settled_outbox(&app, &outbox_id).await;
+    assert_eq!(row["status"], "sent", "{row}");
+    assert_eq!(row["attempts"], 2, "the dropped attempt and the delivered one: {row}");
+    assert!(connections.load(Ordering::SeqCst) >= 2);
+
+    // Delivered exactly once, as built.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let messages = sink.wait_for(1).await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let message = &messages[0];
+    let headers = &message["headers"];
+    assert_eq!(headers["Message-ID"], row["message_id"]);
+    assert_eq!(message["rcpt_tos"], json!(["ada@example.org"]));
+    assert_eq!(headers["Subject"], "Welcome, Ada");
+    let unsubscribe = headers["List-Unsubscribe"].as_str().unwrap();
+    assert!(unsubscribe.contains("<mailto:unsubscribe@leadgate.test?subject=unsubscribe-"), "{unsubscribe}");
+    assert!(unsubscribe.contains(&format!("<{PUBLIC}/u/")), "{unsubscribe}");
+    assert_eq!(headers["List-Unsubscribe-Post"], "List-Unsubscribe=One-Click");
+    let text = message["text"].as_str().unwrap();
+    assert!(text.contains("Hello Ada from Analytical <Engines>"), "{text}");
+    let html = message["html"].as_str().unwrap();
+    assert!(html.contains("Analytical &lt;Engines&gt;"), "escaped in HTML: {html}");
+    assert!(!html.contains("https://example.com/pricing"), "links go through the redirect: {html}");
+
+    // The timeline shows the sent email.
+    let (_, timeline) = app.get_json(&format!("/v1/leads/{lead}/timeline")).await;
+    let sent = timeline.to_string();
+    assert!(sent.contains("\"activity_type\":\"email\"") && sent.contains("\"status\":\"sent\""), "{sent}");
+
+    // A scanner fetching the pixel is flagged, a person's open counts once.
+    let pixel = link(&app, html, "/t/o/");
+    let scanner = app.client.get(&pixel).header("user-agent", "Barracuda Sentinel").send().await.unwrap();
+    assert_eq!(scanner.status(), 200);
+    assert_eq!(scanner.headers()["content-type"], "image/gif");
+    let person = app.client.get(&pixel).header("user-agent", "Mozilla/5.0 (X11; Linux x86_64)").send().await.unwrap();
+    assert_eq!(person.status(), 200);
+    assert_eq!(leadgate::nurture::engagement::counted(&app.store, &outbox_id, "open").await.unwrap(), 1);
+    let bots: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM email_events WHERE outbox_id = $1 AND bot = $2")
+        .bind(&outbox_id)
+        .bind(1_i64)
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(bots, 1);
+
+    // The click redirects to the original link and feeds the behaviour score.
+    let click = link(&app, html, "/t/c/");
+    let redirected = no_redirects().get(&click).header("user-agent", "Mozilla/5.0").send().await.unwrap();
+    assert_eq!(redirected.status(), 302);
+    assert_eq!(redirected.headers()["location"], "https://example.com/pricing?plan=pro&ref=mail");
+    let (_, record) = app.get_json(&format!("/v1/leads/{lead}")).await;
+    assert_eq!(record["fields"]["behaviour_score"], 7, "open 2 + click 5: {record}");
+    let (_, timeline) = app.get_json(&format!("/v1/leads/{lead}/timeline")).await;
+    let events = timeline.to_string();
+    assert!(events.contains("email_open") && events.contains("email_click"), "{events}");
+
+    // A tampered link is refused, not redirected.
+    let token = click.rsplit('/').next().unwrap();
+    let (payload, tag) = token.split_once('.').unwrap();
+    let mut bytes = payload.as_bytes().to_vec();
+    bytes[3] = if bytes[3] == b'A' { b'B' } else { b'A' };
+    let tampered = format!("{}/t/c/{}.{tag}", app.base, String::from_utf8(bytes).unwrap());
+    let refused = no_redirects().get(&tampered).send().await.unwrap();
+    assert_eq!(refused.status(), 400);
+    // A correctly signed link to a host off the allow-list is refused too.
+    let foreign = TrackingKey::new(SECRET.as_bytes()).sign(&Token::Click {
+        outbox_id: outbox_id.clone(),
+        url: "https://evil.test/phish".into(),
+    });
+    let refused = no_redirects().get(format!("{}/t/c/{foreign}", app.base)).send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(refused.headers().get("location").is_none());
+
+    // RFC 8058 one-click unsubscribe: the address is suppressed for every later send.
+    let unsubscribe_url = link(&app, unsubscribe, "/u/");
+    let page = app.client.get(&unsubscribe_url).send().await.unwrap();
+    assert_eq!(page.status(), 200, "the GET page only asks");
+    let (status, _) = app.get_json("/v1/suppressions/ada@example.org").await;
+    assert_eq!(status, 404, "a GET does not unsubscribe");
+    let one_click = app
+        .client
+        .post(&unsubscribe_url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(one_click.status(), 200);
+    let (status, suppressed) = app.get_json("/v1/suppressions/ADA@example.org").await;
+    assert_eq!(status, 200);
+    assert_eq!(suppressed["reason"], "unsubscribed");
+    let again = app
+        .post_json(&app.admin_token, &format!("/v1/leads/{lead}/email"), &json!({"template": "welcome"}))
+        .await;
+    assert_eq!(again.status(), 409);
+    app.stop().await;
+}
+
+async fn a_sequence_enrols_by_rule_sends_in_order_and_skips_suppressed_leads(backend: Backend) {
+    let sink = smtp_sink().await;
+    let app = common::spawn_app_with_config(backend, |c| nurture_config(c, sink.port)).await;
+    save_welcome(&app).await;
+    let followup = app
+        .post_json(
+            &app.admin_token,
+            "/v1/email-templates",
+            &json!({"name": "followup", "subject": "Still interested?", "html": "<p>Hi again</p>", "text": "Hi again"}),
+        )
+        .await;
+    assert_eq!(followup.status(), 201);
+    // A sequence naming a template that does not exist is refused.
+    let refused = app
+        .post_json(&app.admin_token, "/v1/sequences", &json!({"name": "x", "steps": [{"type": "email", "template": "nope"}]}))
+        .await;
+    assert_eq!(refused.status(), 422);
+    let created = app
+        .post_json(
+            &app.admin_token,
+            "/v1/sequences",
+            &json!({"name": "webinar follow-up",
+                    "enrol": {"equals": {"source": "webinar"}, "min_score": 30},
+                    "steps": [
+                        {"type": "email", "template": "welcome"},
+                        {"type": "wait", "seconds": 1},
+                        {"type": "branch", "on": "clicked", "then": 3, "else": 4},
+                        {"type": "task", "subject": "Call: clicked the welcome email"},
+                        {"type": "email", "template": "followup"},
+                        {"type": "task", "subject": "Call after the sequence", "due_hours": 2}
+                    ]}),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let sequence = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+
+    let hot = seed_lead(&app, json!({"first_name": "Hot", "email": "hot@example.org", "source": "webinar", "score": 45})).await;
+    let cold = seed_lead(&app, json!({"first_name": "Cold", "email": "cold@example.org", "source": "webinar", "score": 10})).await;
+    let gone = seed_lead(&app, json!({"first_name": "Gone", "email": "gone@example.org", "source": "Webinar", "score": 60})).await;
+    let suppressed = app
+        .post_json(&app.admin_token, "/v1/suppressions", &json!({"email": "gone@example.org", "reason": "complained"}))
+        .await;
+    assert_eq!(suppressed.status(), 204);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let enrolments = loop {
+        let (_, detail) = app.get_json(&format!("/v1/sequences/{sequence}")).await;
+        let enrolments = detail["enrolments"].as_array().cloned().unwrap_or_default();
+        if enrolments.len() == 2 && enrolments.iter().all(|e| e["status"] != "active") {
+            break enrolments;
+        }
+        assert!(Instant::now() < deadline, "enrolments still running: {detail}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let of = |lead: &str| enrolments.iter().find(|e| e["lead_id"] == lead).cloned();
+    assert!(of(&cold).is_none(), "score 10 is not above 30");
+    assert_eq!(of(&hot).unwrap()["status"], "completed");
+    let exited = of(&gone).unwrap();
+    assert_eq!(exited["status"], "exited");
+    assert_eq!(exited["exit_reason"], "bounced", "a complaint counts as a bounce");
+
+    // Both emails went to the hot lead, in order; nothing to the suppressed address.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let messages = loop {
+        let messages = sink.messages();
+        if messages.len() >= 2 || Instant::now() > deadline {
+            break messages;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let subjects: Vec<&str> = messages.iter().map(|m| m["headers"]["Subject"].as_str().unwrap()).collect();
+    assert_eq!(subjects, ["Welcome, Hot", "Still interested?"]);
+    assert!(messages.iter().all(|m| m["rcpt_tos"] == json!(["hot@example.org"])));
+    // Not clicked: the branch skipped the "clicked" task; the last step's task is there.
+    let (_, timeline) = app.get_json(&format!("/v1/leads/{hot}/timeline")).await;
+    let text = timeline.to_string();
+    assert!(text.contains("Call after the sequence"), "{text}");
+    assert!(!text.contains("Call: clicked"), "{text}");
+    app.stop().await;
+}
+
+on_both_backends!(
+    an_email_is_delivered_once_though_smtp_drops_the_first_connection_mid_send,
+    a_sequence_enrols_by_rule_sends_in_order_and_skips_suppressed_leads,
+);
