@@ -466,3 +466,179 @@ on_both_backends!(
     an_email_is_delivered_once_though_smtp_drops_the_first_connection_mid_send,
     a_sequence_enrols_by_rule_sends_in_order_and_skips_suppressed_leads,
 );
+
+/// Stand-ins for SendGrid, Mailgun and SES: each checks the documented request (path,
+/// auth, body) and answers 400 naming what is wrong, so a wrong request fails the send.
+/// SendGrid's first request is answered 429 (rate limited).
+async fn provider_stand_in() -> (String, Arc<AtomicUsize>) {
+    use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+    let sendgrid_calls = Arc::new(AtomicUsize::new(0));
+    let calls = sendgrid_calls.clone();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let header = |req: &HttpRequest, name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let server = HttpServer::new(move || {
+        let calls = calls.clone();
+        App::new()
+            .route(
+                "/v3/mail/send",
+                web::post().to(move |req: HttpRequest, body: web::Bytes| {
+                    let calls = calls.clone();
+                    async move {
+                        if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                            return HttpResponse::TooManyRequests()
+                                .json(json!({"errors": [{"message": "rate limited"}]}));
+                        }
+                        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        let problems = [
+                            (header(&req, "authorization") != "Bearer SG.test-key", "auth"),
+                            (body["personalizations"][0]["to"][0]["email"] != "ada@example.org", "to"),
+                            (body["from"]["email"] != "sales@leadgate.test", "from"),
+                            (body["from"]["name"] != "Sales", "from name"),
+                            (body["subject"] != "Welcome, Ada", "subject"),
+                            (body["content"][0]["type"] != "text/plain", "text first"),
+                            (body["content"][1]["type"] != "text/html", "html second"),
+                            (body["headers"]["List-Unsubscribe-Post"] != "List-Unsubscribe=One-Click", "headers"),
+                        ];
+                        match problems.iter().find(|(bad, _)| *bad) {
+                            Some((_, what)) => HttpResponse::BadRequest().body(format!("bad {what}: {body}")),
+                            None => HttpResponse::Accepted().insert_header(("X-Message-Id", "sg-1")).finish(),
+                        }
+                    }
+                }),
+            )
+            .route(
+                "/v3/mg.leadgate.test/messages",
+                web::post().to(move |req: HttpRequest, form: web::Form<Vec<(String, String)>>| async move {
+                    let get = |name: &str| {
+                        form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or_default()
+                    };
+                    use base64::Engine;
+                    let basic = format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode("api:key-test")
+                    );
+                    let problems = [
+                        (header(&req, "authorization") != basic, "auth"),
+                        (!header(&req, "content-type").starts_with("application/x-www-form-urlencoded"), "form"),
+                        (get("to") != "ada@example.org", "to"),
+                        (get("from") != "Sales <sales@leadgate.test>", "from"),
+                        (get("subject") != "Welcome, Ada", "subject"),
+                        (!get("text").contains("Hello Ada"), "text"),
+                        (!get("html").contains("Hello Ada"), "html"),
+                        (get("h:List-Unsubscribe-Post") != "List-Unsubscribe=One-Click", "headers"),
+                        (!get("h:Message-Id").starts_with('<'), "message id"),
+                    ];
+                    match problems.iter().find(|(bad, _)| *bad) {
+                        Some((_, what)) => HttpResponse::BadRequest().body(format!("bad {what}")),
+                        None => HttpResponse::Ok().json(json!({"id": "<mg-1@mg.leadgate.test>", "message": "Queued. Thank you."})),
+                    }
+                }),
+            )
+            .route(
+                "/v2/email/outbound-emails",
+                web::post().to(move |req: HttpRequest, body: web::Bytes| async move {
+                    let auth = header(&req, "authorization");
+                    let amz_date = header(&req, "x-amz-date");
+                    // Recompute the signature over what arrived (host, path, body).
+                    let expected = leadgate::nurture::mailer::ses::authorization(
+                        "AKIDTEST", "ses-secret", "us-east-1", "ses", &header(&req, "host"),
+                        req.path(), &amz_date, &body,
+                    );
+                    let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    use base64::Engine;
+                    let raw = json["Content"]["Raw"]["Data"]
+                        .as_str()
+                        .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+                        .map(|d| String::from_utf8_lossy(&d).into_owned())
+                        .unwrap_or_default();
+                    let problems = [
+                        (!auth.starts_with(&format!("AWS4-HMAC-SHA256 Credential=AKIDTEST/{}/us-east-1/ses/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=", amz_date.get(..8).unwrap_or("?"))), "auth"),
+                        (auth != expected, "signature"),
+                        (json["FromEmailAddress"] != "sales@leadgate.test", "from"),
+                        (json["Destination"]["ToAddresses"][0] != "ada@example.org", "to"),
+                        (!raw.contains("Message-ID: <") || !raw.contains("List-Unsubscribe-Post"), "raw message"),
+                    ];
+                    match problems.iter().find(|(bad, _)| *bad) {
+                        Some((_, what)) => HttpResponse::BadRequest().body(format!("bad {what}")),
+                        None => HttpResponse::Ok().json(json!({"MessageId": "ses-1"})),
+                    }
+                }),
+            )
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
+    (format!("http://127.0.0.1:{port}"), sendgrid_calls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_providers_get_their_documented_requests_and_a_429_is_retried() {
+    // SAFETY: set once, before any app reads them; no other test reads these names.
+    unsafe {
+        std::env::set_var("LG_TEST_SENDGRID_KEY", "SG.test-key");
+        std::env::set_var("LG_TEST_MAILGUN_KEY", "key-test");
+        std::env::set_var("LG_TEST_SES_ID", "AKIDTEST");
+        std::env::set_var("LG_TEST_SES_SECRET", "ses-secret");
+    }
+    let (base, sendgrid_calls) = provider_stand_in().await;
+    for (kind, provider_id) in [
+        (MailerKind::Sendgrid, "sg-1"),
+        (MailerKind::Mailgun, "<mg-1@mg.leadgate.test>"),
+        (MailerKind::Ses, "ses-1"),
+    ] {
+        let base = base.clone();
+        let app = common::spawn_app_with_config(Backend::Sqlite, move |c| {
+            nurture_config(c, 1);
+            let n = &mut c.nurture;
+            n.mailer = kind;
+            n.webhook_token = "hook-token".into();
+            n.sendgrid.base_url = base.clone();
+            n.sendgrid.api_key_env = "LG_TEST_SENDGRID_KEY".into();
+            n.mailgun.base_url = base.clone();
+            n.mailgun.domain = "mg.leadgate.test".into();
+            n.mailgun.api_key_env = "LG_TEST_MAILGUN_KEY".into();
+            n.ses.base_url = base.clone();
+            n.ses.api_key_env = "LG_TEST_SES_ID".into();
+            n.ses.secret_key_env = "LG_TEST_SES_SECRET".into();
+        })
+        .await;
+        save_welcome(&app).await;
+        let lead = seed_lead(&app, json!({"first_name": "Ada", "email": "ada@example.org"})).await;
+        let queued = app
+            .post_json(&app.admin_token, &format!("/v1/leads/{lead}/email"), &json!({"template": "welcome"}))
+            .await;
+        assert_eq!(queued.status(), 202);
+        let id = queued.json::<Value>().await.unwrap()["outbox_id"].as_str().unwrap().to_owned();
+        let row = settled_outbox(&app, &id).await;
+        assert_eq!(row["status"], "sent", "{kind:?}: {row}");
+        assert_eq!(row["provider_id"], provider_id, "{kind:?}: {row}");
+        if kind == MailerKind::Sendgrid {
+            assert_eq!(row["attempts"], 2, "429 first, then accepted: {row}");
+            assert_eq!(sendgrid_calls.load(Ordering::SeqCst), 2);
+            // A provider's bounce webhook suppresses the address; a wrong token is refused.
+            let hook = json!([{"event": "bounce", "type": "bounce", "email": "Ada@example.org"},
+                              {"event": "delivered", "email": "other@example.org"}]);
+            let wrong = app.client.post(format!("{}/v1/webhooks/email/sendgrid?token=nope", app.base)).json(&hook).send().await.unwrap();
+            assert_eq!(wrong.status(), 401);
+            let ok = app.client.post(format!("{}/v1/webhooks/email/sendgrid?token=hook-token", app.base)).json(&hook).send().await.unwrap();
+            assert_eq!(ok.status(), 200);
+            let (status, suppressed) = app.get_json("/v1/suppressions/ada@example.org").await;
+            assert_eq!(status, 200);
+            assert_eq!(suppressed["reason"], "bounced");
+            let (status, _) = app.get_json("/v1/suppressions/other@example.org").await;
+            assert_eq!(status, 404, "a delivery is not a bounce");
+        } else {
+            assert_eq!(row["attempts"], 1, "{kind:?}: {row}");
+        }
+        app.stop().await;
+    }
+}
