@@ -642,3 +642,119 @@ async fn http_providers_get_their_documented_requests_and_a_429_is_retried() {
         app.stop().await;
     }
 }
+
+async fn whatsapp_steps_send_free_text_only_inside_the_24_hour_window(backend: Backend) {
+    let app = common::spawn_app_with_config(backend, |c| nurture_config(c, 1)).await;
+    let created = app
+        .post_json(
+            &app.admin_token,
+            "/v1/sequences",
+            &json!({"name": "whatsapp nudge", "steps": [
+                {"type": "whatsapp", "text": "Thanks for writing, anything else?", "template": "follow_up", "language": "en_GB"}
+            ]}),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let sequence = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let ctx = WriteContext::new("test", "test", RequestMeta::default());
+    let mut leads = Vec::new();
+    for (name, hours_ago) in [("recent", 1), ("quiet", 30)] {
+        let lead = seed_lead(&app, json!({"first_name": name, "phone": "+44 20 7946 0958"})).await;
+        let at = leadgate::domain::value::format_timestamp(
+            chrono::Utc::now() - chrono::Duration::hours(hours_ago),
+        );
+        let Value::Object(fields) = json!({"activity_type": "message", "channel": "whatsapp",
+            "direction": "inbound", "occurred_at": at, "lead_id": lead, "body": "hi"}) else { unreachable!() };
+        app.store
+            .write(&ctx, vec![Change::Insert { kind: RecordKind::Activity, id: None, fields }])
+            .await
+            .unwrap();
+        let enrolled = app
+            .post_json(&app.admin_token, &format!("/v1/sequences/{sequence}/enrolments"), &json!({"lead_id": lead}))
+            .await;
+        assert_eq!(enrolled.status(), 201);
+        leads.push(lead);
+    }
+    let again = app
+        .post_json(&app.admin_token, &format!("/v1/sequences/{sequence}/enrolments"), &json!({"lead_id": leads[0]}))
+        .await;
+    assert_eq!(again.status(), 409, "enrolled once");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let queued = loop {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT a.lead_id, m.content FROM outbound_messages m JOIN activities a ON a.id = m.activity_id",
+        )
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap();
+        if rows.len() == 2 {
+            break rows;
+        }
+        assert!(Instant::now() < deadline, "{rows:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let content = |lead: &str| -> Value {
+        serde_json::from_str(&queued.iter().find(|(l, _)| l == lead).unwrap().1).unwrap()
+    };
+    assert_eq!(content(&leads[0])["type"], "text", "inside the window: {:?}", content(&leads[0]));
+    assert_eq!(content(&leads[1])["type"], "template", "outside it: {:?}", content(&leads[1]));
+    assert_eq!(content(&leads[1])["template"]["name"], "follow_up");
+    app.stop().await;
+}
+
+async fn task_rules_create_tasks_for_owners_and_overdue_tasks_go_to_the_manager(backend: Backend) {
+    let app = common::spawn_app_with_config(backend, |c| {
+        nurture_config(c, 1);
+        c.nurture.task_rules = vec![leadgate::nurture::config::TaskRule {
+            name: "qualified untouched".into(),
+            when: "qualified_untouched".into(),
+            days: 0,
+            hours: 24,
+            subject: "Call this qualified lead".into(),
+            due_hours: 0,
+        }];
+        c.nurture.escalate_overdue_hours = 1;
+        // The scheduler's own pass runs the rules at start and then rarely: this test
+        // runs them itself.
+        c.nurture.poll_ms = 60_000;
+    })
+    .await;
+    let ctx = WriteContext::new("test", "test", RequestMeta::default());
+    let manager = app.store.create_user(&ctx, "boss@leadgate.test", None, "manager", None, None).await.unwrap();
+    let team = app.store.save_team(&ctx, None, Some("inside sales"), None, Some(&manager.id)).await.unwrap();
+    let rep = app.store.create_user(&ctx, "rep@leadgate.test", None, "rep", Some(&team.id), None).await.unwrap();
+    let day_ago = leadgate::domain::value::format_timestamp(chrono::Utc::now() - chrono::Duration::hours(30));
+    let stale = seed_lead(&app, json!({"first_name": "Stale", "qualified": true, "qualified_at": day_ago, "owner_id": rep.id})).await;
+    let fresh = seed_lead(&app, json!({"first_name": "Fresh", "qualified": true,
+        "qualified_at": leadgate::domain::value::now_timestamp(), "owner_id": rep.id})).await;
+    // An open task of the rep, due two hours ago.
+    let Value::Object(fields) = json!({"activity_type": "task", "status": "open", "subject": "Send the quote",
+        "lead_id": fresh, "owner_id": rep.id,
+        "data": {"due_at": leadgate::domain::value::format_timestamp(chrono::Utc::now() - chrono::Duration::hours(2))}})
+    else { unreachable!() };
+    let overdue = app.store.write(&ctx, vec![Change::Insert { kind: RecordKind::Activity, id: None, fields }]).await.unwrap()[0].id.clone();
+
+    let section = app.config.nurture.clone();
+    leadgate::nurture::tasks::run_rules(&app.store, &section).await.unwrap();
+    // Running again creates nothing twice and escalates nothing twice.
+    assert_eq!(leadgate::nurture::tasks::run_rules(&app.store, &section).await.unwrap(), (0, 0));
+    let (_, timeline) = app.get_json(&format!("/v1/leads/{stale}/timeline")).await;
+    let task = timeline["items"].as_array().or(timeline.as_array()).into_iter().flatten()
+        .find(|a| a["fields"]["subject"] == "Call this qualified lead" || a["subject"] == "Call this qualified lead")
+        .cloned()
+        .unwrap_or_else(|| panic!("no task on {timeline}"));
+    let fields = if task["fields"].is_object() { &task["fields"] } else { &task };
+    assert_eq!(fields["owner_id"], json!(rep.id));
+    assert_eq!(fields["status"], "open");
+    let (_, fresh_timeline) = app.get_json(&format!("/v1/leads/{fresh}/timeline")).await;
+    assert!(!fresh_timeline.to_string().contains("Call this qualified lead"), "qualified just now");
+    let (_, moved) = app.get_json(&format!("/v1/activities/{overdue}")).await;
+    assert_eq!(moved["fields"]["owner_id"], json!(manager.id), "{moved}");
+    assert_eq!(moved["fields"]["data"]["escalated_from"], json!(rep.id));
+    app.stop().await;
+}
+
+on_both_backends!(
+    whatsapp_steps_send_free_text_only_inside_the_24_hour_window,
+    task_rules_create_tasks_for_owners_and_overdue_tasks_go_to_the_manager,
+);

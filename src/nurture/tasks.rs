@@ -146,7 +146,8 @@ async fn run_rule(store: &Store, rule: &TaskRule) -> Result<usize, NurtureError>
                  AND NOT EXISTS (SELECT 1 FROM activities a WHERE a.lead_id = l.id AND \
                  a.created_at > l.qualified_at AND a.direction = 'outbound') LIMIT 500",
             )
-            .bind(true)
+            // Booleans are stored as integers on both backends.
+            .bind(1_i64)
             .bind(&cutoff)
             .fetch_all(store.pool())
             .await?;
