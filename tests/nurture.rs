@@ -758,3 +758,77 @@ on_both_backends!(
     whatsapp_steps_send_free_text_only_inside_the_24_hour_window,
     task_rules_create_tasks_for_owners_and_overdue_tasks_go_to_the_manager,
 );
+
+async fn a_bounce_found_in_the_mailbox_suppresses_and_a_mailboxs_daily_limit_holds_the_rest(
+    backend: Backend,
+) {
+    let sink = smtp_sink().await;
+    let app = common::spawn_app_with_config(backend, |c| {
+        nurture_config(c, sink.port);
+        c.nurture.daily_limit_per_mailbox = 1;
+    })
+    .await;
+    save_welcome(&app).await;
+    // The mailbox connector's bounce detection (a DSN for nobody@unknown.example) ends in
+    // the suppression list and ends the lead's enrolments.
+    let bounced = seed_lead(&app, json!({"first_name": "Nobody", "email": "nobody@unknown.example"})).await;
+    let created = app
+        .post_json(&app.admin_token, "/v1/sequences", &json!({"name": "hold", "steps": [{"type": "wait", "days": 1}]}))
+        .await;
+    let sequence = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let enrolled = app
+        .post_json(&app.admin_token, &format!("/v1/sequences/{sequence}/enrolments"), &json!({"lead_id": bounced}))
+        .await;
+    assert_eq!(enrolled.status(), 201);
+    let dsn = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/email/dsn_bounce.eml")).unwrap();
+    let receipt: Value = app
+        .client
+        .post(format!("{}/v1/inbound/email", app.base))
+        .bearer_auth(&app.admin_token)
+        .header("content-type", "message/rfc822")
+        .body(dsn)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    app.settled_inbound(receipt["id"].as_str().unwrap()).await;
+    let (status, suppressed) = app.get_json("/v1/suppressions/nobody@unknown.example").await;
+    assert_eq!(status, 200, "{suppressed}");
+    assert_eq!(suppressed["reason"], "bounced");
+    let (_, detail) = app.get_json(&format!("/v1/sequences/{sequence}")).await;
+    assert_eq!(detail["enrolments"][0]["status"], "exited", "{detail}");
+    assert_eq!(detail["enrolments"][0]["exit_reason"], "bounced");
+
+    // One email per day from this mailbox: the second waits for tomorrow, unsent.
+    let mut ids = Vec::new();
+    for name in ["One", "Two"] {
+        let lead = seed_lead(&app, json!({"first_name": name, "email": format!("{name}@example.org")})).await;
+        let queued = app
+            .post_json(&app.admin_token, &format!("/v1/leads/{lead}/email"), &json!({"template": "welcome"}))
+            .await;
+        assert_eq!(queued.status(), 202);
+        ids.push(queued.json::<Value>().await.unwrap()["outbox_id"].as_str().unwrap().to_owned());
+        if ids.len() == 1 {
+            assert_eq!(settled_outbox(&app, &ids[0]).await["status"], "sent");
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, row) = app.get_json(&format!("/v1/email-outbox/{}", ids[1])).await;
+        if row["error"].as_str().is_some_and(|e| e.contains("daily limit")) {
+            assert_eq!(row["status"], "pending");
+            assert_eq!(row["attempts"], 0, "holding is not an attempt");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{row}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sink.messages().len(), 1);
+    app.stop().await;
+}
+
+on_both_backends!(
+    a_bounce_found_in_the_mailbox_suppresses_and_a_mailboxs_daily_limit_holds_the_rest,
+);

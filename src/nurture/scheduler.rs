@@ -437,6 +437,8 @@ impl Scheduler {
     }
 }
 
+/// Moves an enrolment on. One that left meanwhile (an unsubscribe or a bounce while its
+/// step ran) stays where it is: an exit is never undone by a step finishing.
 async fn settle_in(
     conn: &mut sqlx::AnyConnection,
     enrolment: &Enrolment,
@@ -453,7 +455,8 @@ async fn settle_in(
     };
     sqlx::query(
         "UPDATE sequence_enrolments SET step = $1, status = $2, exit_reason = $3, next_at = $4, \
-         last_outbox_id = COALESCE($5, last_outbox_id), updated_at = $6 WHERE id = $7",
+         last_outbox_id = COALESCE($5, last_outbox_id), updated_at = $6 \
+         WHERE id = $7 AND status = 'active'",
     )
     .bind(step)
     .bind(status)
