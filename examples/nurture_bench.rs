@@ -77,18 +77,42 @@ fn template() -> EmailTemplate {
 }
 
 /// One email as the outbox would build it: variables, tracked links, pixel.
-fn build(n: usize, section: &NurtureSection, key: &TrackingKey, template: &EmailTemplate) -> OutgoingEmail {
+fn build(
+    n: usize,
+    section: &NurtureSection,
+    key: &TrackingKey,
+    template: &EmailTemplate,
+) -> OutgoingEmail {
     let id = format!("bench{n}");
     let mut vars = Map::new();
     vars.insert("first_name".into(), json!(format!("Lead{n}")));
     vars.insert("company".into(), json!("Load & Co"));
-    let unsubscribe = format!("{}/u/{}", section.base(), key.sign(&Token::Unsubscribe { outbox_id: id.clone() }));
+    let unsubscribe = format!(
+        "{}/u/{}",
+        section.base(),
+        key.sign(&Token::Unsubscribe {
+            outbox_id: id.clone()
+        })
+    );
     vars.insert("unsubscribe_url".into(), Value::String(unsubscribe.clone()));
     let rendered = render(template, &vars);
     let mut html = rewrite_links(&rendered.html, |url| {
-        Some(format!("{}/t/c/{}", section.base(), key.sign(&Token::Click { outbox_id: id.clone(), url: url.to_owned() })))
+        Some(format!(
+            "{}/t/c/{}",
+            section.base(),
+            key.sign(&Token::Click {
+                outbox_id: id.clone(),
+                url: url.to_owned()
+            })
+        ))
     });
-    html.push_str(&format!("<img src=\"{}/t/o/{}\">", section.base(), key.sign(&Token::Open { outbox_id: id.clone() })));
+    html.push_str(&format!(
+        "<img src=\"{}/t/o/{}\">",
+        section.base(),
+        key.sign(&Token::Open {
+            outbox_id: id.clone()
+        })
+    ));
     OutgoingEmail {
         message_id: format!("<{id}@bench.test>"),
         from: "Sales <sales@bench.test>".into(),
@@ -98,7 +122,10 @@ fn build(n: usize, section: &NurtureSection, key: &TrackingKey, template: &Email
         text: rendered.text,
         headers: vec![
             ("List-Unsubscribe".into(), format!("<{unsubscribe}>")),
-            ("List-Unsubscribe-Post".into(), "List-Unsubscribe=One-Click".into()),
+            (
+                "List-Unsubscribe-Post".into(),
+                "List-Unsubscribe=One-Click".into(),
+            ),
         ],
         outbox_id: id,
     }
@@ -117,14 +144,21 @@ async fn smtp_figures(args: &Args) {
     }
     let render_rate = args.emails as f64 / started.elapsed().as_secs_f64();
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/nurture/smtp_sink.py");
     let mut sink = Command::new("/usr/bin/python3")
         .args([script, &port.to_string(), "-"])
         .stdout(Stdio::null())
         .spawn()
         .expect("python3 with aiosmtpd (apt-get install python3-aiosmtpd)");
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mailer = Arc::new(
@@ -140,7 +174,12 @@ async fn smtp_figures(args: &Args) {
     let mut tasks = Vec::new();
     let per_task = args.emails / args.concurrency;
     for t in 0..args.concurrency {
-        let (mailer, section, key, template) = (mailer.clone(), section.clone(), key.clone(), template.clone());
+        let (mailer, section, key, template) = (
+            mailer.clone(),
+            section.clone(),
+            key.clone(),
+            template.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut failed = 0;
             for i in 0..per_task {
@@ -167,7 +206,12 @@ async fn smtp_figures(args: &Args) {
     );
 }
 
-async fn load(url: String, connections: usize, seconds: u64, expected: u16) -> (usize, f64, Vec<u32>, u64) {
+async fn load(
+    url: String,
+    connections: usize,
+    seconds: u64,
+    expected: u16,
+) -> (usize, f64, Vec<u32>, u64) {
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -183,7 +227,11 @@ async fn load(url: String, connections: usize, seconds: u64, expected: u16) -> (
             let mut errors = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
-                let response = client.get(&url).header("user-agent", "Mozilla/5.0 (bench)").send().await;
+                let response = client
+                    .get(&url)
+                    .header("user-agent", "Mozilla/5.0 (bench)")
+                    .send()
+                    .await;
                 let ok = matches!(&response, Ok(r) if r.status().as_u16() == expected);
                 if let Ok(response) = response {
                     let _ = response.bytes().await;
@@ -242,25 +290,56 @@ async fn tracking_figures(args: &Args) {
         unreachable!()
     };
     let lead_id = store
-        .write(&ctx, vec![Change::Insert { kind: RecordKind::Lead, id: None, fields }])
+        .write(
+            &ctx,
+            vec![Change::Insert {
+                kind: RecordKind::Lead,
+                id: None,
+                fields,
+            }],
+        )
         .await
         .expect("lead")[0]
         .id
         .clone();
-    let lead = store.get(RecordKind::Lead, &lead_id).await.expect("read").expect("lead");
+    let lead = store
+        .get(RecordKind::Lead, &lead_id)
+        .await
+        .expect("read")
+        .expect("lead");
     let key = TrackingKey::new(b"bench");
     let mut tx = store.begin_write().await.expect("tx");
     let outbox_id = leadgate::nurture::outbox::enqueue_template(
-        &mut tx, &ctx, &section, &key, &lead, &template(), "sales@bench.test", None,
+        &mut tx,
+        &ctx,
+        &section,
+        &key,
+        &lead,
+        &template(),
+        "sales@bench.test",
+        None,
     )
     .await
     .expect("queued");
     tx.commit().await.expect("commit");
-    let open = key.sign(&Token::Open { outbox_id: outbox_id.clone() });
-    let click = key.sign(&Token::Click { outbox_id, url: "https://example.com/pricing".into() });
-    for (name, path, expected) in [("open pixel", format!("/t/o/{open}"), 200), ("click redirect", format!("/t/c/{click}"), 302)] {
-        let (n, elapsed, latencies, errors) =
-            load(format!("http://127.0.0.1:{port}{path}"), args.connections, args.seconds, expected).await;
+    let open = key.sign(&Token::Open {
+        outbox_id: outbox_id.clone(),
+    });
+    let click = key.sign(&Token::Click {
+        outbox_id,
+        url: "https://example.com/pricing".into(),
+    });
+    for (name, path, expected) in [
+        ("open pixel", format!("/t/o/{open}"), 200),
+        ("click redirect", format!("/t/c/{click}"), 302),
+    ] {
+        let (n, elapsed, latencies, errors) = load(
+            format!("http://127.0.0.1:{port}{path}"),
+            args.connections,
+            args.seconds,
+            expected,
+        )
+        .await;
         println!(
             "tracking endpoint=\"{name}\" backend=sqlite connections={} seconds={elapsed:.1} requests={n} rate={:.0}/s p50={:.2}ms p99={:.2}ms max={:.2}ms errors={errors}",
             args.connections,

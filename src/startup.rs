@@ -210,12 +210,10 @@ impl Application {
             _ => None,
         };
         let nurture_section = Arc::new(config.nurture.clone());
-        let tracking_key = crate::nurture::tracking::TrackingKey::resolve(
-            &store,
-            &config.nurture.tracking_secret,
-        )
-        .await
-        .map_err(|e| StartError::Config(format!("nurture: {e}")))?;
+        let tracking_key =
+            crate::nurture::tracking::TrackingKey::resolve(&store, &config.nurture.tracking_secret)
+                .await
+                .map_err(|e| StartError::Config(format!("nurture: {e}")))?;
         let mailer = crate::nurture::mailer::from_config(&config.nurture)
             .map_err(|e| StartError::Config(e.to_string()))?;
         let email_sender = match (role != Role::Gateway, mailer) {

@@ -87,7 +87,11 @@ impl SmtpSink {
             if messages.len() >= n {
                 return messages;
             }
-            assert!(Instant::now() < deadline, "{} of {n} emails arrived", messages.len());
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} emails arrived",
+                messages.len()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -276,7 +280,11 @@ async fn an_email_is_delivered_once_though_smtp_drops_the_first_connection_mid_s
     )
     .await;
     let queued = app
-        .post_json(&app.admin_token, &format!("/v1/leads/{lead}/email"), &json!({"template": "welcome"}))
+        .post_json(
+            &app.admin_token,
+            &format!("/v1/leads/{lead}/email"),
+            &json!({"template": "welcome"}),
+        )
         .await;
     assert_eq!(queued.status(), 202);
     let outbox_id = queued.json::<Value>().await.unwrap()["outbox_id"]
@@ -285,7 +293,10 @@ async fn an_email_is_delivered_once_though_smtp_drops_the_first_connection_mid_s
         .to_owned();
     let row = settled_outbox(&app, &outbox_id).await;
     assert_eq!(row["status"], "sent", "{row}");
-    assert_eq!(row["attempts"], 2, "the dropped attempt and the delivered one: {row}");
+    assert_eq!(
+        row["attempts"], 2,
+        "the dropped attempt and the delivered one: {row}"
+    );
     assert!(connections.load(Ordering::SeqCst) >= 2);
 
     // Delivered exactly once, as built.
@@ -298,53 +309,110 @@ async fn an_email_is_delivered_once_though_smtp_drops_the_first_connection_mid_s
     assert_eq!(message["rcpt_tos"], json!(["ada@example.org"]));
     assert_eq!(headers["Subject"], "Welcome, Ada");
     let unsubscribe = headers["List-Unsubscribe"].as_str().unwrap();
-    assert!(unsubscribe.contains("<mailto:unsubscribe@leadgate.test?subject=unsubscribe-"), "{unsubscribe}");
-    assert!(unsubscribe.contains(&format!("<{PUBLIC}/u/")), "{unsubscribe}");
-    assert_eq!(headers["List-Unsubscribe-Post"], "List-Unsubscribe=One-Click");
+    assert!(
+        unsubscribe.contains("<mailto:unsubscribe@leadgate.test?subject=unsubscribe-"),
+        "{unsubscribe}"
+    );
+    assert!(
+        unsubscribe.contains(&format!("<{PUBLIC}/u/")),
+        "{unsubscribe}"
+    );
+    assert_eq!(
+        headers["List-Unsubscribe-Post"],
+        "List-Unsubscribe=One-Click"
+    );
     let text = message["text"].as_str().unwrap();
-    assert!(text.contains("Hello Ada from Analytical <Engines>"), "{text}");
+    assert!(
+        text.contains("Hello Ada from Analytical <Engines>"),
+        "{text}"
+    );
     let html = message["html"].as_str().unwrap();
-    assert!(html.contains("Analytical &lt;Engines&gt;"), "escaped in HTML: {html}");
-    assert!(!html.contains("https://example.com/pricing"), "links go through the redirect: {html}");
+    assert!(
+        html.contains("Analytical &lt;Engines&gt;"),
+        "escaped in HTML: {html}"
+    );
+    assert!(
+        !html.contains("https://example.com/pricing"),
+        "links go through the redirect: {html}"
+    );
 
     // The timeline shows the sent email.
     let (_, timeline) = app.get_json(&format!("/v1/leads/{lead}/timeline")).await;
     let sent = timeline.to_string();
-    assert!(sent.contains("\"activity_type\":\"email\"") && sent.contains("\"status\":\"sent\""), "{sent}");
+    assert!(
+        sent.contains("\"activity_type\":\"email\"") && sent.contains("\"status\":\"sent\""),
+        "{sent}"
+    );
 
     // A scanner fetching the pixel is flagged, a person's open counts once.
     let pixel = link(&app, html, "/t/o/");
-    let scanner = app.client.get(&pixel).header("user-agent", "Barracuda Sentinel").send().await.unwrap();
-    assert_eq!(scanner.status(), 200);
-    assert_eq!(scanner.headers()["content-type"], "image/gif");
-    let person = app.client.get(&pixel).header("user-agent", "Mozilla/5.0 (X11; Linux x86_64)").send().await.unwrap();
-    assert_eq!(person.status(), 200);
-    assert_eq!(leadgate::nurture::engagement::counted(&app.store, &outbox_id, "open").await.unwrap(), 1);
-    let bots: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM email_events WHERE outbox_id = $1 AND bot = $2")
-        .bind(&outbox_id)
-        .bind(1_i64)
-        .fetch_one(app.store.pool())
+    let scanner = app
+        .client
+        .get(&pixel)
+        .header("user-agent", "Barracuda Sentinel")
+        .send()
         .await
         .unwrap();
+    assert_eq!(scanner.status(), 200);
+    assert_eq!(scanner.headers()["content-type"], "image/gif");
+    let person = app
+        .client
+        .get(&pixel)
+        .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64)")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(person.status(), 200);
+    assert_eq!(
+        leadgate::nurture::engagement::counted(&app.store, &outbox_id, "open")
+            .await
+            .unwrap(),
+        1
+    );
+    let bots: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM email_events WHERE outbox_id = $1 AND bot = $2")
+            .bind(&outbox_id)
+            .bind(1_i64)
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
     assert_eq!(bots, 1);
 
     // The click redirects to the original link and feeds the behaviour score.
     let click = link(&app, html, "/t/c/");
-    let redirected = no_redirects().get(&click).header("user-agent", "Mozilla/5.0").send().await.unwrap();
+    let redirected = no_redirects()
+        .get(&click)
+        .header("user-agent", "Mozilla/5.0")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(redirected.status(), 302);
-    assert_eq!(redirected.headers()["location"], "https://example.com/pricing?plan=pro&ref=mail");
+    assert_eq!(
+        redirected.headers()["location"],
+        "https://example.com/pricing?plan=pro&ref=mail"
+    );
     let (_, record) = app.get_json(&format!("/v1/leads/{lead}")).await;
-    assert_eq!(record["fields"]["behaviour_score"], 7, "open 2 + click 5: {record}");
+    assert_eq!(
+        record["fields"]["behaviour_score"], 7,
+        "open 2 + click 5: {record}"
+    );
     let (_, timeline) = app.get_json(&format!("/v1/leads/{lead}/timeline")).await;
     let events = timeline.to_string();
-    assert!(events.contains("email_open") && events.contains("email_click"), "{events}");
+    assert!(
+        events.contains("email_open") && events.contains("email_click"),
+        "{events}"
+    );
 
     // A tampered link is refused, not redirected.
     let token = click.rsplit('/').next().unwrap();
     let (payload, tag) = token.split_once('.').unwrap();
     let mut bytes = payload.as_bytes().to_vec();
     bytes[3] = if bytes[3] == b'A' { b'B' } else { b'A' };
-    let tampered = format!("{}/t/c/{}.{tag}", app.base, String::from_utf8(bytes).unwrap());
+    let tampered = format!(
+        "{}/t/c/{}.{tag}",
+        app.base,
+        String::from_utf8(bytes).unwrap()
+    );
     let refused = no_redirects().get(&tampered).send().await.unwrap();
     assert_eq!(refused.status(), 400);
     // A correctly signed link to a host off the allow-list is refused too.
@@ -352,7 +420,11 @@ async fn an_email_is_delivered_once_though_smtp_drops_the_first_connection_mid_s
         outbox_id: outbox_id.clone(),
         url: "https://evil.test/phish".into(),
     });
-    let refused = no_redirects().get(format!("{}/t/c/{foreign}", app.base)).send().await.unwrap();
+    let refused = no_redirects()
+        .get(format!("{}/t/c/{foreign}", app.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(refused.status(), 403);
     assert!(refused.headers().get("location").is_none());
 
@@ -375,7 +447,11 @@ async fn an_email_is_delivered_once_though_smtp_drops_the_first_connection_mid_s
     assert_eq!(status, 200);
     assert_eq!(suppressed["reason"], "unsubscribed");
     let again = app
-        .post_json(&app.admin_token, &format!("/v1/leads/{lead}/email"), &json!({"template": "welcome"}))
+        .post_json(
+            &app.admin_token,
+            &format!("/v1/leads/{lead}/email"),
+            &json!({"template": "welcome"}),
+        )
         .await;
     assert_eq!(again.status(), 409);
     app.stop().await;
@@ -395,7 +471,11 @@ async fn a_sequence_enrols_by_rule_sends_in_order_and_skips_suppressed_leads(bac
     assert_eq!(followup.status(), 201);
     // A sequence naming a template that does not exist is refused.
     let refused = app
-        .post_json(&app.admin_token, "/v1/sequences", &json!({"name": "x", "steps": [{"type": "email", "template": "nope"}]}))
+        .post_json(
+            &app.admin_token,
+            "/v1/sequences",
+            &json!({"name": "x", "steps": [{"type": "email", "template": "nope"}]}),
+        )
         .await;
     assert_eq!(refused.status(), 422);
     let created = app
@@ -403,25 +483,36 @@ async fn a_sequence_enrols_by_rule_sends_in_order_and_skips_suppressed_leads(bac
             &app.admin_token,
             "/v1/sequences",
             &json!({"name": "webinar follow-up",
-                    "enrol": {"equals": {"source": "webinar"}, "min_score": 30},
-                    "steps": [
-                        {"type": "email", "template": "welcome"},
-                        {"type": "wait", "seconds": 1},
-                        {"type": "branch", "on": "clicked", "then": 3, "else": 4},
-                        {"type": "task", "subject": "Call: clicked the welcome email"},
-                        {"type": "email", "template": "followup"},
-                        {"type": "task", "subject": "Call after the sequence", "due_hours": 2}
-                    ]}),
+            "enrol": {"equals": {"source": "webinar"}, "min_score": 30},
+            "steps": [
+                {"type": "email", "template": "welcome"},
+                {"type": "wait", "seconds": 1},
+                {"type": "branch", "on": "clicked", "then": 3, "else": 4},
+                {"type": "task", "subject": "Call: clicked the welcome email"},
+                {"type": "email", "template": "followup"},
+                {"type": "task", "subject": "Call after the sequence", "due_hours": 2}
+            ]}),
         )
         .await;
     assert_eq!(created.status(), 201);
-    let sequence = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let sequence = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
-    let hot = seed_lead(&app, json!({"first_name": "Hot", "email": "hot@example.org", "source": "webinar", "score": 45})).await;
+    let hot = seed_lead(
+        &app,
+        json!({"first_name": "Hot", "email": "hot@example.org", "source": "webinar", "score": 45}),
+    )
+    .await;
     let cold = seed_lead(&app, json!({"first_name": "Cold", "email": "cold@example.org", "source": "webinar", "score": 10})).await;
     let gone = seed_lead(&app, json!({"first_name": "Gone", "email": "gone@example.org", "source": "Webinar", "score": 60})).await;
     let suppressed = app
-        .post_json(&app.admin_token, "/v1/suppressions", &json!({"email": "gone@example.org", "reason": "complained"}))
+        .post_json(
+            &app.admin_token,
+            "/v1/suppressions",
+            &json!({"email": "gone@example.org", "reason": "complained"}),
+        )
         .await;
     assert_eq!(suppressed.status(), 204);
 
@@ -432,7 +523,10 @@ async fn a_sequence_enrols_by_rule_sends_in_order_and_skips_suppressed_leads(bac
         if enrolments.len() == 2 && enrolments.iter().all(|e| e["status"] != "active") {
             break enrolments;
         }
-        assert!(Instant::now() < deadline, "enrolments still running: {detail}");
+        assert!(
+            Instant::now() < deadline,
+            "enrolments still running: {detail}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let of = |lead: &str| enrolments.iter().find(|e| e["lead_id"] == lead).cloned();
@@ -440,7 +534,10 @@ async fn a_sequence_enrols_by_rule_sends_in_order_and_skips_suppressed_leads(bac
     assert_eq!(of(&hot).unwrap()["status"], "completed");
     let exited = of(&gone).unwrap();
     assert_eq!(exited["status"], "exited");
-    assert_eq!(exited["exit_reason"], "bounced", "a complaint counts as a bounce");
+    assert_eq!(
+        exited["exit_reason"], "bounced",
+        "a complaint counts as a bounce"
+    );
 
     // Both emails went to the hot lead, in order; nothing to the suppressed address.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -451,9 +548,16 @@ async fn a_sequence_enrols_by_rule_sends_in_order_and_skips_suppressed_leads(bac
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let subjects: Vec<&str> = messages.iter().map(|m| m["headers"]["Subject"].as_str().unwrap()).collect();
+    let subjects: Vec<&str> = messages
+        .iter()
+        .map(|m| m["headers"]["Subject"].as_str().unwrap())
+        .collect();
     assert_eq!(subjects, ["Welcome, Hot", "Still interested?"]);
-    assert!(messages.iter().all(|m| m["rcpt_tos"] == json!(["hot@example.org"])));
+    assert!(
+        messages
+            .iter()
+            .all(|m| m["rcpt_tos"] == json!(["hot@example.org"]))
+    );
     // Not clicked: the branch skipped the "clicked" task; the last step's task is there.
     let (_, timeline) = app.get_json(&format!("/v1/leads/{hot}/timeline")).await;
     let text = timeline.to_string();
@@ -612,12 +716,23 @@ async fn http_providers_get_their_documented_requests_and_a_429_is_retried() {
         })
         .await;
         save_welcome(&app).await;
-        let lead = seed_lead(&app, json!({"first_name": "Ada", "email": "ada@example.org"})).await;
+        let lead = seed_lead(
+            &app,
+            json!({"first_name": "Ada", "email": "ada@example.org"}),
+        )
+        .await;
         let queued = app
-            .post_json(&app.admin_token, &format!("/v1/leads/{lead}/email"), &json!({"template": "welcome"}))
+            .post_json(
+                &app.admin_token,
+                &format!("/v1/leads/{lead}/email"),
+                &json!({"template": "welcome"}),
+            )
             .await;
         assert_eq!(queued.status(), 202);
-        let id = queued.json::<Value>().await.unwrap()["outbox_id"].as_str().unwrap().to_owned();
+        let id = queued.json::<Value>().await.unwrap()["outbox_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let row = settled_outbox(&app, &id).await;
         assert_eq!(row["status"], "sent", "{kind:?}: {row}");
         assert_eq!(row["provider_id"], provider_id, "{kind:?}: {row}");
@@ -627,9 +742,27 @@ async fn http_providers_get_their_documented_requests_and_a_429_is_retried() {
             // A provider's bounce webhook suppresses the address; a wrong token is refused.
             let hook = json!([{"event": "bounce", "type": "bounce", "email": "Ada@example.org"},
                               {"event": "delivered", "email": "other@example.org"}]);
-            let wrong = app.client.post(format!("{}/v1/webhooks/email/sendgrid?token=nope", app.base)).json(&hook).send().await.unwrap();
+            let wrong = app
+                .client
+                .post(format!(
+                    "{}/v1/webhooks/email/sendgrid?token=nope",
+                    app.base
+                ))
+                .json(&hook)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(wrong.status(), 401);
-            let ok = app.client.post(format!("{}/v1/webhooks/email/sendgrid?token=hook-token", app.base)).json(&hook).send().await.unwrap();
+            let ok = app
+                .client
+                .post(format!(
+                    "{}/v1/webhooks/email/sendgrid?token=hook-token",
+                    app.base
+                ))
+                .json(&hook)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(ok.status(), 200);
             let (status, suppressed) = app.get_json("/v1/suppressions/ada@example.org").await;
             assert_eq!(status, 200);
@@ -655,28 +788,53 @@ async fn whatsapp_steps_send_free_text_only_inside_the_24_hour_window(backend: B
         )
         .await;
     assert_eq!(created.status(), 201);
-    let sequence = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let sequence = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let ctx = WriteContext::new("test", "test", RequestMeta::default());
     let mut leads = Vec::new();
     for (name, hours_ago) in [("recent", 1), ("quiet", 30)] {
-        let lead = seed_lead(&app, json!({"first_name": name, "phone": "+44 20 7946 0958"})).await;
+        let lead = seed_lead(
+            &app,
+            json!({"first_name": name, "phone": "+44 20 7946 0958"}),
+        )
+        .await;
         let at = leadgate::domain::value::format_timestamp(
             chrono::Utc::now() - chrono::Duration::hours(hours_ago),
         );
         let Value::Object(fields) = json!({"activity_type": "message", "channel": "whatsapp",
-            "direction": "inbound", "occurred_at": at, "lead_id": lead, "body": "hi"}) else { unreachable!() };
+            "direction": "inbound", "occurred_at": at, "lead_id": lead, "body": "hi"})
+        else {
+            unreachable!()
+        };
         app.store
-            .write(&ctx, vec![Change::Insert { kind: RecordKind::Activity, id: None, fields }])
+            .write(
+                &ctx,
+                vec![Change::Insert {
+                    kind: RecordKind::Activity,
+                    id: None,
+                    fields,
+                }],
+            )
             .await
             .unwrap();
         let enrolled = app
-            .post_json(&app.admin_token, &format!("/v1/sequences/{sequence}/enrolments"), &json!({"lead_id": lead}))
+            .post_json(
+                &app.admin_token,
+                &format!("/v1/sequences/{sequence}/enrolments"),
+                &json!({"lead_id": lead}),
+            )
             .await;
         assert_eq!(enrolled.status(), 201);
         leads.push(lead);
     }
     let again = app
-        .post_json(&app.admin_token, &format!("/v1/sequences/{sequence}/enrolments"), &json!({"lead_id": leads[0]}))
+        .post_json(
+            &app.admin_token,
+            &format!("/v1/sequences/{sequence}/enrolments"),
+            &json!({"lead_id": leads[0]}),
+        )
         .await;
     assert_eq!(again.status(), 409, "enrolled once");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -696,8 +854,18 @@ async fn whatsapp_steps_send_free_text_only_inside_the_24_hour_window(backend: B
     let content = |lead: &str| -> Value {
         serde_json::from_str(&queued.iter().find(|(l, _)| l == lead).unwrap().1).unwrap()
     };
-    assert_eq!(content(&leads[0])["type"], "text", "inside the window: {:?}", content(&leads[0]));
-    assert_eq!(content(&leads[1])["type"], "template", "outside it: {:?}", content(&leads[1]));
+    assert_eq!(
+        content(&leads[0])["type"],
+        "text",
+        "inside the window: {:?}",
+        content(&leads[0])
+    );
+    assert_eq!(
+        content(&leads[1])["type"],
+        "template",
+        "outside it: {:?}",
+        content(&leads[1])
+    );
     assert_eq!(content(&leads[1])["template"]["name"], "follow_up");
     app.stop().await;
 }
@@ -720,34 +888,89 @@ async fn task_rules_create_tasks_for_owners_and_overdue_tasks_go_to_the_manager(
     })
     .await;
     let ctx = WriteContext::new("test", "test", RequestMeta::default());
-    let manager = app.store.create_user(&ctx, "boss@leadgate.test", None, "manager", None, None).await.unwrap();
-    let team = app.store.save_team(&ctx, None, Some("inside sales"), None, Some(&manager.id)).await.unwrap();
-    let rep = app.store.create_user(&ctx, "rep@leadgate.test", None, "rep", Some(&team.id), None).await.unwrap();
-    let day_ago = leadgate::domain::value::format_timestamp(chrono::Utc::now() - chrono::Duration::hours(30));
+    let manager = app
+        .store
+        .create_user(&ctx, "boss@leadgate.test", None, "manager", None, None)
+        .await
+        .unwrap();
+    let team = app
+        .store
+        .save_team(&ctx, None, Some("inside sales"), None, Some(&manager.id))
+        .await
+        .unwrap();
+    let rep = app
+        .store
+        .create_user(&ctx, "rep@leadgate.test", None, "rep", Some(&team.id), None)
+        .await
+        .unwrap();
+    let day_ago =
+        leadgate::domain::value::format_timestamp(chrono::Utc::now() - chrono::Duration::hours(30));
     let stale = seed_lead(&app, json!({"first_name": "Stale", "qualified": true, "qualified_at": day_ago, "owner_id": rep.id})).await;
-    let fresh = seed_lead(&app, json!({"first_name": "Fresh", "qualified": true,
-        "qualified_at": leadgate::domain::value::now_timestamp(), "owner_id": rep.id})).await;
+    let fresh = seed_lead(
+        &app,
+        json!({"first_name": "Fresh", "qualified": true,
+        "qualified_at": leadgate::domain::value::now_timestamp(), "owner_id": rep.id}),
+    )
+    .await;
     // An open task of the rep, due two hours ago.
     let Value::Object(fields) = json!({"activity_type": "task", "status": "open", "subject": "Send the quote",
         "lead_id": fresh, "owner_id": rep.id,
         "data": {"due_at": leadgate::domain::value::format_timestamp(chrono::Utc::now() - chrono::Duration::hours(2))}})
-    else { unreachable!() };
-    let overdue = app.store.write(&ctx, vec![Change::Insert { kind: RecordKind::Activity, id: None, fields }]).await.unwrap()[0].id.clone();
+    else {
+        unreachable!()
+    };
+    let overdue = app
+        .store
+        .write(
+            &ctx,
+            vec![Change::Insert {
+                kind: RecordKind::Activity,
+                id: None,
+                fields,
+            }],
+        )
+        .await
+        .unwrap()[0]
+        .id
+        .clone();
 
     let section = app.config.nurture.clone();
-    leadgate::nurture::tasks::run_rules(&app.store, &section).await.unwrap();
+    leadgate::nurture::tasks::run_rules(&app.store, &section)
+        .await
+        .unwrap();
     // Running again creates nothing twice and escalates nothing twice.
-    assert_eq!(leadgate::nurture::tasks::run_rules(&app.store, &section).await.unwrap(), (0, 0));
+    assert_eq!(
+        leadgate::nurture::tasks::run_rules(&app.store, &section)
+            .await
+            .unwrap(),
+        (0, 0)
+    );
     let (_, timeline) = app.get_json(&format!("/v1/leads/{stale}/timeline")).await;
-    let task = timeline["items"].as_array().or(timeline.as_array()).into_iter().flatten()
-        .find(|a| a["fields"]["subject"] == "Call this qualified lead" || a["subject"] == "Call this qualified lead")
+    let task = timeline["items"]
+        .as_array()
+        .or(timeline.as_array())
+        .into_iter()
+        .flatten()
+        .find(|a| {
+            a["fields"]["subject"] == "Call this qualified lead"
+                || a["subject"] == "Call this qualified lead"
+        })
         .cloned()
         .unwrap_or_else(|| panic!("no task on {timeline}"));
-    let fields = if task["fields"].is_object() { &task["fields"] } else { &task };
+    let fields = if task["fields"].is_object() {
+        &task["fields"]
+    } else {
+        &task
+    };
     assert_eq!(fields["owner_id"], json!(rep.id));
     assert_eq!(fields["status"], "open");
     let (_, fresh_timeline) = app.get_json(&format!("/v1/leads/{fresh}/timeline")).await;
-    assert!(!fresh_timeline.to_string().contains("Call this qualified lead"), "qualified just now");
+    assert!(
+        !fresh_timeline
+            .to_string()
+            .contains("Call this qualified lead"),
+        "qualified just now"
+    );
     let (_, moved) = app.get_json(&format!("/v1/activities/{overdue}")).await;
     assert_eq!(moved["fields"]["owner_id"], json!(manager.id), "{moved}");
     assert_eq!(moved["fields"]["data"]["escalated_from"], json!(rep.id));
@@ -771,16 +994,33 @@ async fn a_bounce_found_in_the_mailbox_suppresses_and_a_mailboxs_daily_limit_hol
     save_welcome(&app).await;
     // The mailbox connector's bounce detection (a DSN for nobody@unknown.example) ends in
     // the suppression list and ends the lead's enrolments.
-    let bounced = seed_lead(&app, json!({"first_name": "Nobody", "email": "nobody@unknown.example"})).await;
+    let bounced = seed_lead(
+        &app,
+        json!({"first_name": "Nobody", "email": "nobody@unknown.example"}),
+    )
+    .await;
     let created = app
-        .post_json(&app.admin_token, "/v1/sequences", &json!({"name": "hold", "steps": [{"type": "wait", "days": 1}]}))
+        .post_json(
+            &app.admin_token,
+            "/v1/sequences",
+            &json!({"name": "hold", "steps": [{"type": "wait", "days": 1}]}),
+        )
         .await;
-    let sequence = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let sequence = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let enrolled = app
-        .post_json(&app.admin_token, &format!("/v1/sequences/{sequence}/enrolments"), &json!({"lead_id": bounced}))
+        .post_json(
+            &app.admin_token,
+            &format!("/v1/sequences/{sequence}/enrolments"),
+            &json!({"lead_id": bounced}),
+        )
         .await;
     assert_eq!(enrolled.status(), 201);
-    let dsn = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/email/dsn_bounce.eml")).unwrap();
+    let dsn =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/email/dsn_bounce.eml"))
+            .unwrap();
     let receipt: Value = app
         .client
         .post(format!("{}/v1/inbound/email", app.base))
@@ -794,7 +1034,9 @@ async fn a_bounce_found_in_the_mailbox_suppresses_and_a_mailboxs_daily_limit_hol
         .await
         .unwrap();
     app.settled_inbound(receipt["id"].as_str().unwrap()).await;
-    let (status, suppressed) = app.get_json("/v1/suppressions/nobody@unknown.example").await;
+    let (status, suppressed) = app
+        .get_json("/v1/suppressions/nobody@unknown.example")
+        .await;
     assert_eq!(status, 200, "{suppressed}");
     assert_eq!(suppressed["reason"], "bounced");
     let (_, detail) = app.get_json(&format!("/v1/sequences/{sequence}")).await;
@@ -804,12 +1046,25 @@ async fn a_bounce_found_in_the_mailbox_suppresses_and_a_mailboxs_daily_limit_hol
     // One email per day from this mailbox: the second waits for tomorrow, unsent.
     let mut ids = Vec::new();
     for name in ["One", "Two"] {
-        let lead = seed_lead(&app, json!({"first_name": name, "email": format!("{name}@example.org")})).await;
+        let lead = seed_lead(
+            &app,
+            json!({"first_name": name, "email": format!("{name}@example.org")}),
+        )
+        .await;
         let queued = app
-            .post_json(&app.admin_token, &format!("/v1/leads/{lead}/email"), &json!({"template": "welcome"}))
+            .post_json(
+                &app.admin_token,
+                &format!("/v1/leads/{lead}/email"),
+                &json!({"template": "welcome"}),
+            )
             .await;
         assert_eq!(queued.status(), 202);
-        ids.push(queued.json::<Value>().await.unwrap()["outbox_id"].as_str().unwrap().to_owned());
+        ids.push(
+            queued.json::<Value>().await.unwrap()["outbox_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
         if ids.len() == 1 {
             assert_eq!(settled_outbox(&app, &ids[0]).await["status"], "sent");
         }
@@ -817,7 +1072,10 @@ async fn a_bounce_found_in_the_mailbox_suppresses_and_a_mailboxs_daily_limit_hol
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, row) = app.get_json(&format!("/v1/email-outbox/{}", ids[1])).await;
-        if row["error"].as_str().is_some_and(|e| e.contains("daily limit")) {
+        if row["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("daily limit"))
+        {
             assert_eq!(row["status"], "pending");
             assert_eq!(row["attempts"], 0, "holding is not an attempt");
             break;

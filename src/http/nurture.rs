@@ -72,7 +72,10 @@ pub async fn save_template(
 
 #[utoipa::path(tag = "nurture", responses((status = 200, body = [templates::EmailTemplate])), security(("bearer" = [])))]
 #[get("/v1/email-templates")]
-pub async fn list_templates(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn list_templates(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(KIND, Action::Read).await?;
     Ok(HttpResponse::Ok().json(templates::list(&state.store).await?))
 }
@@ -96,7 +99,10 @@ pub async fn create_sequence(
 
 #[utoipa::path(tag = "nurture", responses((status = 200, body = [sequences::Sequence])), security(("bearer" = [])))]
 #[get("/v1/sequences")]
-pub async fn list_sequences(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn list_sequences(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(KIND, Action::Read).await?;
     Ok(HttpResponse::Ok().json(sequences::list(&state.store).await?))
 }
@@ -304,7 +310,10 @@ pub async fn delete_suppression(
 fn pixel() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("image/gif")
-        .insert_header((header::CACHE_CONTROL, "no-store, no-cache, must-revalidate, private"))
+        .insert_header((
+            header::CACHE_CONTROL,
+            "no-store, no-cache, must-revalidate, private",
+        ))
         .body(PIXEL_GIF)
 }
 
@@ -450,7 +459,9 @@ pub fn provider_events(provider: &str, body: &Value) -> Vec<(String, &'static st
             for event in body.as_array().into_iter().flatten() {
                 let email = event.get("email").and_then(Value::as_str);
                 match event.get("event").and_then(Value::as_str) {
-                    Some("bounce") if event.get("type").and_then(Value::as_str) != Some("blocked") => {
+                    Some("bounce")
+                        if event.get("type").and_then(Value::as_str) != Some("blocked") =>
+                    {
                         push(email, "bounced")
                     }
                     Some("spamreport") => push(email, "complained"),

@@ -198,8 +198,7 @@ impl NurtureSection {
         own.as_deref() == Some(host.as_str())
             || self.redirect_allow_hosts.iter().any(|allowed| {
                 let allowed = allowed.trim().trim_start_matches("*.").to_ascii_lowercase();
-                !allowed.is_empty()
-                    && (host == allowed || host.ends_with(&format!(".{allowed}")))
+                !allowed.is_empty() && (host == allowed || host.ends_with(&format!(".{allowed}")))
             })
     }
 

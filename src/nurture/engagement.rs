@@ -200,7 +200,11 @@ pub async fn unsubscribe(
         let exists = crate::store::read::fields_in(&mut tx, RecordKind::Lead, lead_id)
             .await?
             .is_some();
-        let changes = if exists { changes } else { changes[..0].to_vec() };
+        let changes = if exists {
+            changes
+        } else {
+            changes[..0].to_vec()
+        };
         apply(&mut tx, &ctx, changes).await?;
     }
     tx.commit().await?;

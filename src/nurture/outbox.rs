@@ -37,13 +37,25 @@ pub struct Claimed {
 /// How one attempt ended.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Sent { provider_id: String, mailer: String },
-    Retry { at: DateTime<Utc>, error: String },
-    Failed { error: String },
+    Sent {
+        provider_id: String,
+        mailer: String,
+    },
+    Retry {
+        at: DateTime<Utc>,
+        error: String,
+    },
+    Failed {
+        error: String,
+    },
     /// The address is on the suppression list: never sent.
-    Suppressed { reason: String },
+    Suppressed {
+        reason: String,
+    },
     /// The mailbox's daily limit is reached: wait, without counting an attempt.
-    Deferred { at: DateTime<Utc> },
+    Deferred {
+        at: DateTime<Utc>,
+    },
 }
 
 /// The domain of an address, for Message-IDs.
@@ -221,13 +233,15 @@ pub async fn sent_today(store: &Store, mailbox: &str) -> Result<i64, StoreError>
         .and_hms_opt(0, 0, 0)
         .map(|t| t.and_utc())
         .unwrap_or_else(Utc::now);
-    Ok(sqlx::query_scalar(
-        "SELECT COUNT(*) FROM email_outbox WHERE mailbox = $1 AND sent_at >= $2",
+    Ok(
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM email_outbox WHERE mailbox = $1 AND sent_at >= $2",
+        )
+        .bind(mailbox)
+        .bind(format_timestamp(midnight))
+        .fetch_one(store.pool())
+        .await?,
     )
-    .bind(mailbox)
-    .bind(format_timestamp(midnight))
-    .fetch_one(store.pool())
-    .await?)
 }
 
 /// Records how an attempt ended on the outbox row and its activity, in one transaction.

@@ -87,7 +87,9 @@ impl Scheduler {
     pub async fn enrol_by_rules(&self) -> Result<usize, NurtureError> {
         let mut enrolled = 0;
         for sequence in sequences::active_with_rules(&self.store).await? {
-            let Some(rule) = &sequence.enrol else { continue };
+            let Some(rule) = &sequence.enrol else {
+                continue;
+            };
             let mut sql = String::from(
                 "SELECT id FROM leads WHERE created_at >= $1 AND id NOT IN \
                  (SELECT lead_id FROM sequence_enrolments WHERE sequence_id = $2)",
@@ -118,7 +120,10 @@ impl Scheduler {
             }
             let leads = query.fetch_all(self.store.pool()).await?;
             for lead in leads {
-                if sequences::enrol(&self.store, &sequence.id, &lead).await?.is_some() {
+                if sequences::enrol(&self.store, &sequence.id, &lead)
+                    .await?
+                    .is_some()
+                {
                     enrolled += 1;
                 }
             }
@@ -216,13 +221,21 @@ impl Scheduler {
                 Step::Email { template } => {
                     let Some(email) = text(&lead.fields, "email") else {
                         // Nothing to send to: the step is passed, the timeline says why.
-                        self.note(&lead, &format!("Sequence {}: no email address; step skipped", sequence.name)).await?;
+                        self.note(
+                            &lead,
+                            &format!("Sequence {}: no email address; step skipped", sequence.name),
+                        )
+                        .await?;
                         self.settle(&enrolment, Next::Now(next_step), None).await?;
                         enrolment.step = next_step;
                         continue;
                     };
                     if let Some(reason) = super::suppression::reason(&self.store, email).await? {
-                        let reason = if reason == "unsubscribed" { reason } else { "bounced".into() };
+                        let reason = if reason == "unsubscribed" {
+                            reason
+                        } else {
+                            "bounced".into()
+                        };
                         return self.settle(&enrolment, Next::Exit(reason), None).await;
                     }
                     let zone = super::window::zone(
@@ -241,7 +254,11 @@ impl Scheduler {
                     let Some(template) = super::templates::by_name(&self.store, template).await?
                     else {
                         return self
-                            .settle(&enrolment, Next::Exit(format!("template `{template}` is gone")), None)
+                            .settle(
+                                &enrolment,
+                                Next::Exit(format!("template `{template}` is gone")),
+                                None,
+                            )
                             .await;
                     };
                     let mut tx = self.store.begin_write().await?;
@@ -285,7 +302,8 @@ impl Scheduler {
             }
         }
         // Leave the rest for the next pass.
-        self.settle(&enrolment, Next::Now(enrolment.step), None).await
+        self.settle(&enrolment, Next::Now(enrolment.step), None)
+            .await
     }
 
     async fn settle(
@@ -329,7 +347,12 @@ impl Scheduler {
         if text(&lead.fields, "status") == Some("converted") {
             return Ok(Some("converted".into()));
         }
-        if lead.fields.get("email_undeliverable").and_then(Value::as_bool) == Some(true) {
+        if lead
+            .fields
+            .get("email_undeliverable")
+            .and_then(Value::as_bool)
+            == Some(true)
+        {
             return Ok(Some("bounced".into()));
         }
         let row = sqlx::query(

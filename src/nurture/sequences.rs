@@ -148,7 +148,9 @@ pub async fn check(store: &Store, input: &SequenceInput) -> Result<(), NurtureEr
             }
             Step::Task { subject, due_hours } => {
                 if subject.trim().is_empty() || *due_hours < 0 {
-                    return invalid(format!("steps[{at}]: a task needs a subject and due_hours ≥ 0"));
+                    return invalid(format!(
+                        "steps[{at}]: a task needs a subject and due_hours ≥ 0"
+                    ));
                 }
             }
             Step::Wait {
@@ -197,7 +199,8 @@ pub async fn create(
         .clone()
         .filter(|f| f.contains('@'))
         .unwrap_or_else(|| section.from.clone());
-    let steps = serde_json::to_string(&input.steps).map_err(|e| NurtureError::Invalid(e.to_string()))?;
+    let steps =
+        serde_json::to_string(&input.steps).map_err(|e| NurtureError::Invalid(e.to_string()))?;
     let rule = input
         .enrol
         .as_ref()
@@ -270,7 +273,10 @@ pub async fn active_with_rules(store: &Store) -> Result<Vec<Sequence>, NurtureEr
     let sql = format!(
         "SELECT {SEQUENCE_COLUMNS} FROM sequences WHERE active = $1 AND enrol_rule IS NOT NULL"
     );
-    let rows = sqlx::query(&sql).bind(1_i64).fetch_all(store.pool()).await?;
+    let rows = sqlx::query(&sql)
+        .bind(1_i64)
+        .fetch_all(store.pool())
+        .await?;
     rows.iter().map(sequence_from).collect()
 }
 
@@ -362,5 +368,8 @@ pub async fn enrolments(store: &Store, sequence_id: &str) -> Result<Vec<Enrolmen
 
 /// A text field of a record's fields.
 pub(crate) fn text<'a>(fields: &'a serde_json::Map<String, Value>, name: &str) -> Option<&'a str> {
-    fields.get(name).and_then(Value::as_str).filter(|s| !s.is_empty())
+    fields
+        .get(name)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }

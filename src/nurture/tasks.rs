@@ -91,7 +91,10 @@ async fn task_exists(store: &Store, key: &str) -> Result<bool, NurtureError> {
 }
 
 /// Runs every rule once, then escalates overdue tasks; answers tasks created and moved.
-pub async fn run_rules(store: &Store, section: &NurtureSection) -> Result<(usize, usize), NurtureError> {
+pub async fn run_rules(
+    store: &Store,
+    section: &NurtureSection,
+) -> Result<(usize, usize), NurtureError> {
     let mut created = 0;
     for rule in &section.task_rules {
         created += run_rule(store, rule).await?;

@@ -23,9 +23,8 @@ pub const BUILT_INS: &[&str] = &["unsubscribe_url"];
 static PLACEHOLDER: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\|\s*([^}]*?)\s*)?\}\}").expect("valid regex")
 });
-static HREF: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"(?i)(href\s*=\s*")([^"]+)(")"#).expect("valid regex")
-});
+static HREF: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#"(?i)(href\s*=\s*")([^"]+)(")"#).expect("valid regex"));
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -77,7 +76,9 @@ pub fn check(input: &TemplateInput, section: &NurtureSection) -> Result<Vec<Stri
         // Every `{{` must open a well-formed placeholder.
         let well_formed = PLACEHOLDER.find_iter(body).count();
         if body.matches("{{").count() != well_formed {
-            return Err(format!("{part}: a `{{{{` does not open a valid `{{{{variable}}}}`"));
+            return Err(format!(
+                "{part}: a `{{{{` does not open a valid `{{{{variable}}}}`"
+            ));
         }
         for capture in PLACEHOLDER.captures_iter(body) {
             let name = &capture[1];
@@ -148,8 +149,7 @@ fn substitute(body: &str, vars: &Map<String, Value>, html: bool) -> String {
 /// HTML-escaped in the HTML part.
 pub fn render(template: &EmailTemplate, vars: &Map<String, Value>) -> Rendered {
     Rendered {
-        subject: substitute(&template.subject, vars, false)
-            .replace(['\r', '\n'], " "),
+        subject: substitute(&template.subject, vars, false).replace(['\r', '\n'], " "),
         html: substitute(&template.html, vars, true),
         text: substitute(&template.text, vars, false),
     }
@@ -283,7 +283,11 @@ mod tests {
             ["first_name", "company", "unsubscribe_url"]
         );
         let missing = input("Hi {{favourite_colour}}", "", "x");
-        assert!(check(&missing, &section).unwrap_err().contains("favourite_colour"));
+        assert!(
+            check(&missing, &section)
+                .unwrap_err()
+                .contains("favourite_colour")
+        );
         let broken = input("Hi {{first name}}", "", "x");
         assert!(check(&broken, &section).is_err());
         let foreign = input("Hi", r#"<a href="https://evil.test/">x</a>"#, "x");
@@ -311,9 +315,13 @@ mod tests {
         assert_eq!(rendered.subject, "Hi there ");
         assert_eq!(rendered.html, "<p>A&amp;B &lt;Ltd&gt;</p>");
         assert_eq!(rendered.text, "A&B <Ltd> 42");
-        let linked = rewrite_links(r#"<a href="https://a.test/?x=1&amp;y=2">a</a><a href="mailto:x@y">m</a>"#, |url| {
-            Some(format!("T({url})"))
-        });
-        assert_eq!(linked, r#"<a href="T(https://a.test/?x=1&y=2)">a</a><a href="mailto:x@y">m</a>"#);
+        let linked = rewrite_links(
+            r#"<a href="https://a.test/?x=1&amp;y=2">a</a><a href="mailto:x@y">m</a>"#,
+            |url| Some(format!("T({url})")),
+        );
+        assert_eq!(
+            linked,
+            r#"<a href="T(https://a.test/?x=1&y=2)">a</a><a href="mailto:x@y">m</a>"#
+        );
     }
 }

@@ -134,7 +134,11 @@ const SCANNERS: &[&str] = &[
 
 /// Whether a fetch looks like a machine's: a scanner's user agent, or within
 /// `bot_open_secs` of the message being sent.
-pub fn looks_like_bot(user_agent: &str, seconds_since_sent: Option<i64>, bot_open_secs: u64) -> bool {
+pub fn looks_like_bot(
+    user_agent: &str,
+    seconds_since_sent: Option<i64>,
+    bot_open_secs: u64,
+) -> bool {
     let agent = user_agent.to_ascii_lowercase();
     agent.trim().is_empty()
         || SCANNERS.iter().any(|scanner| agent.contains(scanner))
@@ -143,9 +147,9 @@ pub fn looks_like_bot(user_agent: &str, seconds_since_sent: Option<i64>, bot_ope
 
 /// The transparent 1×1 GIF answered for every open.
 pub const PIXEL_GIF: &[u8] = &[
-    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00,
-    0x00, 0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00,
-    0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
 ];
 
 #[cfg(test)]
@@ -170,7 +174,9 @@ mod tests {
         assert_eq!(key.verify(&forged), None);
         assert_eq!(TrackingKey::new(b"other").verify(&signed), None);
         assert_eq!(key.verify("garbage"), None);
-        let open = Token::Open { outbox_id: "m1".into() };
+        let open = Token::Open {
+            outbox_id: "m1".into(),
+        };
         assert_eq!(key.verify(&key.sign(&open)), Some(open));
     }
 
@@ -179,6 +185,10 @@ mod tests {
         assert!(looks_like_bot("Barracuda Sentinel (EE)", Some(3600), 10));
         assert!(looks_like_bot("Mozilla/5.0", Some(2), 10));
         assert!(looks_like_bot("", Some(3600), 10));
-        assert!(!looks_like_bot("Mozilla/5.0 (Windows NT 10.0)", Some(60), 10));
+        assert!(!looks_like_bot(
+            "Mozilla/5.0 (Windows NT 10.0)",
+            Some(60),
+            10
+        ));
     }
 }

@@ -47,7 +47,9 @@ mod tests {
     use super::*;
 
     fn utc(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     #[test]
@@ -67,7 +69,10 @@ mod tests {
             next_send_time(utc("2026-01-10T10:00:00Z"), new_york, 8, 19),
             utc("2026-01-10T13:00:00Z")
         );
-        assert_eq!(zone(Some("Not/AZone"), "Europe/London"), chrono_tz::Europe::London);
+        assert_eq!(
+            zone(Some("Not/AZone"), "Europe/London"),
+            chrono_tz::Europe::London
+        );
         assert_eq!(next_send_time(now, tokyo, 0, 0), now);
     }
 }

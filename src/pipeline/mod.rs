@@ -246,8 +246,7 @@ impl Pipeline {
         for address in &recipients {
             // A hard bounce suppresses the address for every later send, and the leads
             // carrying it leave their sequences.
-            crate::nurture::suppression::suppress_in(conn, address, "bounced", &row.source)
-                .await?;
+            crate::nurture::suppression::suppress_in(conn, address, "bounced", &row.source).await?;
             for (kind, parent) in [
                 (RecordKind::Lead, "lead_id"),
                 (RecordKind::Contact, "contact_id"),

@@ -80,7 +80,10 @@ pub fn from_config(section: &NurtureSection) -> Result<Option<Arc<dyn Mailer>>, 
 }
 
 /// A secret from the environment variable `name`.
-pub(crate) fn secret_from_env(section: &'static str, name: &str) -> Result<String, MailerConfigError> {
+pub(crate) fn secret_from_env(
+    section: &'static str,
+    name: &str,
+) -> Result<String, MailerConfigError> {
     if name.is_empty() {
         return Err(MailerConfigError {
             section,
@@ -93,7 +96,10 @@ pub(crate) fn secret_from_env(section: &'static str, name: &str) -> Result<Strin
     })
 }
 
-pub(crate) fn http_client(section: &'static str, timeout_secs: u64) -> Result<reqwest::Client, MailerConfigError> {
+pub(crate) fn http_client(
+    section: &'static str,
+    timeout_secs: u64,
+) -> Result<reqwest::Client, MailerConfigError> {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(timeout_secs.max(1)))
         .build()
@@ -104,7 +110,11 @@ pub(crate) fn http_client(section: &'static str, timeout_secs: u64) -> Result<re
 }
 
 /// An HTTP status as a send outcome: 429 and 5xx are temporary, other 4xx permanent.
-pub(crate) fn classify_status(provider: &str, status: reqwest::StatusCode, body: &str) -> MailError {
+pub(crate) fn classify_status(
+    provider: &str,
+    status: reqwest::StatusCode,
+    body: &str,
+) -> MailError {
     let detail: String = body.chars().take(500).collect();
     let message = format!("{provider} answered {status}: {detail}");
     if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {

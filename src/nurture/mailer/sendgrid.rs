@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::{
-    Accepted, MailError, Mailer, MailerConfigError, OutgoingEmail, classify_status,
-    http_client, secret_from_env, transport_error,
+    Accepted, MailError, Mailer, MailerConfigError, OutgoingEmail, classify_status, http_client,
+    secret_from_env, transport_error,
 };
 use crate::nurture::config::ApiSection;
 

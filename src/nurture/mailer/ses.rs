@@ -12,8 +12,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::{
-    Accepted, MailError, Mailer, MailerConfigError, OutgoingEmail, classify_status,
-    http_client, secret_from_env, transport_error,
+    Accepted, MailError, Mailer, MailerConfigError, OutgoingEmail, classify_status, http_client,
+    secret_from_env, transport_error,
 };
 use crate::nurture::config::{ApiSection, address_of};
 
