@@ -1090,3 +1090,66 @@ async fn a_bounce_found_in_the_mailbox_suppresses_and_a_mailboxs_daily_limit_hol
 on_both_backends!(
     a_bounce_found_in_the_mailbox_suppresses_and_a_mailboxs_daily_limit_holds_the_rest,
 );
+
+async fn a_send_interrupted_by_a_crash_is_claimed_again_after_its_lease_and_sent_once(
+    backend: Backend,
+) {
+    let sink = smtp_sink().await;
+    let app = common::spawn_app_with_config(backend, |c| nurture_config(c, sink.port)).await;
+    save_welcome(&app).await;
+    let lead_id = seed_lead(
+        &app,
+        json!({"first_name": "Ada", "email": "ada@example.org"}),
+    )
+    .await;
+    let lead = app
+        .store
+        .get(RecordKind::Lead, &lead_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let template = leadgate::nurture::templates::by_name(&app.store, "welcome")
+        .await
+        .unwrap()
+        .unwrap();
+    // Queued and claimed by another process (lease 2 s) that then died mid-send.
+    let ctx = WriteContext::new("test", "test", RequestMeta::default());
+    let mut tx = app.store.begin_write().await.unwrap();
+    let id = leadgate::nurture::outbox::enqueue_template(
+        &mut tx,
+        &ctx,
+        &app.config.nurture,
+        &TrackingKey::new(SECRET.as_bytes()),
+        &lead,
+        &template,
+        "sales@leadgate.test",
+        None,
+    )
+    .await
+    .unwrap();
+    let lease = leadgate::domain::value::format_timestamp(
+        chrono::Utc::now() + chrono::Duration::seconds(2),
+    );
+    sqlx::query("UPDATE email_outbox SET status = 'sending', lease_until = $1 WHERE id = $2")
+        .bind(&lease)
+        .bind(&id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // While the lease holds, the live sender leaves it alone (the holder may be sending).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (_, row) = app.get_json(&format!("/v1/email-outbox/{id}")).await;
+    assert_eq!(row["status"], "sending", "{row}");
+    assert!(sink.messages().is_empty());
+    // After it, the email is claimed again and sent, once.
+    let row = settled_outbox(&app, &id).await;
+    assert_eq!(row["status"], "sent", "{row}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let messages = sink.messages();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0]["headers"]["Message-ID"], row["message_id"]);
+    app.stop().await;
+}
+
+on_both_backends!(a_send_interrupted_by_a_crash_is_claimed_again_after_its_lease_and_sent_once);
