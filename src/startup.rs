@@ -239,9 +239,13 @@ impl Application {
             .spawn()
         });
         let nurture_state = Arc::new(http::nurture::NurtureState {
+            events: crate::nurture::engagement::EventWriter::spawn(
+                store.clone(),
+                nurture_section.clone(),
+                crate::pipeline::score::Scoring::new(&config.score_rules)?,
+            ),
             section: nurture_section,
             key: tracking_key,
-            scoring: crate::pipeline::score::Scoring::new(&config.score_rules)?,
         });
         // A gateway only reads the index the worker writes; it must not repair it.
         let index_access = if role == Role::Gateway {

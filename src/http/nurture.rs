@@ -23,14 +23,14 @@ use crate::nurture::sequences::{self, SequenceInput};
 use crate::nurture::templates::{self, TemplateInput};
 use crate::nurture::tracking::{PIXEL_GIF, Token, TrackingKey};
 use crate::nurture::{NurtureError, NurtureSection, outbox, suppression};
-use crate::pipeline::score::Scoring;
 use crate::store::RequestMeta;
 
-/// What the nurturing handlers share: the section, the tracking key, the score rules.
+/// What the nurturing handlers share: the section, the tracking key, and the writer of
+/// tracked fetches (which holds the score rules).
 pub struct NurtureState {
     pub section: Arc<NurtureSection>,
     pub key: TrackingKey,
-    pub scoring: Scoring,
+    pub events: engagement::EventWriter,
 }
 
 /// The permission kind of templates, sequences, the outbox and suppressions.
@@ -329,18 +329,13 @@ pub async fn open_pixel(
     let Some(Token::Open { outbox_id }) = state.nurture.key.verify(&token) else {
         return Err(ApiError::BadRequest("invalid tracking token".into()));
     };
-    let nurture = &state.nurture;
-    if let Err(error) = engagement::record(
-        &state.store,
-        &nurture.section,
-        &nurture.scoring,
-        &outbox_id,
-        Event::Open,
-        None,
-        &meta_of(&req),
-    )
-    .await
-    {
+    let fetch = engagement::Fetch {
+        outbox_id,
+        event: Event::Open,
+        url: None,
+        meta: meta_of(&req),
+    };
+    if let Err(error) = state.nurture.events.record(fetch).await {
         // The pixel is answered regardless: a recipient never sees a broken image.
         tracing::warn!(%error, "open not recorded");
     }
@@ -369,17 +364,13 @@ pub async fn click_redirect(
             "the link's host is not on the redirect allow-list".into(),
         ));
     }
-    if let Err(error) = engagement::record(
-        &state.store,
-        &nurture.section,
-        &nurture.scoring,
-        &outbox_id,
-        Event::Click,
-        Some(&url),
-        &meta_of(&req),
-    )
-    .await
-    {
+    let fetch = engagement::Fetch {
+        outbox_id,
+        event: Event::Click,
+        url: Some(url.clone()),
+        meta: meta_of(&req),
+    };
+    if let Err(error) = nurture.events.record(fetch).await {
         tracing::warn!(%error, "click not recorded");
     }
     Ok(HttpResponse::Found()

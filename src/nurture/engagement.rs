@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 use super::NurtureError;
 use super::config::NurtureSection;
@@ -48,9 +48,26 @@ pub async fn record(
     url: Option<&str>,
     meta: &RequestMeta,
 ) -> Result<bool, NurtureError> {
+    let mut tx = store.begin_write().await?;
+    let counted = record_in(&mut tx, section, scoring, outbox_id, event, url, meta).await?;
+    tx.commit().await?;
+    Ok(counted)
+}
+
+/// As [`record`], in the caller's transaction.
+#[allow(clippy::too_many_arguments)]
+pub async fn record_in(
+    conn: &mut AnyConnection,
+    section: &NurtureSection,
+    scoring: &Scoring,
+    outbox_id: &str,
+    event: Event,
+    url: Option<&str>,
+    meta: &RequestMeta,
+) -> Result<bool, NurtureError> {
     let row = sqlx::query("SELECT lead_id, sent_at, created_at FROM email_outbox WHERE id = $1")
         .bind(outbox_id)
-        .fetch_optional(store.pool())
+        .fetch_optional(&mut *conn)
         .await?;
     let Some(row) = row else {
         return Ok(false);
@@ -67,14 +84,13 @@ pub async fn record(
         Event::Open => super::tracking::looks_like_bot(&agent, since_sent, section.bot_open_secs),
         Event::Click => super::tracking::looks_like_bot(&agent, None, 0),
     };
-    let mut tx = store.begin_write().await?;
     let earlier: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM email_events WHERE outbox_id = $1 AND event = $2 AND bot = $3",
     )
     .bind(outbox_id)
     .bind(event.as_str())
     .bind(0_i64)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await?;
     sqlx::query(
         "INSERT INTO email_events (id, outbox_id, event, bot, url, user_agent, created_at) \
@@ -87,10 +103,9 @@ pub async fn record(
     .bind(url)
     .bind(meta.user_agent.as_deref())
     .bind(now_timestamp())
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
     if bot || earlier > 0 {
-        tx.commit().await?;
         return Ok(!bot);
     }
     if let Some(lead_id) = lead_id {
@@ -116,7 +131,7 @@ pub async fn record(
         }];
         if points.total != 0
             && let Some(lead) =
-                crate::store::read::fields_in(&mut tx, RecordKind::Lead, &lead_id).await?
+                crate::store::read::fields_in(&mut *conn, RecordKind::Lead, &lead_id).await?
         {
             let number = |name: &str| lead.get(name).and_then(Value::as_i64).unwrap_or(0);
             changes.push(Change::Update {
@@ -129,10 +144,111 @@ pub async fn record(
                 expected_version: None,
             });
         }
-        apply(&mut tx, &ctx, changes).await?;
+        apply(&mut *conn, &ctx, changes).await?;
     }
-    tx.commit().await?;
     Ok(true)
+}
+
+/// One fetch to record.
+pub struct Fetch {
+    pub outbox_id: String,
+    pub event: Event,
+    pub url: Option<String>,
+    pub meta: RequestMeta,
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<bool, String>>;
+
+/// Records tracking fetches with group commit: what arrives while one transaction
+/// commits is written by the next, so a burst of opens costs a few syncs, not one each.
+/// Each caller still waits until its fetch is durable.
+#[derive(Clone)]
+pub struct EventWriter {
+    queue: tokio::sync::mpsc::Sender<(Fetch, Reply)>,
+}
+
+/// Most fetches one transaction writes.
+const GROUP_MAX: usize = 256;
+
+impl EventWriter {
+    pub fn spawn(store: Store, section: std::sync::Arc<NurtureSection>, scoring: Scoring) -> Self {
+        let (queue, mut incoming) = tokio::sync::mpsc::channel::<(Fetch, Reply)>(4096);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(GROUP_MAX);
+            while incoming.recv_many(&mut batch, GROUP_MAX).await > 0 {
+                let results = write_group(&store, &section, &scoring, &batch).await;
+                for ((_, reply), result) in batch.drain(..).zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    pub async fn record(&self, fetch: Fetch) -> Result<bool, NurtureError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.queue
+            .send((fetch, reply))
+            .await
+            .map_err(|_| NurtureError::Invalid("the event writer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| NurtureError::Invalid("the event writer stopped".into()))?
+            .map_err(NurtureError::Invalid)
+    }
+}
+
+/// One transaction for the group; a fetch that fails is retried alone so it cannot take
+/// the others down with it.
+async fn write_group(
+    store: &Store,
+    section: &NurtureSection,
+    scoring: &Scoring,
+    batch: &[(Fetch, Reply)],
+) -> Vec<Result<bool, String>> {
+    let together = async {
+        let mut tx = store.begin_write().await?;
+        let mut counted = Vec::with_capacity(batch.len());
+        for (fetch, _) in batch {
+            counted.push(
+                record_in(
+                    &mut tx,
+                    section,
+                    scoring,
+                    &fetch.outbox_id,
+                    fetch.event,
+                    fetch.url.as_deref(),
+                    &fetch.meta,
+                )
+                .await?,
+            );
+        }
+        tx.commit().await?;
+        Ok::<_, NurtureError>(counted)
+    };
+    match together.await {
+        Ok(counted) => counted.into_iter().map(Ok).collect(),
+        Err(_) if batch.len() > 1 => {
+            let mut results = Vec::with_capacity(batch.len());
+            for (fetch, _) in batch {
+                results.push(
+                    record(
+                        store,
+                        section,
+                        scoring,
+                        &fetch.outbox_id,
+                        fetch.event,
+                        fetch.url.as_deref(),
+                        &fetch.meta,
+                    )
+                    .await
+                    .map_err(|e| e.to_string()),
+                );
+            }
+            results
+        }
+        Err(error) => vec![Err(error.to_string())],
+    }
 }
 
 pub(crate) fn object(value: Value) -> Map<String, Value> {
