@@ -873,14 +873,32 @@ async fn whatsapp_steps_send_free_text_only_inside_the_24_hour_window(backend: B
 async fn task_rules_create_tasks_for_owners_and_overdue_tasks_go_to_the_manager(backend: Backend) {
     let app = common::spawn_app_with_config(backend, |c| {
         nurture_config(c, 1);
-        c.nurture.task_rules = vec![leadgate::nurture::config::TaskRule {
-            name: "qualified untouched".into(),
-            when: "qualified_untouched".into(),
-            days: 0,
-            hours: 24,
-            subject: "Call this qualified lead".into(),
-            due_hours: 0,
-        }];
+        c.nurture.task_rules = vec![
+            leadgate::nurture::config::TaskRule {
+                name: "qualified untouched".into(),
+                when: "qualified_untouched".into(),
+                days: 0,
+                hours: 24,
+                subject: "Call this qualified lead".into(),
+                due_hours: 0,
+            },
+            leadgate::nurture::config::TaskRule {
+                name: "missed".into(),
+                when: "missed_call".into(),
+                days: 0,
+                hours: 24,
+                subject: "Call back".into(),
+                due_hours: 1,
+            },
+            leadgate::nurture::config::TaskRule {
+                name: "quiet".into(),
+                when: "no_contact".into(),
+                days: 14,
+                hours: 24,
+                subject: "Check in: no contact for two weeks".into(),
+                due_hours: 24,
+            },
+        ];
         c.nurture.escalate_overdue_hours = 1;
         // The scheduler's own pass runs the rules at start and then rarely: this test
         // runs them itself.
@@ -934,10 +952,55 @@ async fn task_rules_create_tasks_for_owners_and_overdue_tasks_go_to_the_manager(
         .id
         .clone();
 
+    // A missed call from a lead; and a lead nobody has contacted for three weeks.
+    let caller = seed_lead(&app, json!({"first_name": "Caller", "owner_id": rep.id})).await;
+    let Value::Object(call) = json!({"activity_type": "call", "direction": "inbound",
+        "subject": "missed via cti:generic", "channel": "cti:generic", "lead_id": caller})
+    else {
+        unreachable!()
+    };
+    app.store
+        .write(
+            &ctx,
+            vec![Change::Insert {
+                kind: RecordKind::Activity,
+                id: None,
+                fields: call,
+            }],
+        )
+        .await
+        .unwrap();
+    let quiet = seed_lead(&app, json!({"first_name": "Quiet", "owner_id": rep.id})).await;
+    let weeks_ago =
+        leadgate::domain::value::format_timestamp(chrono::Utc::now() - chrono::Duration::days(21));
+    // Test setup only: the lead arrived three weeks ago.
+    sqlx::query("UPDATE leads SET created_at = $1 WHERE id = $2")
+        .bind(&weeks_ago)
+        .bind(&quiet)
+        .execute(app.store.pool())
+        .await
+        .unwrap();
     let section = app.config.nurture.clone();
     leadgate::nurture::tasks::run_rules(&app.store, &section)
         .await
         .unwrap();
+    for (lead, subject) in [
+        (&caller, "Call back"),
+        (&quiet, "Check in: no contact for two weeks"),
+    ] {
+        let (_, timeline) = app.get_json(&format!("/v1/leads/{lead}/timeline")).await;
+        let tasks: Vec<&Value> = timeline["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["fields"]["activity_type"] == "task" && a["fields"]["subject"] == subject)
+            .collect();
+        assert_eq!(tasks.len(), 1, "{subject}: {timeline}");
+        assert_eq!(tasks[0]["fields"]["owner_id"], json!(rep.id));
+    }
+    // The caller is new: no "no contact" task for it.
+    let (_, timeline) = app.get_json(&format!("/v1/leads/{caller}/timeline")).await;
+    assert!(!timeline.to_string().contains("no contact for two weeks"));
     // Running again creates nothing twice and escalates nothing twice.
     assert_eq!(
         leadgate::nurture::tasks::run_rules(&app.store, &section)
