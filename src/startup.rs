@@ -223,6 +223,7 @@ impl Application {
                     mailer,
                     section: nurture_section.clone(),
                     key: tracking_key.clone(),
+                    metrics: metrics.clone(),
                     shutdown: shutdown.clone(),
                 }
                 .spawn(),

@@ -403,6 +403,16 @@ async fn an_email_is_delivered_once_though_smtp_drops_the_first_connection_mid_s
         "{events}"
     );
 
+    let metrics = app.metrics().await;
+    for line in [
+        r#"leadgate_emails_total{mailer="smtp",outcome="retry"} 1"#,
+        r#"leadgate_emails_total{mailer="smtp",outcome="sent"} 1"#,
+        r#"leadgate_email_events_total{counted="no",event="open"} 1"#,
+        r#"leadgate_email_events_total{counted="yes",event="open"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+
     // A tampered link is refused, not redirected.
     let token = click.rsplit('/').next().unwrap();
     let (payload, tag) = token.split_once('.').unwrap();

@@ -307,6 +307,14 @@ pub async fn delete_suppression(
     }
 }
 
+fn count_event(state: &AppState, event: &str, counted: bool) {
+    state
+        .metrics
+        .email_events
+        .with_label_values(&[event, if counted { "yes" } else { "no" }])
+        .inc();
+}
+
 fn pixel() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("image/gif")
@@ -335,9 +343,10 @@ pub async fn open_pixel(
         url: None,
         meta: meta_of(&req),
     };
-    if let Err(error) = state.nurture.events.record(fetch).await {
+    match state.nurture.events.record(fetch).await {
+        Ok(counted) => count_event(&state, "open", counted),
         // The pixel is answered regardless: a recipient never sees a broken image.
-        tracing::warn!(%error, "open not recorded");
+        Err(error) => tracing::warn!(%error, "open not recorded"),
     }
     Ok(pixel())
 }
@@ -370,8 +379,9 @@ pub async fn click_redirect(
         url: Some(url.clone()),
         meta: meta_of(&req),
     };
-    if let Err(error) = nurture.events.record(fetch).await {
-        tracing::warn!(%error, "click not recorded");
+    match nurture.events.record(fetch).await {
+        Ok(counted) => count_event(&state, "click", counted),
+        Err(error) => tracing::warn!(%error, "click not recorded"),
     }
     Ok(HttpResponse::Found()
         .insert_header((header::LOCATION, url))

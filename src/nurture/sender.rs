@@ -22,6 +22,7 @@ pub struct EmailSender {
     pub mailer: Arc<dyn Mailer>,
     pub section: Arc<NurtureSection>,
     pub key: TrackingKey,
+    pub metrics: Arc<crate::telemetry::Metrics>,
     pub shutdown: CancellationToken,
 }
 
@@ -86,6 +87,17 @@ impl EmailSender {
         let due = outbox::claim(&self.store, BATCH, lease).await?;
         for email in &due {
             let outcome = self.send_one(email).await?;
+            let label = match &outcome {
+                Outcome::Sent { .. } => "sent",
+                Outcome::Retry { .. } => "retry",
+                Outcome::Failed { .. } => "failed",
+                Outcome::Suppressed { .. } => "suppressed",
+                Outcome::Deferred { .. } => "deferred",
+            };
+            self.metrics
+                .emails
+                .with_label_values(&[self.mailer.name(), label])
+                .inc();
             outbox::settle(&self.store, &context(), email, outcome).await?;
         }
         Ok(due.len())
