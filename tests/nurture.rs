@@ -573,6 +573,20 @@ async fn a_sequence_enrols_by_rule_sends_in_order_and_skips_suppressed_leads(bac
     let text = timeline.to_string();
     assert!(text.contains("Call after the sequence"), "{text}");
     assert!(!text.contains("Call: clicked"), "{text}");
+    // Turned off, the sequence enrols nobody new.
+    let off = app
+        .client
+        .patch(format!("{}/v1/sequences/{sequence}", app.base))
+        .bearer_auth(&app.admin_token)
+        .json(&json!({"active": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(off.status(), 200);
+    let late = seed_lead(&app, json!({"first_name": "Late", "email": "late@example.org", "source": "webinar", "score": 90})).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, detail) = app.get_json(&format!("/v1/sequences/{sequence}")).await;
+    assert!(!detail.to_string().contains(&late), "{detail}");
     app.stop().await;
 }
 

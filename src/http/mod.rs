@@ -111,6 +111,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
         .service(nurture::create_sequence)
         .service(nurture::list_sequences)
         .service(nurture::get_sequence)
+        .service(nurture::update_sequence)
         .service(nurture::enrol_lead)
         .service(nurture::send_email)
         .service(nurture::outbox_state)
@@ -166,7 +167,7 @@ impl utoipa::Modify for BearerAuth {
         outbound::send_whatsapp,
         search::search_records,
         nurture::save_template, nurture::list_templates, nurture::create_sequence,
-        nurture::list_sequences, nurture::get_sequence, nurture::enrol_lead, nurture::send_email,
+        nurture::list_sequences, nurture::get_sequence, nurture::update_sequence, nurture::enrol_lead, nurture::send_email,
         nurture::outbox_state, nurture::add_suppression, nurture::get_suppression,
         nurture::delete_suppression, nurture::provider_webhook, nurture::open_pixel,
         nurture::click_redirect, nurture::unsubscribe_page, nurture::unsubscribe,
@@ -185,7 +186,7 @@ impl utoipa::Modify for BearerAuth {
         crate::nurture::sequences::SequenceInput, crate::nurture::sequences::Sequence,
         crate::nurture::sequences::Step, crate::nurture::sequences::EnrolRule,
         crate::nurture::sequences::Engagement, crate::nurture::sequences::Enrolment,
-        crate::nurture::outbox::OutboxState, nurture::SequenceDetail, nurture::EnrolRequest,
+        crate::nurture::outbox::OutboxState, nurture::SequenceDetail, nurture::EnrolRequest, nurture::SequenceChange,
         nurture::SendEmail, nurture::EmailQueued, nurture::Suppress,
     )),
     modifiers(&BearerAuth)

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use actix_web::http::header;
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, delete, get, post, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, delete, get, patch, post, web};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
@@ -131,6 +131,33 @@ pub async fn get_sequence(
         sequence,
         enrolments,
     }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceChange {
+    pub active: bool,
+}
+
+/// Turn a sequence off (its enrolments exit when next due) or on again.
+#[utoipa::path(tag = "nurture", params(("id" = String, Path)), request_body = SequenceChange,
+    responses((status = 200, body = sequences::Sequence), (status = 404, body = super::error::Problem)),
+    security(("bearer" = [])))]
+#[patch("/v1/sequences/{id}")]
+pub async fn update_sequence(
+    id: web::Path<String>,
+    body: web::Json<SequenceChange>,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(KIND, Action::Create).await?;
+    if !sequences::set_active(&state.store, &id, body.active).await? {
+        return Err(ApiError::NotFound);
+    }
+    let sequence = sequences::get(&state.store, &id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(HttpResponse::Ok().json(sequence))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

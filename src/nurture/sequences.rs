@@ -269,6 +269,20 @@ pub async fn list(store: &Store) -> Result<Vec<Sequence>, NurtureError> {
     rows.iter().map(sequence_from).collect()
 }
 
+/// Turns a sequence on or off; off ends nothing but takes no further step (its active
+/// enrolments exit with `sequence_inactive` when next due).
+pub async fn set_active(store: &Store, id: &str, active: bool) -> Result<bool, NurtureError> {
+    let mut tx = store.begin_write().await?;
+    let done = sqlx::query("UPDATE sequences SET active = $1, updated_at = $2 WHERE id = $3")
+        .bind(i64::from(active))
+        .bind(now_timestamp())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(done.rows_affected() > 0)
+}
+
 pub async fn active_with_rules(store: &Store) -> Result<Vec<Sequence>, NurtureError> {
     let sql = format!(
         "SELECT {SEQUENCE_COLUMNS} FROM sequences WHERE active = $1 AND enrol_rule IS NOT NULL"
