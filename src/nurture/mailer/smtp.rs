@@ -65,15 +65,18 @@ impl Mailer for SmtpMailer {
     async fn send(&self, email: &OutgoingEmail) -> Result<Accepted, MailError> {
         let message = super::to_message(email)?;
         match self.transport.send(message).await {
-            Ok(response) => Ok(Accepted {
-                provider_id: response
-                    .message()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-                    .chars()
-                    .take(200)
-                    .collect(),
-            }),
+            // Bounces (DSNs) and replies name our Message-ID, so it is the id to keep;
+            // the server's own queue id is in its answer, logged.
+            Ok(response) => {
+                tracing::debug!(
+                    message_id = %email.message_id,
+                    answer = %response.message().collect::<Vec<_>>().join(" "),
+                    "SMTP server took the message"
+                );
+                Ok(Accepted {
+                    provider_id: email.message_id.clone(),
+                })
+            }
             Err(error) if error.is_permanent() => {
                 Err(MailError::Permanent(format!("SMTP: {error}")))
             }
