@@ -298,6 +298,10 @@ async fn an_email_is_delivered_once_though_smtp_drops_the_first_connection_mid_s
         "the dropped attempt and the delivered one: {row}"
     );
     assert!(connections.load(Ordering::SeqCst) >= 2);
+    assert_eq!(
+        row["provider_id"], row["message_id"],
+        "SMTP keeps our Message-ID"
+    );
 
     // Delivered exactly once, as built.
     tokio::time::sleep(Duration::from_millis(300)).await;
