@@ -38,6 +38,8 @@ pub struct SmtpSection {
     pub timeout_secs: u64,
     /// Connections kept open to the server.
     pub pool_size: u32,
+    /// A PEM file of extra trusted roots (a private relay's CA), besides the system's.
+    pub ca_file: String,
 }
 
 impl Default for SmtpSection {
@@ -50,6 +52,7 @@ impl Default for SmtpSection {
             password_env: String::new(),
             timeout_secs: 30,
             pool_size: 4,
+            ca_file: String::new(),
         }
     }
 }

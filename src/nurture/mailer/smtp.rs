@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::{Accepted, MailError, Mailer, MailerConfigError, OutgoingEmail, secret_from_env};
@@ -31,7 +31,16 @@ impl SmtpMailer {
         let tls = match section.tls {
             SmtpTls::None => Tls::None,
             SmtpTls::Starttls | SmtpTls::Tls => {
-                let parameters = TlsParameters::new(section.host.clone())
+                let mut builder = TlsParameters::builder(section.host.clone());
+                if !section.ca_file.is_empty() {
+                    let pem = std::fs::read(&section.ca_file)
+                        .map_err(|e| error(format!("ca_file {}: {e}", section.ca_file)))?;
+                    let root = Certificate::from_pem(&pem)
+                        .map_err(|e| error(format!("ca_file {}: {e}", section.ca_file)))?;
+                    builder = builder.add_root_certificate(root);
+                }
+                let parameters = builder
+                    .build_rustls()
                     .map_err(|e| error(format!("TLS: {e}")))?;
                 if section.tls == SmtpTls::Tls {
                     Tls::Wrapper(parameters)
