@@ -96,6 +96,9 @@ pub struct Config {
     /// The search index: embedded by default, Meilisearch when `search.meili_url` is set.
     #[serde(default)]
     pub search: crate::search::SearchConfig,
+    /// Outbound nurturing: mailer, tracking links, sequences' sending rules, task rules.
+    #[serde(default)]
+    pub nurture: crate::nurture::NurtureSection,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -477,6 +480,7 @@ impl Default for Config {
             queue: QueueKind::Embedded,
             nats: NatsSection::default(),
             search: crate::search::SearchConfig::default(),
+            nurture: crate::nurture::NurtureSection::default(),
             partners: BTreeMap::new(),
             access: crate::access::AccessSection::default(),
         }

@@ -8,6 +8,7 @@ pub mod import;
 pub mod lifecycle;
 pub mod mailbox;
 pub mod mapping;
+pub mod nurture;
 pub mod outbound;
 pub mod pipeline;
 pub mod queue;

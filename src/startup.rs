@@ -60,6 +60,9 @@ pub struct Application {
     decay: Option<JoinHandle<()>>,
     /// Sends queued WhatsApp messages (processing roles, when sending is configured).
     sender: Option<JoinHandle<()>>,
+    /// Nurturing: the email sender (when a mailer is configured) and the sequence scheduler.
+    email_sender: Option<JoinHandle<()>>,
+    scheduler: Option<JoinHandle<()>>,
     /// Follows the outbox into the search index (roles that process).
     indexer: Option<JoinHandle<()>>,
     search: Arc<dyn SearchIndex>,
@@ -206,6 +209,45 @@ impl Application {
             ),
             _ => None,
         };
+        let nurture_section = Arc::new(config.nurture.clone());
+        let tracking_key =
+            crate::nurture::tracking::TrackingKey::resolve(&store, &config.nurture.tracking_secret)
+                .await
+                .map_err(|e| StartError::Config(format!("nurture: {e}")))?;
+        let mailer = crate::nurture::mailer::from_config(&config.nurture)
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let email_sender = match (role != Role::Gateway, mailer) {
+            (true, Some(mailer)) => Some(
+                crate::nurture::sender::EmailSender {
+                    store: store.clone(),
+                    mailer,
+                    section: nurture_section.clone(),
+                    key: tracking_key.clone(),
+                    metrics: metrics.clone(),
+                    shutdown: shutdown.clone(),
+                }
+                .spawn(),
+            ),
+            _ => None,
+        };
+        let scheduler = (role != Role::Gateway).then(|| {
+            crate::nurture::scheduler::Scheduler {
+                store: store.clone(),
+                section: nurture_section.clone(),
+                key: tracking_key.clone(),
+                shutdown: shutdown.clone(),
+            }
+            .spawn()
+        });
+        let nurture_state = Arc::new(http::nurture::NurtureState {
+            events: crate::nurture::engagement::EventWriter::spawn(
+                store.clone(),
+                nurture_section.clone(),
+                crate::pipeline::score::Scoring::new(&config.score_rules)?,
+            ),
+            section: nurture_section,
+            key: tracking_key,
+        });
         // A gateway only reads the index the worker writes; it must not repair it.
         let index_access = if role == Role::Gateway {
             crate::search::Access::Read
@@ -254,6 +296,7 @@ impl Application {
                 PartnerSection::default().rate_limit_per_minute,
             ),
             search: search.clone(),
+            nurture: nurture_state,
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -286,6 +329,8 @@ impl Application {
             nats_worker,
             decay,
             sender,
+            email_sender,
+            scheduler,
             indexer,
             search,
             writer,
@@ -349,6 +394,9 @@ impl Application {
         }
         if let Some(sender) = self.sender {
             let _ = tokio::time::timeout(Duration::from_secs(20), sender).await;
+        }
+        for task in [self.email_sender, self.scheduler].into_iter().flatten() {
+            let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
         }
         if let Some(decay) = self.decay {
             let _ = tokio::time::timeout(Duration::from_secs(10), decay).await;

@@ -40,6 +40,10 @@ pub struct Metrics {
     pub group_commit_seconds: Histogram,
     pub group_commit_items: Histogram,
     pub inbox_depth: IntGaugeVec,
+    /// Nurturing: email send attempts by mailer and outcome.
+    pub emails: IntCounterVec,
+    /// Nurturing: tracked fetches (open, click) and whether they counted (not a scanner's).
+    pub email_events: IntCounterVec,
 }
 
 impl Metrics {
@@ -82,6 +86,16 @@ impl Metrics {
             "leadgate_inbound_failed_total",
             "Inbox rows whose processing failed",
             &["source"],
+        );
+        let emails = counter(
+            "leadgate_emails_total",
+            "Email send attempts by mailer and outcome (sent, retry, failed, suppressed, deferred)",
+            &["mailer", "outcome"],
+        );
+        let email_events = counter(
+            "leadgate_email_events_total",
+            "Tracked email fetches by event; counted = no for scanners' fetches and unknown messages",
+            &["event", "counted"],
         );
         let histogram = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
             let metric = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
@@ -138,6 +152,8 @@ impl Metrics {
             stage_seconds,
             group_commit_seconds,
             group_commit_items,
+            emails,
+            email_events,
             inbox_depth,
         }
     }

@@ -57,12 +57,14 @@ impl Action {
 /// Kinds that are not record tables but are permissioned like them.
 pub const AUDIT: &str = "audit";
 pub const INBOX: &str = "inbox";
+/// Nurturing: email templates, sequences and enrolments, the outbox, suppressions.
+pub const SEQUENCES: &str = "sequences";
 
 fn kind_names() -> impl Iterator<Item = &'static str> {
     RecordKind::ALL
         .iter()
         .map(|k| k.path())
-        .chain([AUDIT, INBOX])
+        .chain([AUDIT, INBOX, SEQUENCES])
 }
 
 /// How far a role's row reach extends.

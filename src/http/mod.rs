@@ -8,6 +8,7 @@ mod channels;
 pub mod error;
 mod imports;
 mod inbound;
+pub mod nurture;
 mod ops;
 mod outbound;
 mod partner;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub partner_limiter: RateLimiter<String>,
     /// The search index (embedded or Meilisearch).
     pub search: Arc<dyn crate::search::SearchIndex>,
+    /// Nurturing: its configuration, the tracking key and the score rules.
+    pub nurture: Arc<nurture::NurtureState>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
@@ -103,6 +106,23 @@ pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
         .service(audit::search_audit)
         .service(records::convert_lead)
         .service(outbound::send_whatsapp)
+        .service(nurture::save_template)
+        .service(nurture::list_templates)
+        .service(nurture::create_sequence)
+        .service(nurture::list_sequences)
+        .service(nurture::get_sequence)
+        .service(nurture::update_sequence)
+        .service(nurture::enrol_lead)
+        .service(nurture::send_email)
+        .service(nurture::outbox_state)
+        .service(nurture::add_suppression)
+        .service(nurture::get_suppression)
+        .service(nurture::delete_suppression)
+        .service(nurture::provider_webhook)
+        .service(nurture::open_pixel)
+        .service(nurture::click_redirect)
+        .service(nurture::unsubscribe_page)
+        .service(nurture::unsubscribe)
         .service(review::unmerge_lead)
         .service(records::get_timeline)
         .service(records::get_audit)
@@ -146,6 +166,11 @@ impl utoipa::Modify for BearerAuth {
         admin::list_teams, admin::create_team, admin::update_team,
         outbound::send_whatsapp,
         search::search_records,
+        nurture::save_template, nurture::list_templates, nurture::create_sequence,
+        nurture::list_sequences, nurture::get_sequence, nurture::update_sequence, nurture::enrol_lead, nurture::send_email,
+        nurture::outbox_state, nurture::add_suppression, nurture::get_suppression,
+        nurture::delete_suppression, nurture::provider_webhook, nurture::open_pixel,
+        nurture::click_redirect, nurture::unsubscribe_page, nurture::unsubscribe,
     ),
     components(schemas(
         error::Problem, error::FieldProblem, partner::BatchReceipt, partner::SubmissionStatus,
@@ -157,6 +182,12 @@ impl utoipa::Modify for BearerAuth {
         admin::IssuedToken, admin::Users, admin::Teams,
         outbound::SendWhatsApp, outbound::MessageQueued,
         search::SearchAnswer, crate::search::SearchHit, ops::SearchReadiness,
+        crate::nurture::templates::TemplateInput, crate::nurture::templates::EmailTemplate,
+        crate::nurture::sequences::SequenceInput, crate::nurture::sequences::Sequence,
+        crate::nurture::sequences::Step, crate::nurture::sequences::EnrolRule,
+        crate::nurture::sequences::Engagement, crate::nurture::sequences::Enrolment,
+        crate::nurture::outbox::OutboxState, nurture::SequenceDetail, nurture::EnrolRequest, nurture::SequenceChange,
+        nurture::SendEmail, nurture::EmailQueued, nurture::Suppress,
     )),
     modifiers(&BearerAuth)
 )]

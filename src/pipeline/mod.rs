@@ -244,6 +244,9 @@ impl Pipeline {
         let mut changes = Vec::new();
         let mut marked = Vec::new();
         for address in &recipients {
+            // A hard bounce suppresses the address for every later send, and the leads
+            // carrying it leave their sequences.
+            crate::nurture::suppression::suppress_in(conn, address, "bounced", &row.source).await?;
             for (kind, parent) in [
                 (RecordKind::Lead, "lead_id"),
                 (RecordKind::Contact, "contact_id"),
@@ -255,6 +258,14 @@ impl Pipeline {
                     .await
                     .map_err(StoreError::from)?;
                 for id in ids {
+                    if kind == RecordKind::Lead {
+                        crate::nurture::sequences::exit_all_in(conn, &id, "bounced")
+                            .await
+                            .map_err(|e| match e {
+                                crate::nurture::NurtureError::Store(e) => e,
+                                other => StoreError::Unavailable(other.to_string()),
+                            })?;
+                    }
                     changes.push(Change::Update {
                         kind,
                         id: id.clone(),

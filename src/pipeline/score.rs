@@ -62,6 +62,9 @@ pub fn default_rules() -> Vec<ScoreRule> {
         behaviour("WhatsApp conversation", "whatsapp", 10),
         behaviour("inbound call", "cti", 10),
         behaviour("form submission", "form", 5),
+        // Engagement with nurturing emails (bot opens are never counted).
+        behaviour("email opened", "email_open", 2),
+        behaviour("email link clicked", "email_click", 5),
     ]
 }
 
