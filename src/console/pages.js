@@ -124,6 +124,12 @@ const REFERRERS = {
   orders: [['invoices', 'order_id']],
 };
 
+/** The fields that have a value (empty ones only make the page longer). */
+function filled(fields) {
+  return Object.fromEntries(Object.entries(fields || {})
+    .filter(([, v]) => v !== null && v !== '' && !(typeof v === 'object' && Object.keys(v).length === 0)));
+}
+
 export async function recordPage(main, { args }) {
   const [kind, id] = args;
   if (!kind || !id) throw new Error('No record named.');
@@ -137,7 +143,7 @@ export async function recordPage(main, { args }) {
     heading,
     h('p', { class: 'muted' }, `${kind} ${record.id} · version ${record.version} · created ${record.created_at} · updated ${record.updated_at}`),
     h('div', { class: 'columns' },
-      h('section', { 'aria-labelledby': 'fields-title' }, h('h2', { id: 'fields-title' }, 'Fields'), fieldList(record.fields)),
+      h('section', { 'aria-labelledby': 'fields-title' }, h('h2', { id: 'fields-title' }, 'Fields'), fieldList(filled(record.fields))),
       h('section', { 'aria-labelledby': 'related-title' }, h('h2', { id: 'related-title' }, 'Related records'), related)),
     timeline, audit);
   heading.focus();
@@ -146,8 +152,11 @@ export async function recordPage(main, { args }) {
   for (const [field, target] of Object.entries(REFERENCES)) {
     const ref = record.fields[field];
     if (typeof ref === 'string' && ref && session.can(target, 'read')) {
-      related.append(h('li', {}, h('span', { class: 'badge' }, field.replace(/_id$/, '')), ' ',
-        h('a', { href: recordHref(target, ref) }, ref)));
+      const link = h('a', { href: recordHref(target, ref) }, ref);
+      related.append(h('li', {}, h('span', { class: 'badge' }, field.replace(/_id$/, '')), ' ', link));
+      jobs.push(get(`/v1/${target}/${encodeURIComponent(ref)}`)
+        .then((other) => { link.textContent = title(other) || ref; })
+        .catch(() => {}));
     }
   }
   for (const [other, field] of REFERRERS[kind] || []) {
