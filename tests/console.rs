@@ -250,9 +250,15 @@ fn fixture(name: &str) -> String {
         .to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn console_is_served_under_a_strict_policy_and_cookie_writes_need_the_csrf_token() {
-    let app = spawn_app(Backend::Sqlite).await;
+on_both_backends!(
+    console_is_served_under_a_strict_policy_and_cookie_writes_need_the_csrf_token,
+    past_imports_and_per_channel_inbox_counts_are_answered,
+);
+
+async fn console_is_served_under_a_strict_policy_and_cookie_writes_need_the_csrf_token(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
     let page = app.client.get(&app.base).send().await.expect("GET /");
     assert_eq!(page.status(), 200);
     let csp = page
@@ -371,6 +377,87 @@ async fn console_is_served_under_a_strict_policy_and_cookie_writes_need_the_csrf
         .await
         .expect("me");
     assert_eq!(me.status(), 401);
+    app.stop().await;
+}
+
+/// The two small endpoints the console added: `GET /v1/imports` and
+/// `GET /v1/inbound/channels`.
+async fn past_imports_and_per_channel_inbox_counts_are_answered(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = app.partner_token("acme").await;
+    let receipt: Value = app
+        .post_json(
+            &key,
+            "/v1/partner/leads",
+            &json!({"first_name": "Ada", "last_name": "Byron", "email": "ada@byron.example"}),
+        )
+        .await
+        .json()
+        .await
+        .expect("receipt");
+    app.settled_inbound(receipt["id"].as_str().expect("id")).await;
+    let csv = std::fs::read(fixture("scientists.csv")).expect("fixture");
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(csv).file_name("scientists.csv"),
+    );
+    let started = app
+        .client
+        .post(format!("{}/v1/imports", app.base))
+        .bearer_auth(&app.admin_token)
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(started.status(), 202);
+    let started: Value = started.json().await.expect("json");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let channels = loop {
+        let (_, answer) = app.get_json("/v1/inbound/channels").await;
+        let import = answer["channels"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["channel"] == "import").cloned());
+        if import.as_ref().is_some_and(|i| i["done"] == 3) {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "import rows never settled: {answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let names: Vec<&str> = channels["channels"]
+        .as_array()
+        .expect("channels")
+        .iter()
+        .filter_map(|c| c["channel"].as_str())
+        .collect();
+    assert_eq!(names, ["import", "partner:acme"], "{channels}");
+    assert_eq!(channels["depth"]["done"], 4, "{channels}");
+    let (status, imports) = app.get_json("/v1/imports?limit=5").await;
+    assert_eq!(status, 200);
+    assert_eq!(imports["items"][0]["id"], started["id"]);
+    assert_eq!(imports["items"][0]["file_name"], "scientists.csv");
+    // A rep reads neither.
+    user(&app, "rep@example.com", "rep").await;
+    let signed_in: Value = app
+        .client
+        .post(format!("{}/v1/auth/sign-in", app.base))
+        .json(&json!({"email": "rep@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("sign in")
+        .json()
+        .await
+        .expect("session");
+    let token = signed_in["token"].as_str().expect("token");
+    for path in ["/v1/imports", "/v1/inbound/channels"] {
+        let refused = app
+            .client
+            .get(format!("{}{path}", app.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(refused.status(), 403, "{path}");
+    }
     app.stop().await;
 }
 
@@ -706,17 +793,25 @@ async fn a_steward_resolves_a_review_pair_and_the_second_is_told_it_was_resolved
     assert!(pair.contains("sam@okafor.example") || pair.contains("ines@duarte.example"));
     b.wait_text("#pair", "Total score").await;
     b.screenshot("review").await;
-    // Keyboard: m merges the pair on screen.
-    b.client
-        .find(Locator::Css("body"))
-        .await
-        .expect("body")
-        .send_keys("m")
-        .await
-        .expect("key m");
+    // The steward keeps B's address on the merged record, and merges.
+    let first = &pairs[0];
+    let b_email = first["b"]["fields"]["email"].as_str().expect("B's email").to_owned();
+    b.click("#keep-email-b").await;
+    b.click("#merge").await;
     b.wait_text("#review-message", "Merged").await;
     b.wait_text("#review-count", "Pair 1 of 1").await;
-    // Another steward decides the remaining pair first; this one is told, not failed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, kept) = app
+            .get_json(&format!("/v1/leads/{}", first["record_a"].as_str().expect("a")))
+            .await;
+        if kept["fields"]["email"] == b_email.as_str() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B's email was not kept: {kept}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Another steward decides the remaining pair first; this one (keyboard: n) is told so.
     let (_, queue) = app.get_json("/v1/review").await;
     let other = queue["items"][0]["id"].as_str().expect("pair id").to_owned();
     api(
@@ -726,7 +821,13 @@ async fn a_steward_resolves_a_review_pair_and_the_second_is_told_it_was_resolved
         Some(json!({"decision": "not_a_duplicate"})),
     )
     .await;
-    b.click("#not-duplicate").await;
+    b.client
+        .find(Locator::Css("body"))
+        .await
+        .expect("body")
+        .send_keys("n")
+        .await
+        .expect("key n");
     b.wait_text("#review-message", "already resolved").await;
     b.wait_text("#review-count", "queue is empty").await;
     b.close().await;

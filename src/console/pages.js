@@ -208,6 +208,8 @@ export async function reviewPage(main, { alive }) {
   const answer = await get('/v1/review?limit=200');
   const pairs = answer.items;
   let at = 0;
+  // The survivor chosen per conflicting field of the pair on screen (A unless changed).
+  let choice = {};
   const body = h('div', { id: 'pair' });
   const counter = h('p', { class: 'muted', 'aria-live': 'polite', id: 'review-count' });
   const message = h('p', { id: 'review-message', role: 'alert', class: 'note' });
@@ -231,10 +233,11 @@ export async function reviewPage(main, { alive }) {
     for (const f of (pair.breakdown && pair.breakdown.fields) || []) scores[f.field] = f;
     const names = [...new Set([...Object.keys(a), ...Object.keys(b)])]
       .filter((n) => !['field_sources', 'custom'].includes(n)).sort();
-    const choice = {};
+    choice = {};
     const rows = names.filter((n) => a[n] != null || b[n] != null).map((name) => {
       const score = scores[name];
-      const conflict = a[name] != null && b[name] != null && show(a[name]) !== show(b[name]);
+      // Survivors are chosen among the compared fields (names, email, phone, company…).
+      const conflict = score && a[name] != null && b[name] != null && show(a[name]) !== show(b[name]);
       let keep = '';
       if (conflict) {
         const group = `keep-${name}`;
@@ -254,7 +257,7 @@ export async function reviewPage(main, { alive }) {
       ];
     });
     const total = pair.breakdown && typeof pair.breakdown.total === 'number' ? pair.breakdown.total : pair.score;
-    const merge = h('button', { type: 'button', id: 'merge', 'aria-keyshortcuts': 'm', onclick: () => decide('merge', choice) }, 'Merge (m)');
+    const merge = h('button', { type: 'button', id: 'merge', 'aria-keyshortcuts': 'm', onclick: () => decide('merge') }, 'Merge (m)');
     const distinct = h('button', { type: 'button', id: 'not-duplicate', 'aria-keyshortcuts': 'n', onclick: () => decide('not_a_duplicate') }, 'Not a duplicate (n)');
     replace(body,
       h('p', {}, `Total score ${total.toFixed(2)}`, pair.breakdown && pair.breakdown.names_swapped ? ' · first and last names swapped' : ''),
@@ -267,7 +270,7 @@ export async function reviewPage(main, { alive }) {
   }
 
   let busy = false;
-  async function decide(decision, choice = {}) {
+  async function decide(decision) {
     if (busy || !pairs.length) return;
     busy = true;
     const pair = pairs[at];
