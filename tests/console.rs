@@ -52,9 +52,8 @@ async fn browser(app: &TestApp) -> Browser {
     let chromium = which("chromium").expect(
         "Chromium is not installed: apt-get install -y chromium chromium-driver (.ci/run does)",
     );
-    let chromedriver = which("chromedriver").expect(
-        "chromedriver is not installed: apt-get install -y chromium-driver (.ci/run does)",
-    );
+    let chromedriver = which("chromedriver")
+        .expect("chromedriver is not installed: apt-get install -y chromium-driver (.ci/run does)");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -214,7 +213,13 @@ async fn user(app: &TestApp, email: &str, role: &str) -> String {
 }
 
 async fn create(app: &TestApp, kind: &str, fields: Value) -> String {
-    let record = api(app, reqwest::Method::POST, &format!("/v1/{kind}"), Some(fields)).await;
+    let record = api(
+        app,
+        reqwest::Method::POST,
+        &format!("/v1/{kind}"),
+        Some(fields),
+    )
+    .await;
     record["id"].as_str().expect("id").to_owned()
 }
 
@@ -280,7 +285,10 @@ async fn console_is_served_under_a_strict_policy_and_cookie_writes_need_the_csrf
     assert!(!csp.contains("unsafe-inline"), "{csp}");
     assert_eq!(page.headers()["x-content-type-options"], "nosniff");
     let html = page.text().await.expect("html");
-    assert!(!html.contains("<script>") && !html.contains("style="), "inline code: {html}");
+    assert!(
+        !html.contains("<script>") && !html.contains("style="),
+        "inline code: {html}"
+    );
     let script = app
         .client
         .get(format!("{}/console/app.js", app.base))
@@ -322,7 +330,10 @@ async fn console_is_served_under_a_strict_policy_and_cookie_writes_need_the_csrf
         .expect("value");
     let answer: Value = signed_in.json().await.expect("json");
     let csrf = answer["csrf"].as_str().expect("csrf token");
-    assert!(!answer.to_string().contains(token), "the token stays out of page scripts' reach");
+    assert!(
+        !answer.to_string().contains(token),
+        "the token stays out of page scripts' reach"
+    );
     let cookie = format!("lg_session={token}; lg_csrf={csrf}");
     // Reads need only the cookie.
     let me = app
@@ -395,7 +406,8 @@ async fn past_imports_and_per_channel_inbox_counts_are_answered(backend: Backend
         .json()
         .await
         .expect("receipt");
-    app.settled_inbound(receipt["id"].as_str().expect("id")).await;
+    app.settled_inbound(receipt["id"].as_str().expect("id"))
+        .await;
     let csv = std::fs::read(fixture("scientists.csv")).expect("fixture");
     let form = reqwest::multipart::Form::new().part(
         "file",
@@ -420,7 +432,10 @@ async fn past_imports_and_per_channel_inbox_counts_are_answered(backend: Backend
         if import.as_ref().is_some_and(|i| i["done"] == 3) {
             break answer;
         }
-        assert!(Instant::now() < deadline, "import rows never settled: {answer}");
+        assert!(
+            Instant::now() < deadline,
+            "import rows never settled: {answer}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let names: Vec<&str> = channels["channels"]
@@ -475,7 +490,8 @@ async fn signing_in_shows_the_roles_pages_and_signing_out_returns_to_sign_in() {
     b.type_into("#email", "ops@example.com").await;
     b.type_into("#password", "wrong password!").await;
     b.click("#sign-in").await;
-    b.wait_text("#sign-in-error", "Wrong email or password").await;
+    b.wait_text("#sign-in-error", "Wrong email or password")
+        .await;
     b.sign_in("ops@example.com").await;
     let nav = b.wait_text("#nav", "Search").await;
     for page in ["Import", "Review", "Inbox"] {
@@ -557,7 +573,10 @@ async fn a_search_with_a_typo_finds_the_lead_and_opens_its_record() {
         .await;
     b.wait_text(".related", "Whitfield Optics").await;
     let audit = b.wait_text("table.audit", "city").await;
-    assert!(audit.contains("Leeds"), "the audit trail shows old → new: {audit}");
+    assert!(
+        audit.contains("Leeds"),
+        "the audit trail shows old → new: {audit}"
+    );
     b.screenshot("record").await;
     b.close().await;
     app.stop().await;
@@ -592,7 +611,10 @@ async fn a_rep_does_not_see_a_hidden_field_anywhere_on_the_page() {
     let text = b.text().await;
     for shown in [&source, &text] {
         assert!(!shown.contains("987654321"), "the value leaked:\n{shown}");
-        assert!(!shown.contains("annual_revenue"), "the field name leaked:\n{shown}");
+        assert!(
+            !shown.contains("annual_revenue"),
+            "the field name leaked:\n{shown}"
+        );
         assert!(!shown.contains("987,654,321"));
     }
     b.screenshot("record-rep").await;
@@ -638,7 +660,11 @@ async fn script_in_a_leads_name_is_shown_as_text_and_never_runs() {
         )
         .await
         .expect("script");
-    assert_eq!(ran, json!([true, 0]), "no injected element exists, nothing ran");
+    assert_eq!(
+        ran,
+        json!([true, 0]),
+        "no injected element exists, nothing ran"
+    );
     b.close().await;
     app.stop().await;
 }
@@ -674,7 +700,10 @@ async fn a_spreadsheet_is_previewed_imported_and_reported_and_bad_files_are_refu
         .expect("a sparse 200 MB file");
     b.type_into("#file", &big.display().to_string()).await;
     let refused = b.wait_text("#import-error", "the largest upload is").await;
-    assert!(refused.contains("200.0 MB") && refused.contains("64.0 MB"), "{refused}");
+    assert!(
+        refused.contains("200.0 MB") && refused.contains("64.0 MB"),
+        "{refused}"
+    );
     b.screenshot("import-refused").await;
     // A real one: the preview shows the mapping, the first rows and the first errors.
     b.type_into("#file", &fixture("scientists.csv")).await;
@@ -684,7 +713,9 @@ async fn a_spreadsheet_is_previewed_imported_and_reported_and_bad_files_are_refu
     // Change a column's target: Company becomes a custom field; the preview follows.
     let company = b
         .client
-        .find(Locator::Css("select[aria-label='Target of column Company']"))
+        .find(Locator::Css(
+            "select[aria-label='Target of column Company']",
+        ))
         .await
         .expect("company target");
     company
@@ -701,7 +732,10 @@ async fn a_spreadsheet_is_previewed_imported_and_reported_and_bad_files_are_refu
         "three valid rows"
     );
     let rejected = b.wait_text("#rejected-rows", "E-mail").await;
-    assert!(rejected.contains('4'), "row 4 has the bad address: {rejected}");
+    assert!(
+        rejected.contains('4'),
+        "row 4 has the bad address: {rejected}"
+    );
     let csv_href = b
         .client
         .find(Locator::Css("#errors-csv"))
@@ -795,7 +829,10 @@ async fn a_steward_resolves_a_review_pair_and_the_second_is_told_it_was_resolved
     b.screenshot("review").await;
     // The steward keeps B's address on the merged record, and merges.
     let first = &pairs[0];
-    let b_email = first["b"]["fields"]["email"].as_str().expect("B's email").to_owned();
+    let b_email = first["b"]["fields"]["email"]
+        .as_str()
+        .expect("B's email")
+        .to_owned();
     b.click("#keep-email-b").await;
     b.click("#merge").await;
     b.wait_text("#review-message", "Merged").await;
@@ -803,7 +840,10 @@ async fn a_steward_resolves_a_review_pair_and_the_second_is_told_it_was_resolved
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, kept) = app
-            .get_json(&format!("/v1/leads/{}", first["record_a"].as_str().expect("a")))
+            .get_json(&format!(
+                "/v1/leads/{}",
+                first["record_a"].as_str().expect("a")
+            ))
             .await;
         if kept["fields"]["email"] == b_email.as_str() {
             break;
@@ -813,7 +853,10 @@ async fn a_steward_resolves_a_review_pair_and_the_second_is_told_it_was_resolved
     }
     // Another steward decides the remaining pair first; this one (keyboard: n) is told so.
     let (_, queue) = app.get_json("/v1/review").await;
-    let other = queue["items"][0]["id"].as_str().expect("pair id").to_owned();
+    let other = queue["items"][0]["id"]
+        .as_str()
+        .expect("pair id")
+        .to_owned();
     api(
         &app,
         reqwest::Method::POST,
@@ -860,7 +903,8 @@ async fn inbox_health_shows_depth_channels_and_retries_a_failed_row() {
     b.sign_in("admin@example.com").await;
     b.open("#/inbox").await;
     b.wait_text("#channels", "partner").await;
-    b.wait_text("#failed", "enrichment provider timed out").await;
+    b.wait_text("#failed", "enrichment provider timed out")
+        .await;
     b.screenshot("inbox").await;
     b.click(&format!("button[aria-label='Retry {id}']")).await;
     b.wait_text("#status", "queued again").await;

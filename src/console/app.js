@@ -143,6 +143,8 @@ async function route() {
       alive: () => generation === mine,
       go,
     });
+    // When the page and all its API calls are done (examples/console_bench.rs reads it).
+    performance.mark(`lg:rendered:${name}`);
   } catch (error) {
     if (error.status === 401) return;
     replace(main, h('h1', {}, 'Something went wrong'), h('p', { class: 'error', role: 'alert' }, problemText(error)));

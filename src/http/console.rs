@@ -164,11 +164,7 @@ pub fn csrf_token(session: &str) -> String {
 
 /// Whether the request's `X-CSRF-Token` is the session's, compared in constant time.
 pub fn csrf_matches(req: &HttpRequest, session: &str) -> bool {
-    let Some(sent) = req
-        .headers()
-        .get(CSRF_HEADER)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(sent) = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok()) else {
         return false;
     };
     let expected = csrf_token(session);
@@ -192,7 +188,9 @@ fn set_cookies(
     let secure = secure(req);
     response.append_header((
         header::SET_COOKIE,
-        format!("{SESSION_COOKIE}={token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"),
+        format!(
+            "{SESSION_COOKIE}={token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"
+        ),
     ));
     let csrf = if token.is_empty() {
         String::new()
@@ -307,9 +305,7 @@ pub async fn sign_out(
 ) -> Result<HttpResponse, ApiError> {
     if let Some(token) = session_cookie(&req) {
         if !csrf_matches(&req, &token) {
-            return Err(ApiError::Forbidden(
-                "missing or wrong X-CSRF-Token".into(),
-            ));
+            return Err(ApiError::Forbidden("missing or wrong X-CSRF-Token".into()));
         }
         if let Some(owner) = state.tokens.authenticate(&state.store, &token).await? {
             let actor = if owner.principal.starts_with("user:") {

@@ -157,11 +157,9 @@ impl Store {
 
     /// The latest imports, newest first.
     pub async fn list_imports(&self, limit: i64) -> Result<Vec<ImportRow>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM imports ORDER BY created_at DESC, id DESC LIMIT $1");
-        let rows = sqlx::query(&sql)
-            .bind(limit)
-            .fetch_all(self.pool())
-            .await?;
+        let sql =
+            format!("SELECT {COLUMNS} FROM imports ORDER BY created_at DESC, id DESC LIMIT $1");
+        let rows = sqlx::query(&sql).bind(limit).fetch_all(self.pool()).await?;
         rows.iter().map(decode).collect()
     }
 
