@@ -142,15 +142,25 @@ impl Browser {
         element.send_keys(text).await.expect("typing");
     }
 
+    /// Clicks the element, finding it again if the page re-rendered it meanwhile.
     async fn click(&self, css: &str) {
-        let element = self
-            .client
-            .wait()
-            .at_most(Duration::from_secs(20))
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("`{css}`: {e}"));
-        element.click().await.expect("click");
+        for attempt in 0.. {
+            let element = self
+                .client
+                .wait()
+                .at_most(Duration::from_secs(20))
+                .for_element(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("`{css}`: {e}"));
+            match element.click().await {
+                Ok(()) => return,
+                Err(error) if attempt < 5 => {
+                    eprintln!("clicking `{css}` again: {error}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("click `{css}`: {error}"),
+            }
+        }
     }
 
     /// Everything the page shows, as text.
@@ -388,6 +398,53 @@ async fn console_is_served_under_a_strict_policy_and_cookie_writes_need_the_csrf
         .await
         .expect("me");
     assert_eq!(me.status(), 401);
+
+    // A token signs in too: it buys a session of its own, so signing out leaves it valid.
+    let by_token = app
+        .client
+        .post(format!("{}/console/session", app.base))
+        .json(&json!({"token": app.admin_token}))
+        .send()
+        .await
+        .expect("token sign-in");
+    assert_eq!(by_token.status(), 201);
+    let session = by_token
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("lg_session="))
+        .and_then(|c| c.split(';').next())
+        .expect("session cookie")
+        .to_owned();
+    assert_ne!(session, app.admin_token);
+    let csrf = by_token.json::<Value>().await.expect("json")["csrf"]
+        .as_str()
+        .expect("csrf")
+        .to_owned();
+    let out = app
+        .client
+        .post(format!("{}/console/sign-out", app.base))
+        .header("cookie", format!("lg_session={session}"))
+        .header("x-csrf-token", csrf)
+        .send()
+        .await
+        .expect("sign out");
+    assert_eq!(out.status(), 204);
+    let (status, _) = app.get_json("/v1/auth/me").await;
+    assert_eq!(status, 200, "the typed-in token still works");
+    // Partner keys and unknown tokens do not sign in.
+    let partner = app.partner_token("acme").await;
+    for (token, expected) in [(partner.as_str(), 403), ("lg_not_a_token", 401)] {
+        let refused = app
+            .client
+            .post(format!("{}/console/session", app.base))
+            .json(&json!({"token": token}))
+            .send()
+            .await
+            .expect("refused sign-in");
+        assert_eq!(refused.status(), expected);
+    }
     app.stop().await;
 }
 
@@ -566,7 +623,7 @@ async fn a_search_with_a_typo_finds_the_lead_and_opens_its_record() {
         .select_by_value("leads")
         .await
         .expect("select");
-    b.wait_text("#results .hit", "Whitfield").await;
+    b.wait_text("#results .hit", "Jonathan").await;
     b.click("#results a.hit-title").await;
     b.wait_text("h1", "Jonathan Whitfield").await;
     b.wait_text("#main dl.fields", "jonathan@whitfield-optics.example")
@@ -578,6 +635,21 @@ async fn a_search_with_a_typo_finds_the_lead_and_opens_its_record() {
         "the audit trail shows old → new: {audit}"
     );
     b.screenshot("record").await;
+    // A phone-sized window: one column, nothing cut off.
+    b.client
+        .set_window_size(390, 844)
+        .await
+        .expect("window size");
+    let overflow = b
+        .client
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth",
+            vec![],
+        )
+        .await
+        .expect("script");
+    assert_eq!(overflow, json!(true), "no sideways scrolling on a phone");
+    b.screenshot("record-phone").await;
     b.close().await;
     app.stop().await;
 }

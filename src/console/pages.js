@@ -66,16 +66,12 @@ export async function searchPage(main, { params }) {
       ? `${answer.hits.length} result${answer.hits.length === 1 ? '' : 's'} in ${answer.took_ms.toFixed(1)} ms`
       : 'No records match.';
     for (const hit of answer.hits) {
-      const record = { id: hit.id, fields: hit.fields };
-      const name = title(record);
       const marks = hit.highlights || {};
-      const nameField = ['name', 'first_name', 'last_name', 'full_name', 'company', 'subject', 'number']
-        .find((f) => marks[f] && String(name).includes(String(hit.fields[f] ?? '\u0000')));
-      const link = h('a', { href: recordHref(hit.kind, hit.id), class: 'hit-title' },
-        nameField && marks[nameField] && hit.fields[nameField] === name ? highlighted(marks[nameField]) : name);
+      const [name, used] = hitTitle(hit, marks);
+      const link = h('a', { href: recordHref(hit.kind, hit.id), class: 'hit-title' }, name);
       const details = h('ul', { class: 'matches' },
         Object.entries(marks)
-          .filter(([field]) => field !== nameField || hit.fields[nameField] !== name)
+          .filter(([field]) => !used.includes(field))
           .map(([field, html]) => h('li', {}, h('span', { class: 'field-name' }, `${field}: `), highlighted(html))));
       results.append(h('li', { class: 'hit' },
         h('span', { class: 'badge' }, hit.kind), ' ', link,
@@ -103,6 +99,17 @@ export async function searchPage(main, { params }) {
   });
   q.focus();
   if (q.value) await run();
+}
+
+/** A hit's title with its own matches highlighted, and the fields it shows. */
+function hitTitle(hit, marks) {
+  const f = hit.fields || {};
+  const part = (field) => (marks[field] ? highlighted(marks[field]) : String(f[field]));
+  const person = ['first_name', 'last_name'].filter((field) => f[field]);
+  if (person.length) return [person.flatMap((field, i) => (i ? [' ', part(field)] : [part(field)])), person];
+  const field = ['name', 'full_name', 'company', 'subject', 'number', 'email'].find((k) => f[k]);
+  if (field) return [part(field), [field]];
+  return [hit.id, []];
 }
 
 // ---------------------------------------------------------------- record
