@@ -507,6 +507,19 @@ async fn past_imports_and_per_channel_inbox_counts_are_answered(backend: Backend
     assert_eq!(status, 200);
     assert_eq!(imports["items"][0]["id"], started["id"]);
     assert_eq!(imports["items"][0]["file_name"], "scientists.csv");
+    let (_, openapi) = app.get_json("/openapi.json").await;
+    for (path, method) in [
+        ("/v1/imports", "get"),
+        ("/v1/inbound/channels", "get"),
+        ("/", "get"),
+        ("/console/session", "post"),
+        ("/console/sign-out", "post"),
+    ] {
+        assert!(
+            openapi["paths"][path][method].is_object(),
+            "{method} {path} undocumented"
+        );
+    }
     // A rep reads neither.
     user(&app, "rep@example.com", "rep").await;
     let signed_in: Value = app

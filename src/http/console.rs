@@ -101,7 +101,8 @@ fn hardened(mut response: HttpResponse) -> HttpResponse {
     response
 }
 
-/// The console's page; every route of the console is this page (hash routing).
+/// The web console's page; every route of the console is this page (hash routing).
+#[utoipa::path(tag = "console", responses((status = 200, description = "the console's HTML page", content_type = "text/html")))]
 #[get("/")]
 pub async fn index() -> HttpResponse {
     hardened(
@@ -130,6 +131,7 @@ struct Settings {
 }
 
 /// What the console checks before uploading (public: it reveals nothing about records).
+#[utoipa::path(tag = "console", responses((status = 200, description = "`max_import_bytes` and `import_extensions`")))]
 #[get("/console/settings.json")]
 pub async fn settings(state: web::Data<AppState>) -> HttpResponse {
     hardened(HttpResponse::Ok().json(Settings {
@@ -219,6 +221,16 @@ struct ConsoleSession {
 
 /// Signs the console in: the session token is set as an HttpOnly cookie and only the
 /// CSRF token is answered. A JSON body is required, which a cross-site form cannot send.
+#[utoipa::path(
+    tag = "console",
+    request_body(content = Object, description = "`{\"email\", \"password\"}` or `{\"token\"}`", content_type = "application/json"),
+    responses(
+        (status = 201, description = "`{\"csrf\", \"expires_at\"}`; cookies `lg_session` (HttpOnly) and `lg_csrf` set"),
+        (status = 401, body = super::error::Problem),
+        (status = 403, description = "a partner key", body = super::error::Problem),
+        (status = 429, body = super::error::Problem),
+    )
+)]
 #[post("/console/session")]
 pub async fn sign_in(
     req: HttpRequest,
@@ -297,6 +309,11 @@ async fn exchange_token(
 
 /// Signs the console out: the session token is revoked (when it is still valid and the
 /// CSRF token matches) and both cookies are cleared either way.
+#[utoipa::path(
+    tag = "console",
+    params(("X-CSRF-Token" = String, Header, description = "the session's CSRF token")),
+    responses((status = 204), (status = 403, description = "wrong or missing CSRF token", body = super::error::Problem))
+)]
 #[post("/console/sign-out")]
 pub async fn sign_out(
     req: HttpRequest,

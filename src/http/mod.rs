@@ -139,6 +139,7 @@ impl utoipa::Modify for BearerAuth {
     info(title = "leadgate", description = "Integration gateway and ingestion pipeline of a CRM"),
     paths(
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
+        console::index, console::settings, console::sign_in, console::sign_out,
         partner::submit_leads, partner::submission_status,
         channels::forms::submit_form, channels::forms::preflight_form,
         channels::whatsapp::whatsapp_handshake, channels::whatsapp::whatsapp_webhook,
