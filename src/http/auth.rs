@@ -63,12 +63,29 @@ fn bearer(req: &HttpRequest) -> Option<String> {
         .filter(|t| !t.is_empty() && t.len() <= 256)
 }
 
+/// Where the request's token came from and whether it may be used: a bearer header is
+/// never sent by a browser on its own, so it needs no CSRF check; the console's session
+/// cookie is, so a state-changing request carrying it must also carry the session's CSRF
+/// token (see [`super::console`]).
+fn credential(req: &HttpRequest) -> Result<Option<String>, &'static str> {
+    if req.headers().contains_key(header::AUTHORIZATION) {
+        return Ok(bearer(req));
+    }
+    let Some(token) = super::console::session_cookie(req) else {
+        return Ok(None);
+    };
+    if !req.method().is_safe() && !super::console::csrf_matches(req, &token) {
+        return Err("csrf");
+    }
+    Ok(Some(token))
+}
+
 impl FromRequest for Principal {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let token = bearer(req);
+        let token = credential(req);
         let state = req.app_data::<web::Data<AppState>>().cloned();
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::Internal("no app state".into()))?;
@@ -80,7 +97,15 @@ impl FromRequest for Principal {
                     .inc();
                 ApiError::Unauthorized
             };
-            let token = token.ok_or_else(|| reject("missing"))?;
+            let token = match token {
+                Ok(token) => token.ok_or_else(|| reject("missing"))?,
+                Err(reason) => {
+                    reject(reason);
+                    return Err(ApiError::Forbidden(
+                        "missing or wrong X-CSRF-Token: a state-changing request signed in by the console's cookie must carry its session's CSRF token".into(),
+                    ));
+                }
+            };
             let owner = state
                 .tokens
                 .authenticate(&state.store, &token)

@@ -300,6 +300,38 @@ async fn receive(mut payload: Multipart, dir: &Path, limit: u64) -> Result<Uploa
     Ok(upload)
 }
 
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct ImportListQuery {
+    /// At most this many imports (default 50, at most 500).
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportList {
+    pub items: Vec<ImportRow>,
+}
+
+/// Past imports, newest first.
+#[utoipa::path(
+    tag = "imports",
+    params(ImportListQuery),
+    responses((status = 200, body = ImportList)),
+    security(("bearer" = []))
+)]
+#[get("/v1/imports")]
+pub async fn list_imports(
+    query: web::Query<ImportListQuery>,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(INBOX, Action::Read).await?;
+    let items = state
+        .store
+        .list_imports(query.limit.unwrap_or(50).clamp(1, 500))
+        .await?;
+    Ok(HttpResponse::Ok().json(ImportList { items }))
+}
+
 /// An import's progress: rows read, accepted, processed by outcome, and the first
 /// rejected rows.
 #[utoipa::path(

@@ -8,7 +8,7 @@ use super::AppState;
 use super::caller::Caller;
 use super::error::ApiError;
 use crate::access::{Action, INBOX};
-use crate::store::inbox::InboxRow;
+use crate::store::inbox::{ChannelDepth, InboxDepth, InboxRow};
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct InboxQuery {
@@ -20,6 +20,31 @@ pub struct InboxQuery {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InboxList {
     pub items: Vec<InboxRow>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InboxChannels {
+    /// All rows by state.
+    pub depth: InboxDepth,
+    /// Rows by channel (the inbound source; spreadsheet imports as `import`) and state.
+    pub channels: Vec<ChannelDepth>,
+}
+
+/// The inbox's depth, in total and per channel.
+#[utoipa::path(
+    tag = "inbox",
+    responses((status = 200, body = InboxChannels)),
+    security(("bearer" = []))
+)]
+#[get("/v1/inbound/channels")]
+pub async fn inbound_channels(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(INBOX, Action::Read).await?;
+    let depth = state.store.inbox_depth().await?;
+    let channels = state.store.inbox_channels().await?;
+    Ok(HttpResponse::Ok().json(InboxChannels { depth, channels }))
 }
 
 /// One inbound record: its state, attempts, error and the records it became.

@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 pub mod caller;
 mod channels;
+mod console;
 pub mod error;
 mod imports;
 mod inbound;
@@ -71,7 +72,12 @@ pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
     if role == Role::Worker {
         return;
     }
-    cfg.service(partner::submit_leads)
+    cfg.service(console::index)
+        .service(console::settings)
+        .service(console::asset)
+        .service(console::sign_in)
+        .service(console::sign_out)
+        .service(partner::submit_leads)
         .service(partner::submission_status)
         .service(channels::forms::submit_form)
         .service(channels::forms::preflight_form)
@@ -81,9 +87,11 @@ pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
         .service(channels::zoom::zoom_webhook)
         .service(channels::email::inbound_email)
         .service(imports::create_import)
+        .service(imports::list_imports)
         .service(imports::import_errors_csv)
         .service(imports::get_import)
         .service(imports::undo_import)
+        .service(inbound::inbound_channels)
         .service(inbound::list_inbound)
         .service(inbound::get_inbound)
         .service(inbound::retry_inbound)
@@ -151,12 +159,13 @@ impl utoipa::Modify for BearerAuth {
     info(title = "leadgate", description = "Integration gateway and ingestion pipeline of a CRM"),
     paths(
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
+        console::index, console::settings, console::sign_in, console::sign_out,
         partner::submit_leads, partner::submission_status,
         channels::forms::submit_form, channels::forms::preflight_form,
         channels::whatsapp::whatsapp_handshake, channels::whatsapp::whatsapp_webhook,
         channels::cti::cti_webhook, channels::zoom::zoom_webhook, channels::email::inbound_email,
-        imports::create_import, imports::get_import, imports::import_errors_csv, imports::undo_import,
-        inbound::get_inbound, inbound::list_inbound, inbound::retry_inbound,
+        imports::create_import, imports::list_imports, imports::get_import, imports::import_errors_csv, imports::undo_import,
+        inbound::get_inbound, inbound::list_inbound, inbound::inbound_channels, inbound::retry_inbound,
         review::list_review, review::decide_review, review::unmerge_lead,
         records::get_record, records::patch_record, records::get_timeline, records::get_audit,
         records::convert_lead, records::list_records, records::create_record, records::delete_record,
@@ -176,7 +185,7 @@ impl utoipa::Modify for BearerAuth {
         error::Problem, error::FieldProblem, partner::BatchReceipt, partner::SubmissionStatus,
         partner::ItemResult, partner::BatchResults,
         channels::whatsapp::WebhookReceipt, channels::cti::ScreenPop, channels::cti::Caller,
-        imports::ImportAccepted, imports::ImportStatus, crate::import::undo::UndoReport, channels::email::EmailReceipt,
+        imports::ImportAccepted, imports::ImportStatus, imports::ImportList, inbound::InboxChannels, crate::import::undo::UndoReport, channels::email::EmailReceipt,
         records::RecordList, audit::AuditPage, session::SignIn, session::Session, session::Me,
         admin::NewUser, admin::UserChange, admin::NewToken, admin::NewPartner, admin::TeamChange,
         admin::IssuedToken, admin::Users, admin::Teams,

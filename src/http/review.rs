@@ -64,8 +64,17 @@ pub async fn list_review(
             .kind
             .parse()
             .map_err(|_| ApiError::Internal("bad kind".into()))?;
-        let a = state.store.get(kind, &pair.record_a).await?;
-        let b = state.store.get(kind, &pair.record_b).await?;
+        // Both records as any read answers them: without the fields the role does not see.
+        let a = state
+            .store
+            .get(kind, &pair.record_a)
+            .await?
+            .map(|r| caller.redact(r));
+        let b = state
+            .store
+            .get(kind, &pair.record_b)
+            .await?
+            .map(|r| caller.redact(r));
         items.push(ReviewItem { pair, a, b });
     }
     Ok(HttpResponse::Ok().json(ReviewList { items }))

@@ -57,6 +57,18 @@ pub async fn sign_in(
     meta: RequestMeta,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let session = issue_session(&req, body.into_inner(), meta, &state).await?;
+    Ok(HttpResponse::Created().json(session))
+}
+
+/// Checks the credentials (throttled per client address, every attempt audited) and
+/// issues a session token; shared by the API's sign-in and the console's cookie sign-in.
+pub(super) async fn issue_session(
+    req: &HttpRequest,
+    credentials: SignIn,
+    meta: RequestMeta,
+    state: &AppState,
+) -> Result<Session, ApiError> {
     // Password guessing is throttled per client address, apart from the public webhooks.
     if let Some(peer) = req.peer_addr() {
         state
@@ -64,7 +76,7 @@ pub async fn sign_in(
             .check(peer.ip())
             .map_err(|retry_after_secs| ApiError::TooManyRequests { retry_after_secs })?;
     }
-    let SignIn { email, password } = body.into_inner();
+    let SignIn { email, password } = credentials;
     if email.len() > 254 || password.len() > 1024 {
         return Err(ApiError::BadRequest("email or password too long".into()));
     }
@@ -108,12 +120,12 @@ pub async fn sign_in(
             None,
         )
         .await?;
-    Ok(HttpResponse::Created().json(Session {
+    Ok(Session {
         token: token.secret,
         token_id: token.id,
         expires_at: crate::domain::value::format_timestamp(expires),
         user,
-    }))
+    })
 }
 
 /// Revoke the token this request carries.

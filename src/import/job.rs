@@ -62,6 +62,8 @@ pub struct DryRun {
     /// The first rows that would be refused.
     pub errors: Vec<RowError>,
     pub rows_examined: u64,
+    /// Every target a column may be given besides `custom:<key>` and `ignore`.
+    pub targets: Vec<&'static str>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, ToSchema)]
@@ -227,6 +229,7 @@ pub async fn dry_run(
             rows: preview,
             errors,
             rows_examined: examined,
+            targets: super::columns::canonical_fields().collect(),
         })
     })
     .await

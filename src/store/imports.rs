@@ -155,6 +155,14 @@ impl Store {
         row.as_ref().map(decode).transpose()
     }
 
+    /// The latest imports, newest first.
+    pub async fn list_imports(&self, limit: i64) -> Result<Vec<ImportRow>, StoreError> {
+        let sql =
+            format!("SELECT {COLUMNS} FROM imports ORDER BY created_at DESC, id DESC LIMIT $1");
+        let rows = sqlx::query(&sql).bind(limit).fetch_all(self.pool()).await?;
+        rows.iter().map(decode).collect()
+    }
+
     pub async fn set_import_status(
         &self,
         id: &str,

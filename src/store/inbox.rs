@@ -71,6 +71,17 @@ pub struct InboxRow {
     pub meta: RequestMeta,
 }
 
+/// One channel's inbox rows by state. Spreadsheet imports (`import:<id>`) count as one
+/// channel, `import`.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct ChannelDepth {
+    pub channel: String,
+    pub pending: i64,
+    pub processing: i64,
+    pub failed: i64,
+    pub done: i64,
+}
+
 #[derive(Debug, Clone, Copy, Default, Serialize, ToSchema)]
 pub struct InboxDepth {
     pub pending: i64,
@@ -223,6 +234,36 @@ impl Store {
             .fetch_all(self.pool())
             .await?;
         rows.iter().map(decode_row).collect()
+    }
+
+    /// Inbox rows per channel and state, channels by name.
+    pub async fn inbox_channels(&self) -> Result<Vec<ChannelDepth>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT CASE WHEN source LIKE 'import:%' THEN 'import' ELSE source END AS channel, \
+             status, COUNT(*) AS n FROM inbox GROUP BY 1, 2",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        let mut channels: std::collections::BTreeMap<String, ChannelDepth> = Default::default();
+        for row in rows {
+            let channel: String = row.try_get("channel")?;
+            let status: String = row.try_get("status")?;
+            let n: i64 = row.try_get("n")?;
+            let entry = channels
+                .entry(channel.clone())
+                .or_insert_with(|| ChannelDepth {
+                    channel,
+                    ..ChannelDepth::default()
+                });
+            match status.as_str() {
+                "pending" => entry.pending += n,
+                "processing" => entry.processing += n,
+                "failed" => entry.failed += n,
+                "done" => entry.done += n,
+                _ => {}
+            }
+        }
+        Ok(channels.into_values().collect())
     }
 
     pub async fn inbox_depth(&self) -> Result<InboxDepth, StoreError> {
