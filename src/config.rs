@@ -96,6 +96,9 @@ pub struct Config {
     /// The search index: embedded by default, Meilisearch when `search.meili_url` is set.
     #[serde(default)]
     pub search: crate::search::SearchConfig,
+    /// Post-sales service: tickets and their SLA, contracts, expansion rules.
+    #[serde(default)]
+    pub service: crate::service::ServiceConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -479,6 +482,7 @@ impl Default for Config {
             search: crate::search::SearchConfig::default(),
             partners: BTreeMap::new(),
             access: crate::access::AccessSection::default(),
+            service: crate::service::ServiceConfig::default(),
         }
     }
 }
@@ -564,6 +568,8 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
         crate::access::AccessPolicy::compile(&self.access)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        crate::service::Service::new(self.service.clone())
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         for (name, partner) in &self.partners {
             if let Some(scope) = partner

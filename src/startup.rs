@@ -58,6 +58,8 @@ pub struct Application {
     /// The NATS partition consumers (`queue = "nats"`, roles `all` and `worker`).
     nats_worker: Option<JoinHandle<()>>,
     decay: Option<JoinHandle<()>>,
+    /// SLA breaches, contract renewals, expansion rules (processing roles).
+    service_evaluator: Option<JoinHandle<()>>,
     /// Sends queued WhatsApp messages (processing roles, when sending is configured).
     sender: Option<JoinHandle<()>>,
     /// Follows the outbox into the search index (roles that process).
@@ -83,6 +85,10 @@ impl Application {
         let store = open_store(&config).await?;
         let access = crate::access::AccessPolicy::compile(&config.access)
             .map_err(|e| StartError::Config(e.to_string()))?;
+        let service = Arc::new(
+            crate::service::Service::new(config.service.clone())
+                .map_err(|e| StartError::Config(e.to_string()))?,
+        );
         // A team tree edited into a cycle outside leadgate would make reach undefined.
         store.check_teams().await.map_err(StartError::Config)?;
         bootstrap_admin_token(&store).await?;
@@ -230,6 +236,15 @@ impl Application {
             }
             .spawn()
         });
+        // SLA timers, contract renewals and expansion rules.
+        let service_evaluator = (role != Role::Gateway).then(|| {
+            crate::service::evaluator::spawn(
+                store.clone(),
+                service.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            )
+        });
         let http_workers = if config.http_workers == 0 {
             std::thread::available_parallelism().map_or(2, usize::from)
         } else {
@@ -254,6 +269,7 @@ impl Application {
                 PartnerSection::default().rate_limit_per_minute,
             ),
             search: search.clone(),
+            service,
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -285,6 +301,7 @@ impl Application {
             worker,
             nats_worker,
             decay,
+            service_evaluator,
             sender,
             indexer,
             search,
@@ -349,6 +366,9 @@ impl Application {
         }
         if let Some(sender) = self.sender {
             let _ = tokio::time::timeout(Duration::from_secs(20), sender).await;
+        }
+        if let Some(evaluator) = self.service_evaluator {
+            let _ = tokio::time::timeout(Duration::from_secs(10), evaluator).await;
         }
         if let Some(decay) = self.decay {
             let _ = tokio::time::timeout(Duration::from_secs(10), decay).await;

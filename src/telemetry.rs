@@ -40,6 +40,9 @@ pub struct Metrics {
     pub group_commit_seconds: Histogram,
     pub group_commit_items: Histogram,
     pub inbox_depth: IntGaugeVec,
+    /// SLA timers breached, by timer (`first_response`, `resolution`) and priority.
+    pub sla_breaches: IntCounterVec,
+    pub sla_evaluation_seconds: Histogram,
 }
 
 impl Metrics {
@@ -83,6 +86,11 @@ impl Metrics {
             "Inbox rows whose processing failed",
             &["source"],
         );
+        let sla_breaches = counter(
+            "leadgate_sla_breaches_total",
+            "Ticket SLA timers breached",
+            &["timer", "priority"],
+        );
         let histogram = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
             let metric = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
                 .expect("static metric definition is valid");
@@ -118,6 +126,13 @@ impl Metrics {
             prometheus::exponential_buckets(1.0, 2.0, 11).expect("valid buckets"),
         )
         .with_label_values(&[]);
+        let sla_evaluation_seconds = histogram(
+            "leadgate_sla_evaluation_seconds",
+            "Time of one SLA evaluation pass",
+            &[],
+            prometheus::exponential_buckets(0.0001, 2.0, 20).expect("valid buckets"),
+        )
+        .with_label_values(&[]);
         let inbox_depth = IntGaugeVec::new(
             Opts::new("leadgate_inbox_rows", "Inbox rows by status"),
             &["status"],
@@ -139,6 +154,8 @@ impl Metrics {
             group_commit_seconds,
             group_commit_items,
             inbox_depth,
+            sla_breaches,
+            sla_evaluation_seconds,
         }
     }
 

@@ -58,6 +58,8 @@ pub struct AppState {
     pub partner_limiter: RateLimiter<String>,
     /// The search index (embedded or Meilisearch).
     pub search: Arc<dyn crate::search::SearchIndex>,
+    /// Tickets, SLA, contracts and expansion rules (`[service]`).
+    pub service: Arc<crate::service::Service>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
