@@ -16,6 +16,7 @@ mod records;
 mod request;
 mod review;
 mod search;
+mod service;
 mod session;
 
 use std::sync::Arc;
@@ -106,6 +107,14 @@ pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
         .service(records::convert_lead)
         .service(outbound::send_whatsapp)
         .service(review::unmerge_lead)
+        .service(service::create_ticket)
+        .service(service::patch_ticket)
+        .service(service::ticket_status)
+        .service(service::ticket_reply)
+        .service(service::create_contract)
+        .service(service::patch_contract)
+        .service(service::contract_status)
+        .service(service::evaluate_expansion)
         .service(records::get_timeline)
         .service(records::get_audit)
         // `/v1/{kind}…` last: every fixed path above wins over it.
@@ -148,6 +157,9 @@ impl utoipa::Modify for BearerAuth {
         admin::list_teams, admin::create_team, admin::update_team,
         outbound::send_whatsapp,
         search::search_records,
+        service::create_ticket, service::patch_ticket, service::ticket_status,
+        service::ticket_reply, service::create_contract, service::patch_contract,
+        service::contract_status, service::evaluate_expansion,
     ),
     components(schemas(
         error::Problem, error::FieldProblem, partner::BatchReceipt, partner::SubmissionStatus,
@@ -159,6 +171,8 @@ impl utoipa::Modify for BearerAuth {
         admin::IssuedToken, admin::Users, admin::Teams,
         outbound::SendWhatsApp, outbound::MessageQueued,
         search::SearchAnswer, crate::search::SearchHit, ops::SearchReadiness,
+        service::NewTicketBody, service::StatusChange, service::ReplyBody,
+        service::ReplyReceipt, service::ExpansionResult,
     )),
     modifiers(&BearerAuth)
 )]
