@@ -210,6 +210,10 @@ pub struct MailboxSection {
     /// or a self-signed server). The server's name is verified against `host` always.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// The mapping its messages go through (default: the one serving `email:*`, which
+    /// makes leads); `support_email` makes and threads tickets.
+    #[serde(default)]
+    pub mapping: Option<String>,
 }
 
 fn default_imap_port() -> u16 {

@@ -85,10 +85,7 @@ impl Application {
         let store = open_store(&config).await?;
         let access = crate::access::AccessPolicy::compile(&config.access)
             .map_err(|e| StartError::Config(e.to_string()))?;
-        let service = Arc::new(
-            crate::service::Service::new(config.service.clone())
-                .map_err(|e| StartError::Config(e.to_string()))?,
-        );
+        let service = pipeline.service();
         // A team tree edited into a cycle outside leadgate would make reach undefined.
         store.check_teams().await.map_err(StartError::Config)?;
         bootstrap_admin_token(&store).await?;
@@ -410,7 +407,11 @@ pub fn build_pipeline(config: &Config) -> Result<Pipeline, StartError> {
     )
     .with_qualification(config.qualification)
     .with_source_priority(config.survivorship_priority.clone())
-    .with_first_touch(config.whatsapp.first_touch());
+    .with_first_touch(config.whatsapp.first_touch())
+    .with_service(Arc::new(
+        crate::service::Service::new(config.service.clone())
+            .map_err(|e| StartError::Config(e.to_string()))?,
+    ));
     if config.whatsapp.first_touch().is_some() && config.whatsapp.client_config().is_none() {
         return Err(StartError::Config(
             "whatsapp.first_touch_* needs whatsapp.access_token and whatsapp.phone_number_id"
@@ -423,6 +424,15 @@ pub fn build_pipeline(config: &Config) -> Result<Pipeline, StartError> {
                 .route(&format!("partner:{name}"), mapping)
                 .map_err(|reason| {
                     StartError::Config(format!("partners.{name}.mapping: {reason}"))
+                })?;
+        }
+    }
+    for mailbox in &config.mailboxes {
+        if let Some(mapping) = &mailbox.mapping {
+            pipeline = pipeline
+                .route(&format!("email:{}", mailbox.name), mapping)
+                .map_err(|reason| {
+                    StartError::Config(format!("mailboxes.{}.mapping: {reason}", mailbox.name))
                 })?;
         }
     }

@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use common::dovecot::{PASSWORD, eventually, start_dovecot};
 use common::{Backend, TestApp, spawn_app, spawn_app_with_config};
 use leadgate::domain::RecordKind;
 use leadgate::service::ClosedReply;
@@ -24,6 +25,8 @@ on_both_backends!(
     a_contract_ending_before_it_starts_is_refused_and_amc_visits_are_scheduled,
     a_renewal_opportunity_opens_once_within_the_notice_period,
     an_expansion_rule_opens_one_opportunity_per_account,
+    support_mail_opens_a_ticket_and_replies_thread_onto_it,
+    whatsapp_from_a_known_contact_opens_a_ticket_when_configured,
 );
 
 async fn seed(app: &TestApp, kind: RecordKind, fields: Value) -> String {
@@ -515,5 +518,145 @@ async fn an_expansion_rule_opens_one_opportunity_per_account(backend: Backend) {
     assert_eq!(opp["fields"]["amount"], "2400.00");
     let items = timeline(&app, "accounts", &fits).await;
     assert_eq!(of_type(&items, "expansion").len(), 1);
+    app.stop().await;
+}
+
+fn mail(from: &str, subject: &str, message_id: &str, in_reply_to: Option<&str>, body: &str) -> Vec<u8> {
+    let threading = in_reply_to
+        .map(|parent| format!("In-Reply-To: {parent}\r\nReferences: {parent}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "From: {from}\r\nTo: support@service.example\r\nSubject: {subject}\r\n\
+         Date: Tue, 24 Nov 2026 10:00:00 +0000\r\nMessage-ID: {message_id}\r\n{threading}\
+         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
+    )
+    .into_bytes()
+}
+
+async fn settled(app: &TestApp) -> i64 {
+    let depth = app.store.inbox_depth().await.expect("inbox depth");
+    depth.done + depth.failed
+}
+
+async fn support_mail_opens_a_ticket_and_replies_thread_onto_it(backend: Backend) {
+    let Some(dovecot) = start_dovecot(module_path!()).await else {
+        return;
+    };
+    let password_env = format!(
+        "LEADGATE_TEST_SUPPORT_MAILBOX_PASSWORD_{}",
+        if backend == Backend::Sqlite { "SQLITE" } else { "PG" }
+    );
+    // SAFETY: set once, before the app (the only reader) starts; no other test uses the name.
+    unsafe { std::env::set_var(&password_env, PASSWORD) };
+    let mut mailbox = dovecot.mailbox(&password_env);
+    mailbox.name = "support".into();
+    mailbox.mapping = Some("support_email".into());
+    let app = spawn_app_with_config(backend, |config| {
+        config.mailboxes = vec![mailbox];
+    })
+    .await;
+    let account = seed(&app, RecordKind::Account, json!({"name": "Acme"})).await;
+    let contact = seed(
+        &app,
+        RecordKind::Contact,
+        json!({"email": "kim@acme.example", "account_id": account}),
+    )
+    .await;
+
+    dovecot
+        .append(&mail("Kim <Kim@acme.example>", "Printer on fire", "<m1@acme.example>", None, "Smoke everywhere"))
+        .await;
+    eventually("the first message processed", || async { settled(&app).await == 1 }).await;
+    let tickets = app.store.scan(RecordKind::Ticket, None, 10).await.unwrap();
+    assert_eq!(tickets.len(), 1, "one ticket");
+    let id = tickets[0].id.clone();
+    let fields = &tickets[0].fields;
+    assert_eq!(fields["subject"], "Printer on fire");
+    assert_eq!(fields["channel"], "email");
+    assert_eq!(fields["contact_id"], contact.as_str(), "the sender is a known contact");
+    assert_eq!(fields["account_id"], account.as_str());
+    assert_eq!(fields["description"], "Smoke everywhere");
+
+    // A reply by In-Reply-To lands on the ticket, not a new one.
+    dovecot
+        .append(&mail("kim@acme.example", "Re: Printer on fire", "<m2@acme.example>", Some("<m1@acme.example>"), "Still smoking"))
+        .await;
+    eventually("the reply processed", || async { settled(&app).await == 2 }).await;
+    assert_eq!(app.store.count(RecordKind::Ticket).await.unwrap(), 1);
+    let messages = of_type(&timeline(&app, "tickets", &id).await, "message")
+        .into_iter()
+        .map(|m| m["fields"]["body"].clone())
+        .collect::<Vec<_>>();
+    assert_eq!(messages, [json!("Still smoking")]);
+
+    // Waiting for the customer; the [#T-1] token threads a message with no headers.
+    assert_eq!(move_to(&app, &id, "pending_customer").await.0, 200);
+    dovecot
+        .append(&mail("kim@acme.example", "[#T-1] the log you asked for", "<m3@acme.example>", None, "log.txt"))
+        .await;
+    eventually("the token reply processed", || async { settled(&app).await == 3 }).await;
+    assert_eq!(ticket(&app, &id).await["status"], "open", "the customer's reply resumes it");
+
+    // Closed, then answered: reopened (the default).
+    assert_eq!(move_to(&app, &id, "closed").await.0, 200);
+    dovecot
+        .append(&mail("kim@acme.example", "Re: Printer on fire", "<m4@acme.example>", Some("<m2@acme.example>"), "It is back"))
+        .await;
+    eventually("the late reply processed", || async { settled(&app).await == 4 }).await;
+    let fields = ticket(&app, &id).await;
+    assert_eq!(fields["status"], "open");
+    assert_eq!(fields["reopened_count"], 1);
+    assert_eq!(app.store.count(RecordKind::Ticket).await.unwrap(), 1);
+    assert_eq!(app.store.count(RecordKind::Lead).await.unwrap(), 0, "support mail makes no leads");
+    app.stop().await;
+}
+
+async fn whatsapp_from_a_known_contact_opens_a_ticket_when_configured(backend: Backend) {
+    const SECRET: &str = "service-wa-secret";
+    let app = spawn_app_with_config(backend, |config| {
+        config.whatsapp.app_secret = SECRET.into();
+        config.whatsapp.verify_token = "verify".into();
+        config.service.whatsapp_tickets = true;
+    })
+    .await;
+    let account = seed(&app, RecordKind::Account, json!({"name": "Acme"})).await;
+    let contact = seed(
+        &app,
+        RecordKind::Contact,
+        json!({"phone": "+16315551181", "account_id": account}),
+    )
+    .await;
+    let body = std::fs::read(format!(
+        "{}/fixtures/whatsapp/text_message.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("fixture");
+    let signature = format!(
+        "sha256={}",
+        connectors::signature::hmac_sha256_hex(SECRET.as_bytes(), &[&body])
+    );
+    let response = app
+        .client
+        .post(format!("{}/v1/webhooks/whatsapp", app.base))
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", signature)
+        .body(body)
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(response.status(), 200);
+    let receipt: Value = response.json().await.unwrap();
+    let row = app
+        .settled_inbound(receipt["items"][0]["id"].as_str().unwrap())
+        .await;
+    assert_eq!(row["status"], "done", "{row}");
+    assert_eq!(row["result"]["kind"], "tickets", "{row}");
+    let id = row["result"]["id"].as_str().unwrap();
+    let fields = ticket(&app, id).await;
+    assert_eq!(fields["contact_id"], contact.as_str());
+    assert_eq!(fields["account_id"], account.as_str());
+    assert_eq!(fields["channel"], "whatsapp");
+    assert_eq!(fields["description"], "this is a text message");
+    assert_eq!(app.store.count(RecordKind::Lead).await.unwrap(), 0, "no lead for a customer");
     app.stop().await;
 }

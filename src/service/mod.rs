@@ -4,6 +4,7 @@
 
 pub mod evaluator;
 pub mod expansion;
+pub mod intake;
 pub mod renewals;
 pub mod sla;
 pub mod tickets;
@@ -148,6 +149,15 @@ impl Service {
             calendar,
             assigner,
         })
+    }
+
+    /// The defaults (around the clock, no routing, no rules).
+    pub fn defaults() -> Self {
+        Self {
+            config: ServiceConfig::default(),
+            calendar: Calendar::Always,
+            assigner: Assigner::new(&[], 0).expect("no rules: nothing to refuse"),
+        }
     }
 
     /// The SLA target of a priority, if it is one the configuration knows.
