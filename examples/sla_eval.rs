@@ -78,11 +78,19 @@ async fn main() {
         "seeded {tickets} open tickets ({}% past first-response due) in {:.1} s on {}",
         due_percent,
         start.elapsed().as_secs_f64(),
-        if url.starts_with("sqlite") { "SQLite" } else { "PostgreSQL" }
+        if url.starts_with("sqlite") {
+            "SQLite"
+        } else {
+            "PostgreSQL"
+        }
     );
 
     let metrics = Metrics::new();
-    for label in ["first pass (records breaches)", "second pass (nothing new)", "third pass"] {
+    for label in [
+        "first pass (records breaches)",
+        "second pass (nothing new)",
+        "third pass",
+    ] {
         let start = Instant::now();
         let pass = evaluate_sla(&store, &metrics, Utc::now())
             .await
@@ -100,7 +108,9 @@ async fn main() {
     // The arithmetic each ticket creation, resume and priority change runs.
     let calendar = Calendar::from_config(Some(&BusinessHoursConfig {
         time_zone: "Europe/London".into(),
-        days: ["mon", "tue", "wed", "thu", "fri"].map(str::to_owned).to_vec(),
+        days: ["mon", "tue", "wed", "thu", "fri"]
+            .map(str::to_owned)
+            .to_vec(),
         start: "09:00".into(),
         end: "17:30".into(),
     }))
@@ -113,7 +123,12 @@ async fn main() {
     let mut last = now;
     for n in 0..tickets {
         let created = now + Duration::minutes((n % 20_000) as i64);
-        let (_, resolution) = due_times(&calendar, created, target, Duration::minutes((n % 90) as i64));
+        let (_, resolution) = due_times(
+            &calendar,
+            created,
+            target,
+            Duration::minutes((n % 90) as i64),
+        );
         last = last.max(resolution);
     }
     let elapsed = start.elapsed();

@@ -27,6 +27,7 @@ on_both_backends!(
     an_expansion_rule_opens_one_opportunity_per_account,
     support_mail_opens_a_ticket_and_replies_thread_onto_it,
     whatsapp_from_a_known_contact_opens_a_ticket_when_configured,
+    tickets_are_routed_by_the_rules_and_permission_checked,
 );
 
 async fn seed(app: &TestApp, kind: RecordKind, fields: Value) -> String {
@@ -118,12 +119,22 @@ async fn open_ticket(app: &TestApp, body: Value) -> String {
 }
 
 async fn move_to(app: &TestApp, id: &str, status: &str) -> (u16, Value) {
-    post(app, &format!("/v1/tickets/{id}/status"), json!({"status": status})).await
+    post(
+        app,
+        &format!("/v1/tickets/{id}/status"),
+        json!({"status": status}),
+    )
+    .await
 }
 
 async fn a_ticket_from_the_api_is_numbered_timed_and_on_the_account_timeline(backend: Backend) {
     let app = spawn_app(backend).await;
-    let account = seed(&app, RecordKind::Account, json!({"name": "Acme", "country": "GB"})).await;
+    let account = seed(
+        &app,
+        RecordKind::Account,
+        json!({"name": "Acme", "country": "GB"}),
+    )
+    .await;
     let contact = seed(
         &app,
         RecordKind::Contact,
@@ -141,12 +152,19 @@ async fn a_ticket_from_the_api_is_numbered_timed_and_on_the_account_timeline(bac
     assert_eq!(fields["number"], 1);
     assert_eq!(fields["status"], "new");
     assert_eq!(fields["priority"], "normal");
-    assert_eq!(fields["account_id"], account.as_str(), "the contact's account");
+    assert_eq!(
+        fields["account_id"],
+        account.as_str(),
+        "the contact's account"
+    );
     // Around the clock by default; normal is 8 h to first response, 3 days to resolve.
     let created_at = instant(&created["created_at"]);
     let first = instant(&fields["first_response_due"]) - created_at;
     let resolution = instant(&fields["resolution_due"]) - created_at;
-    assert!((first - chrono::Duration::hours(8)).num_seconds().abs() < 5, "{first}");
+    assert!(
+        (first - chrono::Duration::hours(8)).num_seconds().abs() < 5,
+        "{first}"
+    );
     assert!(
         (resolution - chrono::Duration::days(3)).num_seconds().abs() < 5,
         "{resolution}"
@@ -157,11 +175,26 @@ async fn a_ticket_from_the_api_is_numbered_timed_and_on_the_account_timeline(bac
     let items = timeline(&app, "accounts", &account).await;
     let opened = of_type(&items, "ticket_opened");
     assert_eq!(opened.len(), 1, "{items:?}");
-    assert!(opened[0]["fields"]["subject"].as_str().unwrap().starts_with("T-1 opened"));
+    assert!(
+        opened[0]["fields"]["subject"]
+            .as_str()
+            .unwrap()
+            .starts_with("T-1 opened")
+    );
 
-    let (status, problem) = post(&app, "/v1/tickets", json!({"subject": "x", "priority": "whenever"})).await;
+    let (status, problem) = post(
+        &app,
+        "/v1/tickets",
+        json!({"subject": "x", "priority": "whenever"}),
+    )
+    .await;
     assert_eq!(status, 422, "{problem}");
-    let (status, _) = post(&app, "/v1/tickets", json!({"subject": "x", "contact_id": "nobody"})).await;
+    let (status, _) = post(
+        &app,
+        "/v1/tickets",
+        json!({"subject": "x", "contact_id": "nobody"}),
+    )
+    .await;
     assert_eq!(status, 422);
     app.stop().await;
 }
@@ -176,10 +209,17 @@ async fn ticket_status_moves_legally_and_refuses_illegal_ones(backend: Backend) 
     }
     let closed = ticket(&app, &id).await;
     assert!(closed["resolved_at"].is_string() && closed["closed_at"].is_string());
-    assert!(closed["sla_paused_at"].is_string(), "a closed ticket's clock stands");
+    assert!(
+        closed["sla_paused_at"].is_string(),
+        "a closed ticket's clock stands"
+    );
     let (status, problem) = move_to(&app, &id, "open").await;
     assert_eq!(status, 409, "closed → open by hand: {problem}");
-    assert_eq!(ticket(&app, &id).await["status"], "closed", "nothing written");
+    assert_eq!(
+        ticket(&app, &id).await["status"],
+        "closed",
+        "nothing written"
+    );
     let other = open_ticket(&app, json!({"subject": "Other"})).await;
     assert_eq!(move_to(&app, &other, "new").await.0, 409);
     assert_eq!(move_to(&app, &other, "escalated").await.0, 422);
@@ -201,7 +241,9 @@ async fn ticket_status_moves_legally_and_refuses_illegal_ones(backend: Backend) 
     )
     .await;
     assert_eq!(status, 200, "{after}");
-    assert!(instant(&after["fields"]["first_response_due"]) < instant(&before["first_response_due"]));
+    assert!(
+        instant(&after["fields"]["first_response_due"]) < instant(&before["first_response_due"])
+    );
     let moves = of_type(&timeline(&app, "tickets", &id).await, "ticket_status").len();
     assert_eq!(moves, 5);
     app.stop().await;
@@ -222,8 +264,17 @@ async fn an_agent_reply_is_the_first_response(backend: Backend) {
     assert_eq!(fields["status"], "open");
     let first = fields["first_responded_at"].clone();
     assert!(first.is_string());
-    post(&app, &format!("/v1/tickets/{id}/replies"), json!({"body": "More"})).await;
-    assert_eq!(ticket(&app, &id).await["first_responded_at"], first, "only the first");
+    post(
+        &app,
+        &format!("/v1/tickets/{id}/replies"),
+        json!({"body": "More"}),
+    )
+    .await;
+    assert_eq!(
+        ticket(&app, &id).await["first_responded_at"],
+        first,
+        "only the first"
+    );
     let messages = of_type(&timeline(&app, "tickets", &id).await, "message").len();
     assert_eq!(messages, 2);
     app.stop().await;
@@ -272,9 +323,18 @@ async fn a_customer_reply_to_a_closed_ticket_opens_a_follow_up_when_configured(b
     assert_eq!(fields["follow_up_of"], id.as_str());
     assert_eq!(fields["priority"], "high");
     assert_eq!(fields["status"], "new");
-    assert_eq!(ticket(&app, &id).await["status"], "closed", "the old one stays closed");
+    assert_eq!(
+        ticket(&app, &id).await["status"],
+        "closed",
+        "the old one stays closed"
+    );
     // An agent cannot reply on the closed one.
-    let (status, _) = post(&app, &format!("/v1/tickets/{id}/replies"), json!({"body": "x"})).await;
+    let (status, _) = post(
+        &app,
+        &format!("/v1/tickets/{id}/replies"),
+        json!({"body": "x"}),
+    )
+    .await;
     assert_eq!(status, 409);
     app.stop().await;
 }
@@ -324,7 +384,13 @@ async fn a_due_timer_breaches_once_on_the_timeline_and_in_metrics(backend: Backe
     move_to(&app, &paused, "pending_customer").await;
     let past = leadgate::domain::value::format_timestamp(Utc::now() - chrono::Duration::minutes(1));
     for id in [&late, &paused] {
-        backdate(&app, RecordKind::Ticket, id, json!({"first_response_due": past})).await;
+        backdate(
+            &app,
+            RecordKind::Ticket,
+            id,
+            json!({"first_response_due": past}),
+        )
+        .await;
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     while ticket(&app, &late).await["first_response_breached_at"].is_null() {
@@ -359,7 +425,12 @@ async fn a_contract_ending_before_it_starts_is_refused_and_amc_visits_are_schedu
     backend: Backend,
 ) {
     let app = spawn_app(backend).await;
-    let account = seed(&app, RecordKind::Account, json!({"name": "Plant", "owner_id": "u-owner"})).await;
+    let account = seed(
+        &app,
+        RecordKind::Account,
+        json!({"name": "Plant", "owner_id": "u-owner"}),
+    )
+    .await;
     let (status, problem) = post(
         &app,
         "/v1/renewals",
@@ -368,8 +439,15 @@ async fn a_contract_ending_before_it_starts_is_refused_and_amc_visits_are_schedu
     )
     .await;
     assert_eq!(status, 422, "{problem}");
-    assert!(problem["detail"].as_str().unwrap().contains("before"), "{problem}");
-    assert_eq!(app.store.count(RecordKind::Renewal).await.unwrap(), 0, "nothing written");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("before"),
+        "{problem}"
+    );
+    assert_eq!(
+        app.store.count(RecordKind::Renewal).await.unwrap(),
+        0,
+        "nothing written"
+    );
     let (status, contract) = post(
         &app,
         "/v1/renewals",
@@ -381,7 +459,10 @@ async fn a_contract_ending_before_it_starts_is_refused_and_amc_visits_are_schedu
     .await;
     assert_eq!(status, 201, "{contract}");
     assert_eq!(contract["fields"]["status"], "active");
-    assert_eq!(contract["fields"]["owner_id"], "u-owner", "the account's owner");
+    assert_eq!(
+        contract["fields"]["owner_id"], "u-owner",
+        "the account's owner"
+    );
     let id = contract["id"].as_str().unwrap();
     let visits = of_type(&timeline(&app, "accounts", &account).await, "amc_visit")
         .into_iter()
@@ -407,7 +488,12 @@ async fn a_renewal_opportunity_opens_once_within_the_notice_period(backend: Back
         config.service.renewal_notice_days = 60;
     })
     .await;
-    let account = seed(&app, RecordKind::Account, json!({"name": "Renew Co", "owner_id": "u-am"})).await;
+    let account = seed(
+        &app,
+        RecordKind::Account,
+        json!({"name": "Renew Co", "owner_id": "u-am"}),
+    )
+    .await;
     let today = Utc::now().date_naive();
     let (status, soon) = post(
         &app,
@@ -439,7 +525,9 @@ async fn a_renewal_opportunity_opens_once_within_the_notice_period(backend: Back
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let (_, list) = app.get_json(&format!("/v1/opportunities?account_id={account}")).await;
+    let (_, list) = app
+        .get_json(&format!("/v1/opportunities?account_id={account}"))
+        .await;
     let opportunities = list["items"].as_array().unwrap();
     assert_eq!(opportunities.len(), 1, "once: {list}");
     let opp = &opportunities[0]["fields"];
@@ -447,20 +535,38 @@ async fn a_renewal_opportunity_opens_once_within_the_notice_period(backend: Back
     assert_eq!(opp["owner_id"], "u-am");
     assert_eq!(opp["amount"], "1000.00");
     let (_, far) = app.get_json(&format!("/v1/renewals/{later}")).await;
-    assert!(far["fields"]["renewal_opportunity_id"].is_null(), "outside the notice period");
+    assert!(
+        far["fields"]["renewal_opportunity_id"].is_null(),
+        "outside the notice period"
+    );
     let tasks = of_type(&timeline(&app, "accounts", &account).await, "task")
         .into_iter()
         .cloned()
         .collect::<Vec<_>>();
     assert_eq!(tasks.len(), 1);
-    assert_eq!(tasks[0]["fields"]["owner_id"], "u-am", "the owner is reminded");
+    assert_eq!(
+        tasks[0]["fields"]["owner_id"], "u-am",
+        "the owner is reminded"
+    );
 
-    let (status, renewed) = post(&app, &format!("/v1/renewals/{soon}/status"), json!({"status": "renewed"})).await;
+    let (status, renewed) = post(
+        &app,
+        &format!("/v1/renewals/{soon}/status"),
+        json!({"status": "renewed"}),
+    )
+    .await;
     assert_eq!(status, 200, "{renewed}");
     assert_eq!(renewed["fields"]["status"], "renewed");
-    let (_, opp) = app.get_json(&format!("/v1/opportunities/{opportunity}")).await;
+    let (_, opp) = app
+        .get_json(&format!("/v1/opportunities/{opportunity}"))
+        .await;
     assert_eq!(opp["fields"]["stage"], "closed_won");
-    let (status, _) = post(&app, &format!("/v1/renewals/{soon}/status"), json!({"status": "lapsed"})).await;
+    let (status, _) = post(
+        &app,
+        &format!("/v1/renewals/{soon}/status"),
+        json!({"status": "lapsed"}),
+    )
+    .await;
     assert_eq!(status, 409, "already renewed");
     app.stop().await;
 }
@@ -514,14 +620,23 @@ async fn an_expansion_rule_opens_one_opportunity_per_account(backend: Backend) {
     let id = first["opened"][0].as_str().unwrap();
     let (_, opp) = app.get_json(&format!("/v1/opportunities/{id}")).await;
     assert_eq!(opp["fields"]["owner_id"], "u-big", "the account owner's");
-    assert_eq!(opp["fields"]["custom"]["expansion_rule"], "analytics-for-big-crm");
+    assert_eq!(
+        opp["fields"]["custom"]["expansion_rule"],
+        "analytics-for-big-crm"
+    );
     assert_eq!(opp["fields"]["amount"], "2400.00");
     let items = timeline(&app, "accounts", &fits).await;
     assert_eq!(of_type(&items, "expansion").len(), 1);
     app.stop().await;
 }
 
-fn mail(from: &str, subject: &str, message_id: &str, in_reply_to: Option<&str>, body: &str) -> Vec<u8> {
+fn mail(
+    from: &str,
+    subject: &str,
+    message_id: &str,
+    in_reply_to: Option<&str>,
+    body: &str,
+) -> Vec<u8> {
     let threading = in_reply_to
         .map(|parent| format!("In-Reply-To: {parent}\r\nReferences: {parent}\r\n"))
         .unwrap_or_default();
@@ -544,7 +659,11 @@ async fn support_mail_opens_a_ticket_and_replies_thread_onto_it(backend: Backend
     };
     let password_env = format!(
         "LEADGATE_TEST_SUPPORT_MAILBOX_PASSWORD_{}",
-        if backend == Backend::Sqlite { "SQLITE" } else { "PG" }
+        if backend == Backend::Sqlite {
+            "SQLITE"
+        } else {
+            "PG"
+        }
     );
     // SAFETY: set once, before the app (the only reader) starts; no other test uses the name.
     unsafe { std::env::set_var(&password_env, PASSWORD) };
@@ -564,22 +683,41 @@ async fn support_mail_opens_a_ticket_and_replies_thread_onto_it(backend: Backend
     .await;
 
     dovecot
-        .append(&mail("Kim <Kim@acme.example>", "Printer on fire", "<m1@acme.example>", None, "Smoke everywhere"))
+        .append(&mail(
+            "Kim <Kim@acme.example>",
+            "Printer on fire",
+            "<m1@acme.example>",
+            None,
+            "Smoke everywhere",
+        ))
         .await;
-    eventually("the first message processed", || async { settled(&app).await == 1 }).await;
+    eventually("the first message processed", || async {
+        settled(&app).await == 1
+    })
+    .await;
     let tickets = app.store.scan(RecordKind::Ticket, None, 10).await.unwrap();
     assert_eq!(tickets.len(), 1, "one ticket");
     let id = tickets[0].id.clone();
     let fields = &tickets[0].fields;
     assert_eq!(fields["subject"], "Printer on fire");
     assert_eq!(fields["channel"], "email");
-    assert_eq!(fields["contact_id"], contact.as_str(), "the sender is a known contact");
+    assert_eq!(
+        fields["contact_id"],
+        contact.as_str(),
+        "the sender is a known contact"
+    );
     assert_eq!(fields["account_id"], account.as_str());
     assert_eq!(fields["description"], "Smoke everywhere");
 
     // A reply by In-Reply-To lands on the ticket, not a new one.
     dovecot
-        .append(&mail("kim@acme.example", "Re: Printer on fire", "<m2@acme.example>", Some("<m1@acme.example>"), "Still smoking"))
+        .append(&mail(
+            "kim@acme.example",
+            "Re: Printer on fire",
+            "<m2@acme.example>",
+            Some("<m1@acme.example>"),
+            "Still smoking",
+        ))
         .await;
     eventually("the reply processed", || async { settled(&app).await == 2 }).await;
     assert_eq!(app.store.count(RecordKind::Ticket).await.unwrap(), 1);
@@ -592,22 +730,48 @@ async fn support_mail_opens_a_ticket_and_replies_thread_onto_it(backend: Backend
     // Waiting for the customer; the [#T-1] token threads a message with no headers.
     assert_eq!(move_to(&app, &id, "pending_customer").await.0, 200);
     dovecot
-        .append(&mail("kim@acme.example", "[#T-1] the log you asked for", "<m3@acme.example>", None, "log.txt"))
+        .append(&mail(
+            "kim@acme.example",
+            "[#T-1] the log you asked for",
+            "<m3@acme.example>",
+            None,
+            "log.txt",
+        ))
         .await;
-    eventually("the token reply processed", || async { settled(&app).await == 3 }).await;
-    assert_eq!(ticket(&app, &id).await["status"], "open", "the customer's reply resumes it");
+    eventually("the token reply processed", || async {
+        settled(&app).await == 3
+    })
+    .await;
+    assert_eq!(
+        ticket(&app, &id).await["status"],
+        "open",
+        "the customer's reply resumes it"
+    );
 
     // Closed, then answered: reopened (the default).
     assert_eq!(move_to(&app, &id, "closed").await.0, 200);
     dovecot
-        .append(&mail("kim@acme.example", "Re: Printer on fire", "<m4@acme.example>", Some("<m2@acme.example>"), "It is back"))
+        .append(&mail(
+            "kim@acme.example",
+            "Re: Printer on fire",
+            "<m4@acme.example>",
+            Some("<m2@acme.example>"),
+            "It is back",
+        ))
         .await;
-    eventually("the late reply processed", || async { settled(&app).await == 4 }).await;
+    eventually("the late reply processed", || async {
+        settled(&app).await == 4
+    })
+    .await;
     let fields = ticket(&app, &id).await;
     assert_eq!(fields["status"], "open");
     assert_eq!(fields["reopened_count"], 1);
     assert_eq!(app.store.count(RecordKind::Ticket).await.unwrap(), 1);
-    assert_eq!(app.store.count(RecordKind::Lead).await.unwrap(), 0, "support mail makes no leads");
+    assert_eq!(
+        app.store.count(RecordKind::Lead).await.unwrap(),
+        0,
+        "support mail makes no leads"
+    );
     app.stop().await;
 }
 
@@ -657,6 +821,131 @@ async fn whatsapp_from_a_known_contact_opens_a_ticket_when_configured(backend: B
     assert_eq!(fields["account_id"], account.as_str());
     assert_eq!(fields["channel"], "whatsapp");
     assert_eq!(fields["description"], "this is a text message");
-    assert_eq!(app.store.count(RecordKind::Lead).await.unwrap(), 0, "no lead for a customer");
+    assert_eq!(
+        app.store.count(RecordKind::Lead).await.unwrap(),
+        0,
+        "no lead for a customer"
+    );
+    app.stop().await;
+}
+
+async fn as_user(app: &TestApp, token: &str, path: &str, body: Value) -> (u16, Value) {
+    let response = app
+        .client
+        .post(format!("{}{path}", app.base))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("request sent");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn user_token(app: &TestApp, email: &str, role: &str) -> String {
+    let (status, user) = post(
+        app,
+        "/v1/admin/users",
+        json!({"email": email, "name": email, "role": role}),
+    )
+    .await;
+    assert_eq!(status, 201, "{user}");
+    let id = user["id"].as_str().unwrap();
+    let (status, token) = post(
+        app,
+        &format!("/v1/admin/users/{id}/tokens"),
+        json!({"name": "t"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{token}");
+    token["token"].as_str().unwrap().to_owned()
+}
+
+async fn tickets_are_routed_by_the_rules_and_permission_checked(backend: Backend) {
+    let app = spawn_app_with_config(backend, |config| {
+        config.service.ticket_assignment_rules = vec![
+            serde_json::from_value(json!({"name": "dach-support", "country": ["DE", "AT"],
+                                          "source": "ticket:*", "to_user": "agent-de"}))
+            .expect("rule"),
+        ];
+    })
+    .await;
+    let agent = user_token(&app, "agent@service.example", "support_agent").await;
+    let rep = user_token(&app, "rep@service.example", "rep").await;
+    let german = seed(
+        &app,
+        RecordKind::Account,
+        json!({"name": "GmbH", "country": "DE"}),
+    )
+    .await;
+    let french = seed(
+        &app,
+        RecordKind::Account,
+        json!({"name": "SARL", "country": "FR"}),
+    )
+    .await;
+
+    let (status, routed) = as_user(
+        &app,
+        &agent,
+        "/v1/tickets",
+        json!({"subject": "Hilfe", "account_id": german}),
+    )
+    .await;
+    assert_eq!(status, 201, "{routed}");
+    assert_eq!(routed["fields"]["owner_id"], "agent-de");
+    assert_eq!(routed["fields"]["assignment_rule"], "dach-support");
+    let id = routed["id"].as_str().unwrap();
+    let assignments = of_type(&timeline(&app, "tickets", id).await, "assignment").len();
+    assert_eq!(assignments, 1, "the rule that fired is on the timeline");
+    let (_, unrouted) = as_user(
+        &app,
+        &agent,
+        "/v1/tickets",
+        json!({"subject": "Aide", "account_id": french}),
+    )
+    .await;
+    assert!(
+        unrouted["fields"]["owner_id"].is_null(),
+        "no rule holds: unassigned"
+    );
+
+    let (status, _) = as_user(&app, &rep, "/v1/tickets", json!({"subject": "Nope"})).await;
+    assert_eq!(status, 403, "a rep reads tickets, does not open them");
+    let (status, _) = as_user(
+        &app,
+        &rep,
+        &format!("/v1/tickets/{id}/status"),
+        json!({"status": "open"}),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = as_user(
+        &app,
+        &agent,
+        "/v1/renewals",
+        json!({"account_id": german, "start_date": "2026-01-01", "end_date": "2026-12-31"}),
+    )
+    .await;
+    assert_eq!(status, 403, "support agents do not sell contracts");
+    let (status, moved) = as_user(
+        &app,
+        &agent,
+        &format!("/v1/tickets/{id}/status"),
+        json!({"status": "open"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{moved}");
+    let audit = app
+        .store
+        .audit_of(RecordKind::Ticket, id, 50)
+        .await
+        .unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|row| row.field.as_deref() == Some("status") && row.actor.starts_with("user:")),
+        "the move is audited with who made it"
+    );
     app.stop().await;
 }

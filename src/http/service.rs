@@ -76,7 +76,12 @@ async fn json_object(
     }
 }
 
-fn refuse_managed(kind: RecordKind, fields: &Map<String, Value>, managed: &[&str], hint: &str) -> Result<(), ApiError> {
+fn refuse_managed(
+    kind: RecordKind,
+    fields: &Map<String, Value>,
+    managed: &[&str],
+    hint: &str,
+) -> Result<(), ApiError> {
     if let Some(name) = fields.keys().find(|name| managed.contains(&name.as_str())) {
         return Err(ApiError::Unprocessable(format!(
             "{}.{name} is kept by the service{hint}",
@@ -179,14 +184,18 @@ pub async fn create_ticket(
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(RecordKind::Ticket.path(), Action::Create).await?;
+    caller
+        .require(RecordKind::Ticket.path(), Action::Create)
+        .await?;
     let body = body.into_inner();
     let mut check = Map::new();
     if let Some(owner) = &body.owner_id {
         check.insert("owner_id".into(), Value::from(owner.clone()));
     }
     owner_within_reach(&caller, &mut check)?;
-    caller.check_writable(RecordKind::Ticket, "", &check).await?;
+    caller
+        .check_writable(RecordKind::Ticket, "", &check)
+        .await?;
     let new = NewTicket {
         subject: body.subject,
         description: body.description,
@@ -195,14 +204,18 @@ pub async fn create_ticket(
         account_id: body.account_id,
         contact_id: body.contact_id,
         lead_id: body.lead_id,
-        owner_id: check.get("owner_id").and_then(Value::as_str).map(str::to_owned),
+        owner_id: check
+            .get("owner_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         custom: body.custom,
         ..NewTicket::default()
     };
     let ctx = Arc::new(caller.context("api"));
     let mut tx = state.store.begin_write().await?;
     let mut journal = Journal::default();
-    let created = tickets::create(&mut tx, &mut journal, &ctx, &state.service, new, Utc::now()).await?;
+    let created =
+        tickets::create(&mut tx, &mut journal, &ctx, &state.service, new, Utc::now()).await?;
     journal.flush(&mut tx).await?;
     tx.commit().await?;
     answer(&state, &caller, RecordKind::Ticket, &created.id, true).await
@@ -231,7 +244,9 @@ pub async fn patch_ticket(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    caller.reachable(RecordKind::Ticket, &id, Action::Update).await?;
+    caller
+        .reachable(RecordKind::Ticket, &id, Action::Update)
+        .await?;
     let mut fields = json_object(&req, payload, &state).await?;
     refuse_managed(
         RecordKind::Ticket,
@@ -239,7 +254,9 @@ pub async fn patch_ticket(
         TICKET_MANAGED,
         "; status moves through POST /v1/tickets/{id}/status",
     )?;
-    caller.check_writable(RecordKind::Ticket, &id, &fields).await?;
+    caller
+        .check_writable(RecordKind::Ticket, &id, &fields)
+        .await?;
     let expected_version = if_match(&req)?;
     let mut tx = state.store.begin_write().await?;
     if let Some(priority) = fields.get("priority").cloned() {
@@ -296,7 +313,9 @@ pub async fn ticket_status(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    caller.reachable(RecordKind::Ticket, &id, Action::Update).await?;
+    caller
+        .reachable(RecordKind::Ticket, &id, Action::Update)
+        .await?;
     let to = Status::parse(&body.status).ok_or_else(|| {
         ApiError::Unprocessable(format!(
             "status `{}`: one of new, open, pending_customer, resolved, closed",
@@ -366,7 +385,9 @@ pub async fn ticket_reply(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    caller.reachable(RecordKind::Ticket, &id, Action::Update).await?;
+    caller
+        .reachable(RecordKind::Ticket, &id, Action::Update)
+        .await?;
     let body = body.into_inner();
     let direction = match body.direction.as_deref() {
         None | Some("outbound") => Direction::Outbound,
@@ -424,10 +445,14 @@ pub async fn create_contract(
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(RecordKind::Renewal.path(), Action::Create).await?;
+    caller
+        .require(RecordKind::Renewal.path(), Action::Create)
+        .await?;
     let mut fields = json_object(&req, payload, &state).await?;
     refuse_managed(RecordKind::Renewal, &fields, CONTRACT_MANAGED, "")?;
-    caller.check_writable(RecordKind::Renewal, "", &fields).await?;
+    caller
+        .check_writable(RecordKind::Renewal, "", &fields)
+        .await?;
     owner_within_reach(&caller, &mut fields)?;
     if let Some(account) = fields.get("account_id").and_then(Value::as_str) {
         caller
@@ -474,7 +499,9 @@ pub async fn patch_contract(
         CONTRACT_MANAGED,
         "; POST /v1/renewals/{id}/status marks it renewed or lapsed",
     )?;
-    caller.check_writable(RecordKind::Renewal, &id, &fields).await?;
+    caller
+        .check_writable(RecordKind::Renewal, &id, &fields)
+        .await?;
     crate::service::renewals::check_dates(&current.fields, &fields)?;
     let expected_version = if_match(&req)?;
     state
@@ -518,8 +545,15 @@ pub async fn contract_status(
     let ctx = Arc::new(caller.context("api"));
     let mut tx = state.store.begin_write().await?;
     let mut journal = Journal::default();
-    crate::service::renewals::set_status(&mut tx, &mut journal, &ctx, &id, &body.status, Utc::now())
-        .await?;
+    crate::service::renewals::set_status(
+        &mut tx,
+        &mut journal,
+        &ctx,
+        &id,
+        &body.status,
+        Utc::now(),
+    )
+    .await?;
     journal.flush(&mut tx).await?;
     tx.commit().await?;
     answer(&state, &caller, RecordKind::Renewal, &id, false).await

@@ -26,11 +26,11 @@ pub struct SlaPass {
     pub resolution: usize,
 }
 
-/// The two timers and the columns that say whether each still runs.
-const TIMERS: [(&str, &str, &str); 2] = [
+/// The two timers and the query for each one's running timers that are due: the
+/// conditions are those of the timer's partial index (migrations/*/0008_service.sql).
+const TIMERS: [(&str, &str); 2] = [
     (
         "first_response",
-        "first_response_due",
         "SELECT id, number, priority, account_id, owner_id, first_response_due AS due \
          FROM tickets WHERE first_responded_at IS NULL AND first_response_breached_at IS NULL \
          AND sla_paused_at IS NULL AND resolved_at IS NULL AND first_response_due <= $1 \
@@ -38,7 +38,6 @@ const TIMERS: [(&str, &str, &str); 2] = [
     ),
     (
         "resolution",
-        "resolution_due",
         "SELECT id, number, priority, account_id, owner_id, resolution_due AS due \
          FROM tickets WHERE resolution_breached_at IS NULL AND sla_paused_at IS NULL \
          AND resolved_at IS NULL AND resolution_due <= $1 ORDER BY resolution_due LIMIT $2",
@@ -58,7 +57,7 @@ pub async fn evaluate_sla(
     let ctx = WriteContext::new("system:sla", "system", RequestMeta::default());
     let at = format_timestamp(now);
     let mut pass = SlaPass::default();
-    for (timer, _, sql) in TIMERS {
+    for (timer, sql) in TIMERS {
         loop {
             // Read and mark in one write transaction: a reply committed in between either
             // lands before (and the timer is no longer selected) or after the breach.
@@ -147,8 +146,7 @@ pub fn spawn(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let every = StdDuration::from_secs(service.config.evaluate_every_secs.max(1));
-        let expansion_every =
-            StdDuration::from_secs(service.config.expansion_every_secs.max(1));
+        let expansion_every = StdDuration::from_secs(service.config.expansion_every_secs.max(1));
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_expansion: Option<Instant> = None;

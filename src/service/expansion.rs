@@ -92,15 +92,17 @@ impl ExpansionRule {
         self.has_products.iter().all(has)
             && !self.lacks_products.iter().any(has)
             && self.usage.iter().all(|c| {
-                account.usage(&c.field).is_some_and(|v| match c.op.as_str() {
-                    ">" => v > c.value,
-                    ">=" => v >= c.value,
-                    "<" => v < c.value,
-                    "<=" => v <= c.value,
-                    "=" => v == c.value,
-                    "!=" => v != c.value,
-                    _ => false,
-                })
+                account
+                    .usage(&c.field)
+                    .is_some_and(|v| match c.op.as_str() {
+                        ">" => v > c.value,
+                        ">=" => v >= c.value,
+                        "<" => v < c.value,
+                        "<=" => v <= c.value,
+                        "=" => v == c.value,
+                        "!=" => v != c.value,
+                        _ => false,
+                    })
             })
             && self
                 .min_open_tickets
@@ -232,7 +234,11 @@ pub async fn evaluate_account(
         if claimed == 0 {
             continue;
         }
-        let owner = account.fields.get("owner_id").cloned().unwrap_or(Value::Null);
+        let owner = account
+            .fields
+            .get("owner_id")
+            .cloned()
+            .unwrap_or(Value::Null);
         let account_name = account
             .fields
             .get("name")
@@ -261,7 +267,10 @@ pub async fn evaluate_account(
             ("activity_type".to_owned(), json!("expansion")),
             (
                 "subject".to_owned(),
-                json!(format!("Expansion rule {} opened an opportunity", rule.name)),
+                json!(format!(
+                    "Expansion rule {} opened an opportunity",
+                    rule.name
+                )),
             ),
             ("channel".to_owned(), json!("system")),
             ("occurred_at".to_owned(), json!(format_timestamp(now))),
@@ -371,12 +380,24 @@ mod tests {
     #[test]
     fn a_rule_holds_only_when_every_condition_does() {
         assert!(rule().holds(&account(&["crm"], json!(51), 0)));
-        assert!(rule().holds(&account(&["crm"], json!("80"), 3)), "text numbers");
-        assert!(!rule().holds(&account(&["crm"], json!(50), 0)), "seats > 50");
-        assert!(!rule().holds(&account(&["crm", "analytics"], json!(90), 0)), "has B");
+        assert!(
+            rule().holds(&account(&["crm"], json!("80"), 3)),
+            "text numbers"
+        );
+        assert!(
+            !rule().holds(&account(&["crm"], json!(50), 0)),
+            "seats > 50"
+        );
+        assert!(
+            !rule().holds(&account(&["crm", "analytics"], json!(90), 0)),
+            "has B"
+        );
         assert!(!rule().holds(&account(&[], json!(90), 0)), "lacks A");
         assert!(!rule().holds(&account(&["crm"], json!(90), 4)), "tickets");
-        assert!(!rule().holds(&account(&["crm"], Value::Null, 0)), "no usage");
+        assert!(
+            !rule().holds(&account(&["crm"], Value::Null, 0)),
+            "no usage"
+        );
     }
 
     #[test]

@@ -157,8 +157,10 @@ pub async fn email(
         now,
     )
     .await?;
-    Ok(json!({"action": "created", "kind": "tickets", "id": created.id,
-              "number": created.number}))
+    Ok(
+        json!({"action": "created", "kind": "tickets", "id": created.id,
+              "number": created.number}),
+    )
 }
 
 /// A WhatsApp message from a known contact's number: onto their ticket that is not
@@ -248,6 +250,8 @@ pub async fn whatsapp(
         now,
     )
     .await?;
-    Ok(Some(json!({"action": "created", "kind": "tickets", "id": created.id,
-                   "number": created.number})))
+    Ok(Some(
+        json!({"action": "created", "kind": "tickets", "id": created.id,
+                   "number": created.number}),
+    ))
 }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::assign::{AssignmentRule, AssignmentRuleError, Assigner};
+use crate::pipeline::assign::{Assigner, AssignmentRule, AssignmentRuleError};
 use crate::store::StoreError;
 use expansion::ExpansionRule;
 use sla::{BusinessHoursConfig, Calendar, SlaTarget};

@@ -290,7 +290,10 @@ pub async fn evaluate(
             ("close_date".to_owned(), end.clone()),
             ("account_id".to_owned(), account.clone()),
             ("owner_id".to_owned(), owner.clone()),
-            ("amount".to_owned(), contract.get("value").cloned().unwrap_or(Value::Null)),
+            (
+                "amount".to_owned(),
+                contract.get("value").cloned().unwrap_or(Value::Null),
+            ),
             (
                 "currency".to_owned(),
                 contract.get("currency").cloned().unwrap_or(Value::Null),

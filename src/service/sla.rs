@@ -243,7 +243,12 @@ mod tests {
     }
 
     fn office() -> Calendar {
-        calendar("UTC", &["mon", "tue", "wed", "thu", "fri"], "09:00", "17:00")
+        calendar(
+            "UTC",
+            &["mon", "tue", "wed", "thu", "fri"],
+            "09:00",
+            "17:00",
+        )
     }
 
     #[test]
@@ -336,13 +341,22 @@ mod tests {
         let from = at("2026-03-20T11:00:00Z");
         for minutes in [1, 59, 60, 225, 226, 1000, 5000] {
             let due = cal.add(from, Duration::minutes(minutes));
-            assert_eq!(cal.between(from, due), Duration::minutes(minutes), "{minutes}");
+            assert_eq!(
+                cal.between(from, due),
+                Duration::minutes(minutes),
+                "{minutes}"
+            );
         }
     }
 
     #[test]
     fn an_overnight_shift_runs_past_midnight() {
-        let night = calendar("UTC", &["mon", "tue", "wed", "thu", "fri"], "22:00", "06:00");
+        let night = calendar(
+            "UTC",
+            &["mon", "tue", "wed", "thu", "fri"],
+            "22:00",
+            "06:00",
+        );
         // Friday 05:00 is inside Thursday's shift: one hour left, then Friday 22:00.
         assert_eq!(
             night.add(at("2026-11-27T05:00:00Z"), Duration::hours(2)),

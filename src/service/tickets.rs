@@ -251,12 +251,8 @@ pub async fn create(
         }
     }
     let number = next_number(conn).await?;
-    let (first_due, resolution_due) = super::sla::due_times(
-        &service.calendar,
-        now,
-        target,
-        Duration::zero(),
-    );
+    let (first_due, resolution_due) =
+        super::sla::due_times(&service.calendar, now, target, Duration::zero());
     let id = new_id();
     let mut fields = json!({
         "subject": new.subject,
@@ -348,8 +344,7 @@ pub fn transition(
             .get("sla_paused_seconds")
             .and_then(Value::as_i64)
             .unwrap_or(0);
-        let paused =
-            Duration::seconds(before) + service.calendar.between(paused_since, now);
+        let paused = Duration::seconds(before) + service.calendar.between(paused_since, now);
         fields.insert("sla_paused_at".into(), Value::Null);
         fields.insert(
             "sla_paused_seconds".into(),
@@ -419,7 +414,13 @@ pub async fn change_status(
     Ok(())
 }
 
-fn status_activity(ticket: &Ticket, from: Status, to: Status, channel: &str, now: DateTime<Utc>) -> Change {
+fn status_activity(
+    ticket: &Ticket,
+    from: Status,
+    to: Status,
+    channel: &str,
+    now: DateTime<Utc>,
+) -> Change {
     activity(json!({
         "activity_type": "ticket_status",
         "subject": format!("{} {} → {}", ticket.name(), from.as_str(), to.as_str()),
@@ -570,7 +571,13 @@ pub async fn reply(
             }
             if status == Status::New {
                 fields.extend(transition(service, &ticket, Status::Open, now));
-                changes.push(status_activity(&ticket, status, Status::Open, &reply.channel, now));
+                changes.push(status_activity(
+                    &ticket,
+                    status,
+                    Status::Open,
+                    &reply.channel,
+                    now,
+                ));
             }
             if !fields.is_empty() {
                 changes.insert(
@@ -630,8 +637,14 @@ pub fn reprioritised(
         super::sla::due_times(&service.calendar, ticket.created_at, target, paused);
     Ok(Map::from_iter([
         ("priority".to_owned(), Value::from(priority)),
-        ("first_response_due".to_owned(), format_timestamp(first).into()),
-        ("resolution_due".to_owned(), format_timestamp(resolution).into()),
+        (
+            "first_response_due".to_owned(),
+            format_timestamp(first).into(),
+        ),
+        (
+            "resolution_due".to_owned(),
+            format_timestamp(resolution).into(),
+        ),
     ]))
 }
 

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use leadgate::config::{MailboxSection, MailboxTls};
 
-
 pub const DOVECOT: &str = "/usr/sbin/dovecot";
 pub const USER: &str = "sales";
 pub const PASSWORD: &str = "mailbox-test-secret";
@@ -288,4 +287,3 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
-
