@@ -332,8 +332,10 @@ pub async fn ticket_status(
         &ctx,
         &state.service,
         &id,
-        to,
-        expected_version,
+        tickets::Move {
+            to,
+            expected_version,
+        },
         Utc::now(),
     )
     .await?;

@@ -379,15 +379,24 @@ pub fn transition(
     fields
 }
 
-/// Moves a ticket to `to`, refusing illegal moves; the move is on the timeline.
+/// A requested status move: where to, and the version the caller saw (`If-Match`).
+#[derive(Debug, Clone, Copy)]
+pub struct Move {
+    pub to: Status,
+    pub expected_version: Option<i64>,
+}
+
+/// Moves a ticket, refusing illegal moves; the move is on the timeline.
 pub async fn change_status(
     conn: &mut AnyConnection,
     journal: &mut Journal,
     ctx: &Arc<WriteContext>,
     service: &Service,
     id: &str,
-    to: Status,
-    expected_version: Option<i64>,
+    Move {
+        to,
+        expected_version,
+    }: Move,
     now: DateTime<Utc>,
 ) -> Result<(), ServiceError> {
     journal.settle_inserts(conn).await?;
@@ -670,7 +679,7 @@ pub async fn thread_of_email(
             .fetch_optional(&mut *conn)
             .await?;
         if id.is_some() {
-            return Ok(follow_latest(conn, id).await?);
+            return follow_latest(conn, id).await;
         }
     }
     for reference in references.iter().rev() {
@@ -682,7 +691,7 @@ pub async fn thread_of_email(
         .fetch_optional(&mut *conn)
         .await?;
         if id.is_some() {
-            return Ok(follow_latest(conn, id).await?);
+            return follow_latest(conn, id).await;
         }
     }
     Ok(None)
