@@ -62,7 +62,8 @@ pub async fn evaluate_sla(
             // Read and mark in one write transaction: a reply committed in between either
             // lands before (and the timer is no longer selected) or after the breach.
             let mut tx = store.begin_write().await?;
-            let rows = sqlx::query(sql)
+            let sql = format!("{sql}{}", super::claim_rows(store));
+            let rows = sqlx::query(&sql)
                 .bind(&at)
                 .bind(BATCH)
                 .fetch_all(&mut *tx)

@@ -166,6 +166,17 @@ impl Service {
     }
 }
 
+/// What a selecting query inside a write transaction appends so that two processes
+/// evaluating at once (several workers on PostgreSQL) never take the same rows: each row
+/// is locked by the first and skipped by the others. SQLite's write transaction already
+/// excludes every other writer.
+pub(crate) fn claim_rows(store: &crate::store::Store) -> &'static str {
+    match store.backend() {
+        crate::store::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        crate::store::Backend::Sqlite => "",
+    }
+}
+
 /// Why a service operation was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {

@@ -261,10 +261,11 @@ pub async fn evaluate(
     let today_text = today.format("%Y-%m-%d").to_string();
     let mut opened = 0;
     let mut tx = store.begin_write().await?;
-    let rows = sqlx::query(
+    let claim = super::claim_rows(store);
+    let rows = sqlx::query(&format!(
         "SELECT id FROM renewals WHERE status = 'active' AND renewal_opportunity_id IS NULL \
-         AND end_date <= $1 AND end_date >= $2 ORDER BY end_date LIMIT 500",
-    )
+         AND end_date <= $1 AND end_date >= $2 ORDER BY end_date LIMIT 500{claim}"
+    ))
     .bind(&notice)
     .bind(&today_text)
     .fetch_all(&mut *tx)
@@ -331,10 +332,10 @@ pub async fn evaluate(
         apply_journaled(&mut tx, &ctx, changes, &mut journal).await?;
         opened += 1;
     }
-    let lapsing = sqlx::query(
+    let lapsing = sqlx::query(&format!(
         "SELECT id FROM renewals WHERE status = 'active' AND end_date < $1 ORDER BY end_date \
-         LIMIT 500",
-    )
+         LIMIT 500{claim}"
+    ))
     .bind(&today_text)
     .fetch_all(&mut *tx)
     .await?;
