@@ -752,6 +752,89 @@ mod tests {
         assert!(!Open.can_move_to(Open));
     }
 
+    fn office_hours() -> Service {
+        let mut config = super::super::ServiceConfig::default();
+        config.sla.business_hours = Some(super::super::sla::BusinessHoursConfig {
+            time_zone: "UTC".into(),
+            days: ["mon", "tue", "wed", "thu", "fri"]
+                .map(str::to_owned)
+                .to_vec(),
+            start: "09:00".into(),
+            end: "17:00".into(),
+        });
+        Service::new(config).expect("valid service configuration")
+    }
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .expect("instant")
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_weekend_pending_the_customer_credits_only_business_hours() {
+        let service = office_hours();
+        // Created Thursday 09:00 (normal: 8 business hours to first response).
+        let mut ticket = Ticket {
+            id: "t".into(),
+            created_at: at("2026-11-26T09:00:00Z"),
+            fields: Map::from_iter([
+                ("status".to_owned(), json!("open")),
+                ("priority".to_owned(), json!("normal")),
+            ]),
+        };
+        // Pending the customer from Friday 16:00 …
+        let paused = transition(
+            &service,
+            &ticket,
+            Status::PendingCustomer,
+            at("2026-11-27T16:00:00Z"),
+        );
+        assert_eq!(
+            paused["sla_paused_at"],
+            json!("2026-11-27T16:00:00.000000Z")
+        );
+        ticket.fields.extend(paused);
+        // … to Monday 10:00: two business hours, not 66 hours.
+        let resumed = transition(&service, &ticket, Status::Open, at("2026-11-30T10:00:00Z"));
+        assert_eq!(resumed["sla_paused_seconds"], json!(2 * 3600));
+        assert!(resumed["sla_paused_at"].is_null());
+        // First response: Thursday 17:00 + 2 h = Friday 11:00.
+        assert_eq!(
+            resumed["first_response_due"],
+            json!("2026-11-27T11:00:00.000000Z")
+        );
+        assert!(
+            !resumed.contains_key("reopened_count"),
+            "resuming is no reopen"
+        );
+    }
+
+    #[test]
+    fn reopening_a_closed_ticket_clears_its_resolution_and_counts() {
+        let service = office_hours();
+        let ticket = Ticket {
+            id: "t".into(),
+            created_at: at("2026-11-26T09:00:00Z"),
+            fields: Map::from_iter([
+                ("status".to_owned(), json!("closed")),
+                (
+                    "resolved_at".to_owned(),
+                    json!("2026-11-26T12:00:00.000000Z"),
+                ),
+                (
+                    "sla_paused_at".to_owned(),
+                    json!("2026-11-26T12:00:00.000000Z"),
+                ),
+                ("reopened_count".to_owned(), json!(1)),
+            ]),
+        };
+        let fields = transition(&service, &ticket, Status::Open, at("2026-11-26T13:00:00Z"));
+        assert_eq!(fields["reopened_count"], json!(2));
+        assert!(fields["resolved_at"].is_null() && fields["closed_at"].is_null());
+        assert_eq!(fields["sla_paused_seconds"], json!(3600));
+    }
+
     #[test]
     fn the_subject_token_names_the_ticket_number() {
         assert_eq!(subject_token("Re: [#T-42] printer on fire"), Some(42));
