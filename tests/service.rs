@@ -196,6 +196,23 @@ async fn a_ticket_from_the_api_is_numbered_timed_and_on_the_account_timeline(bac
     )
     .await;
     assert_eq!(status, 422);
+    let (status, _) = post(
+        &app,
+        "/v1/tickets",
+        json!({"subject": "x", "status": "closed"}),
+    )
+    .await;
+    assert_eq!(status, 422, "a ticket starts new");
+    let (status, _) = post(
+        &app,
+        "/v1/tickets",
+        json!({"subject": "x", "status": "new"}),
+    )
+    .await;
+    assert_eq!(
+        status, 201,
+        "clients that send the starting status are served"
+    );
     app.stop().await;
 }
 

@@ -164,6 +164,8 @@ pub struct NewTicketBody {
     pub owner_id: Option<String>,
     #[schema(value_type = Object)]
     pub custom: Option<Map<String, Value>>,
+    /// Only `new`, where every ticket starts (accepted for clients that send it).
+    pub status: Option<String>,
 }
 
 /// Open a ticket: numbered (`T-<n>`), SLA due times from its priority and the business
@@ -188,6 +190,15 @@ pub async fn create_ticket(
         .require(RecordKind::Ticket.path(), Action::Create)
         .await?;
     let body = body.into_inner();
+    if let Some(status) = body
+        .status
+        .as_deref()
+        .filter(|s| *s != Status::New.as_str())
+    {
+        return Err(ApiError::Unprocessable(format!(
+            "a ticket starts new, not {status}; POST /v1/tickets/{{id}}/status moves it"
+        )));
+    }
     let mut check = Map::new();
     if let Some(owner) = &body.owner_id {
         check.insert("owner_id".into(), Value::from(owner.clone()));
