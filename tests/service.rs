@@ -485,6 +485,8 @@ async fn a_contract_ending_before_it_starts_is_refused_and_amc_visits_are_schedu
         .into_iter()
         .map(|v| v["fields"]["occurred_at"].as_str().unwrap().to_owned())
         .collect::<Vec<_>>();
+    let contracts = of_type(&timeline(&app, "accounts", &account).await, "contract").len();
+    assert_eq!(contracts, 1, "the contract is on the account's timeline");
     let mut dates: Vec<&str> = visits.iter().map(|v| &v[..10]).collect();
     dates.sort();
     assert_eq!(dates, ["2027-04-01", "2027-07-01", "2027-10-01"]);

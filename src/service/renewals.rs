@@ -125,11 +125,22 @@ pub async fn create(
         .and_then(Value::as_str)
         .unwrap_or("contract")
         .to_owned();
-    let mut changes = vec![Change::Insert {
-        kind: RecordKind::Renewal,
-        id: Some(id.clone()),
-        fields,
-    }];
+    let mut changes = vec![
+        Change::Insert {
+            kind: RecordKind::Renewal,
+            id: Some(id.clone()),
+            fields,
+        },
+        insert_activity(json!({
+            "activity_type": "contract",
+            "subject": format!("Contract {name} from {start} to {end}"),
+            "channel": ctx.channel,
+            "occurred_at": format_timestamp(Utc::now()),
+            "account_id": account_id,
+            "owner_id": owner,
+            "data": {"renewal_id": id, "status": ACTIVE},
+        })),
+    ];
     let dates = visit_dates(start, end, visits);
     let total = dates.len();
     for (n, day) in dates.into_iter().enumerate() {
