@@ -99,6 +99,9 @@ pub struct Config {
     /// Outbound nurturing: mailer, tracking links, sequences' sending rules, task rules.
     #[serde(default)]
     pub nurture: crate::nurture::NurtureSection,
+    /// Post-sales service: tickets and their SLA, contracts, expansion rules.
+    #[serde(default)]
+    pub service: crate::service::ServiceConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -210,6 +213,10 @@ pub struct MailboxSection {
     /// or a self-signed server). The server's name is verified against `host` always.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// The mapping its messages go through (default: the one serving `email:*`, which
+    /// makes leads); `support_email` makes and threads tickets.
+    #[serde(default)]
+    pub mapping: Option<String>,
 }
 
 fn default_imap_port() -> u16 {
@@ -483,6 +490,7 @@ impl Default for Config {
             nurture: crate::nurture::NurtureSection::default(),
             partners: BTreeMap::new(),
             access: crate::access::AccessSection::default(),
+            service: crate::service::ServiceConfig::default(),
         }
     }
 }
@@ -568,6 +576,8 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
         crate::access::AccessPolicy::compile(&self.access)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        crate::service::Service::new(self.service.clone())
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         for (name, partner) in &self.partners {
             if let Some(scope) = partner

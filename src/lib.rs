@@ -13,6 +13,7 @@ pub mod outbound;
 pub mod pipeline;
 pub mod queue;
 pub mod search;
+pub mod service;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

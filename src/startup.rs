@@ -58,6 +58,8 @@ pub struct Application {
     /// The NATS partition consumers (`queue = "nats"`, roles `all` and `worker`).
     nats_worker: Option<JoinHandle<()>>,
     decay: Option<JoinHandle<()>>,
+    /// SLA breaches, contract renewals, expansion rules (processing roles).
+    service_evaluator: Option<JoinHandle<()>>,
     /// Sends queued WhatsApp messages (processing roles, when sending is configured).
     sender: Option<JoinHandle<()>>,
     /// Nurturing: the email sender (when a mailer is configured) and the sequence scheduler.
@@ -86,6 +88,7 @@ impl Application {
         let store = open_store(&config).await?;
         let access = crate::access::AccessPolicy::compile(&config.access)
             .map_err(|e| StartError::Config(e.to_string()))?;
+        let service = pipeline.service();
         // A team tree edited into a cycle outside leadgate would make reach undefined.
         store.check_teams().await.map_err(StartError::Config)?;
         bootstrap_admin_token(&store).await?;
@@ -272,6 +275,15 @@ impl Application {
             }
             .spawn()
         });
+        // SLA timers, contract renewals and expansion rules.
+        let service_evaluator = (role != Role::Gateway).then(|| {
+            crate::service::evaluator::spawn(
+                store.clone(),
+                service.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            )
+        });
         let http_workers = if config.http_workers == 0 {
             std::thread::available_parallelism().map_or(2, usize::from)
         } else {
@@ -297,6 +309,7 @@ impl Application {
             ),
             search: search.clone(),
             nurture: nurture_state,
+            service,
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -328,6 +341,7 @@ impl Application {
             worker,
             nats_worker,
             decay,
+            service_evaluator,
             sender,
             email_sender,
             scheduler,
@@ -398,6 +412,9 @@ impl Application {
         for task in [self.email_sender, self.scheduler].into_iter().flatten() {
             let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
         }
+        if let Some(evaluator) = self.service_evaluator {
+            let _ = tokio::time::timeout(Duration::from_secs(10), evaluator).await;
+        }
         if let Some(decay) = self.decay {
             let _ = tokio::time::timeout(Duration::from_secs(10), decay).await;
         }
@@ -438,7 +455,11 @@ pub fn build_pipeline(config: &Config) -> Result<Pipeline, StartError> {
     )
     .with_qualification(config.qualification)
     .with_source_priority(config.survivorship_priority.clone())
-    .with_first_touch(config.whatsapp.first_touch());
+    .with_first_touch(config.whatsapp.first_touch())
+    .with_service(Arc::new(
+        crate::service::Service::new(config.service.clone())
+            .map_err(|e| StartError::Config(e.to_string()))?,
+    ));
     if config.whatsapp.first_touch().is_some() && config.whatsapp.client_config().is_none() {
         return Err(StartError::Config(
             "whatsapp.first_touch_* needs whatsapp.access_token and whatsapp.phone_number_id"
@@ -451,6 +472,15 @@ pub fn build_pipeline(config: &Config) -> Result<Pipeline, StartError> {
                 .route(&format!("partner:{name}"), mapping)
                 .map_err(|reason| {
                     StartError::Config(format!("partners.{name}.mapping: {reason}"))
+                })?;
+        }
+    }
+    for mailbox in &config.mailboxes {
+        if let Some(mapping) = &mailbox.mapping {
+            pipeline = pipeline
+                .route(&format!("email:{}", mailbox.name), mapping)
+                .map_err(|reason| {
+                    StartError::Config(format!("mailboxes.{}.mapping: {reason}", mailbox.name))
                 })?;
         }
     }

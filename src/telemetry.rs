@@ -44,6 +44,9 @@ pub struct Metrics {
     pub emails: IntCounterVec,
     /// Nurturing: tracked fetches (open, click) and whether they counted (not a scanner's).
     pub email_events: IntCounterVec,
+    /// SLA timers breached, by timer (`first_response`, `resolution`) and priority.
+    pub sla_breaches: IntCounterVec,
+    pub sla_evaluation_seconds: Histogram,
 }
 
 impl Metrics {
@@ -97,6 +100,11 @@ impl Metrics {
             "Tracked email fetches by event; counted = no for scanners' fetches and unknown messages",
             &["event", "counted"],
         );
+        let sla_breaches = counter(
+            "leadgate_sla_breaches_total",
+            "Ticket SLA timers breached",
+            &["timer", "priority"],
+        );
         let histogram = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
             let metric = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
                 .expect("static metric definition is valid");
@@ -132,6 +140,13 @@ impl Metrics {
             prometheus::exponential_buckets(1.0, 2.0, 11).expect("valid buckets"),
         )
         .with_label_values(&[]);
+        let sla_evaluation_seconds = histogram(
+            "leadgate_sla_evaluation_seconds",
+            "Time of one SLA evaluation pass",
+            &[],
+            prometheus::exponential_buckets(0.0001, 2.0, 20).expect("valid buckets"),
+        )
+        .with_label_values(&[]);
         let inbox_depth = IntGaugeVec::new(
             Opts::new("leadgate_inbox_rows", "Inbox rows by status"),
             &["status"],
@@ -155,6 +170,8 @@ impl Metrics {
             emails,
             email_events,
             inbox_depth,
+            sla_breaches,
+            sla_evaluation_seconds,
         }
     }
 

@@ -157,12 +157,17 @@ kinds! {
         f("owner_id", Text), f("first_response_due", Timestamp),
         f("resolution_due", Timestamp), f("first_responded_at", Timestamp),
         f("resolved_at", Timestamp), f("sla_paused_at", Timestamp), f("custom", Json),
+        f("number", Integer), f("first_response_breached_at", Timestamp),
+        f("resolution_breached_at", Timestamp), f("closed_at", Timestamp),
+        f("follow_up_of", Text), f("reopened_count", Integer), f("thread_key", Text),
+        f("assignment_rule", Text), f("sla_paused_seconds", Integer),
     ];
     Renewal => "renewals", "renewals", [
         f("account_id", Text), f("contract_name", Text), f("product", Text),
         f("start_date", Date), f("end_date", Date), f("value", Decimal), f("currency", Text),
         f("renewal_terms", Text), f("status", Text), f("renewal_opportunity_id", Text),
         f("amc_visits_per_year", Integer), f("owner_id", Text), f("custom", Json),
+        f("reminded_at", Timestamp), f("successor_id", Text),
     ];
     User => "users", "users", [
         f("email", Text), f("name", Text), f("role_id", Text), f("team_id", Text),

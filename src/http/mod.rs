@@ -18,6 +18,7 @@ mod records;
 mod request;
 mod review;
 mod search;
+mod service;
 mod session;
 
 use std::sync::Arc;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub search: Arc<dyn crate::search::SearchIndex>,
     /// Nurturing: its configuration, the tracking key and the score rules.
     pub nurture: Arc<nurture::NurtureState>,
+    /// Tickets, SLA, contracts and expansion rules (`[service]`).
+    pub service: Arc<crate::service::Service>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
@@ -132,6 +135,14 @@ pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
         .service(nurture::unsubscribe_page)
         .service(nurture::unsubscribe)
         .service(review::unmerge_lead)
+        .service(service::create_ticket)
+        .service(service::patch_ticket)
+        .service(service::ticket_status)
+        .service(service::ticket_reply)
+        .service(service::create_contract)
+        .service(service::patch_contract)
+        .service(service::contract_status)
+        .service(service::evaluate_expansion)
         .service(records::get_timeline)
         .service(records::get_audit)
         // `/v1/{kind}…` last: every fixed path above wins over it.
@@ -180,6 +191,9 @@ impl utoipa::Modify for BearerAuth {
         nurture::outbox_state, nurture::add_suppression, nurture::get_suppression,
         nurture::delete_suppression, nurture::provider_webhook, nurture::open_pixel,
         nurture::click_redirect, nurture::unsubscribe_page, nurture::unsubscribe,
+        service::create_ticket, service::patch_ticket, service::ticket_status,
+        service::ticket_reply, service::create_contract, service::patch_contract,
+        service::contract_status, service::evaluate_expansion,
     ),
     components(schemas(
         error::Problem, error::FieldProblem, partner::BatchReceipt, partner::SubmissionStatus,
@@ -197,6 +211,8 @@ impl utoipa::Modify for BearerAuth {
         crate::nurture::sequences::Engagement, crate::nurture::sequences::Enrolment,
         crate::nurture::outbox::OutboxState, nurture::SequenceDetail, nurture::EnrolRequest, nurture::SequenceChange,
         nurture::SendEmail, nurture::EmailQueued, nurture::Suppress,
+        service::NewTicketBody, service::StatusChange, service::ReplyBody,
+        service::ReplyReceipt, service::ExpansionResult,
     )),
     modifiers(&BearerAuth)
 )]

@@ -528,6 +528,10 @@ const BUILTIN: &[(&str, &str)] = &[
     ("cti", include_str!("../../mappings/cti.toml")),
     ("zoom", include_str!("../../mappings/zoom.toml")),
     ("email", include_str!("../../mappings/email.toml")),
+    (
+        "support_email",
+        include_str!("../../mappings/support_email.toml"),
+    ),
     ("import", include_str!("../../mappings/import.toml")),
     (
         "zoom_attendees",

@@ -137,6 +137,8 @@ pub struct Pipeline {
     first_touch: Option<Content>,
     /// Source families, most trusted first (`survivorship_priority`).
     priority: Vec<String>,
+    /// Tickets from support mailboxes and WhatsApp (`[service]`).
+    service: Arc<crate::service::Service>,
 }
 
 impl Pipeline {
@@ -158,6 +160,7 @@ impl Pipeline {
             qualification: Qualification::Bant,
             first_touch: None,
             priority: Vec::new(),
+            service: Arc::new(crate::service::Service::defaults()),
         }
     }
 
@@ -172,6 +175,16 @@ impl Pipeline {
     pub fn with_first_touch(mut self, reply: Option<Content>) -> Self {
         self.first_touch = reply;
         self
+    }
+
+    /// The service configuration tickets from channels follow.
+    pub fn with_service(mut self, service: Arc<crate::service::Service>) -> Self {
+        self.service = service;
+        self
+    }
+
+    pub fn service(&self) -> Arc<crate::service::Service> {
+        self.service.clone()
     }
 
     pub fn with_qualification(mut self, qualification: Qualification) -> Self {
@@ -465,6 +478,19 @@ impl Pipeline {
             return Ok(
                 json!({"action": "updated", "kind": "activities", "ids": ids, "status": status}),
             );
+        }
+        if draft.kind == RecordKind::Ticket {
+            return crate::service::intake::email(conn, journal, &ctx, &self.service, row, draft)
+                .await;
+        }
+        if self.service.config.whatsapp_tickets
+            && row.source == WHATSAPP
+            && draft.kind == RecordKind::Lead
+            && let Some(result) =
+                crate::service::intake::whatsapp(conn, journal, &ctx, &self.service, row, &draft)
+                    .await?
+        {
+            return Ok(result);
         }
         if draft.kind != RecordKind::Lead {
             let id = new_id();

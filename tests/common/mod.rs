@@ -2,6 +2,8 @@
 //! temporary directory, or a new PostgreSQL database when `LEADGATE_TEST_PG` is set).
 #![allow(dead_code)]
 
+pub mod dovecot;
+
 use std::time::{Duration, Instant};
 
 use leadgate::config::Config;
