@@ -96,6 +96,9 @@ pub struct Config {
     /// The search index: embedded by default, Meilisearch when `search.meili_url` is set.
     #[serde(default)]
     pub search: crate::search::SearchConfig,
+    /// Orders, invoices and payments: invoice series, payment terms, the Stripe webhook.
+    #[serde(default)]
+    pub billing: crate::billing::BillingConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -479,6 +482,7 @@ impl Default for Config {
             search: crate::search::SearchConfig::default(),
             partners: BTreeMap::new(),
             access: crate::access::AccessSection::default(),
+            billing: crate::billing::BillingConfig::default(),
         }
     }
 }
