@@ -10,7 +10,9 @@ use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
 use super::lines::{LineInput, Priced, PricedLine, price, total};
-use super::{BillingConfig, BillingError, ids_where, load, money, text, timeline_entry};
+use super::{
+    BillingConfig, BillingError, ids_where, load, load_for_update, money, text, timeline_entry,
+};
 use crate::domain::RecordKind;
 use crate::domain::value::now_timestamp;
 use crate::store::write::{apply, new_id};
@@ -351,7 +353,7 @@ pub async fn issue(
     ctx: &WriteContext,
     id: &str,
 ) -> Result<(), BillingError> {
-    let invoice = load(conn, RecordKind::Invoice, id).await?;
+    let invoice = load_for_update(conn, RecordKind::Invoice, id).await?;
     let current = text(&invoice, "status").unwrap_or("draft");
     if current != "draft" {
         return Err(BillingError::Conflict(format!(
@@ -389,7 +391,7 @@ pub async fn credit_note(
     invoice_id: &str,
     request: NewCreditNote,
 ) -> Result<String, BillingError> {
-    let invoice = load(conn, RecordKind::Invoice, invoice_id).await?;
+    let invoice = load_for_update(conn, RecordKind::Invoice, invoice_id).await?;
     if text(&invoice, "invoice_type") == Some(CREDIT_NOTE) {
         return Err(BillingError::Conflict(
             "a credit note corrects an invoice, not another credit note".into(),
@@ -505,7 +507,7 @@ pub async fn mark_overdue(store: &Store, today: NaiveDate) -> Result<usize, Bill
     let mut tx = store.begin_write().await?;
     let mut changes = Vec::new();
     for id in &ids {
-        let invoice = load(&mut tx, RecordKind::Invoice, id).await?;
+        let invoice = load_for_update(&mut tx, RecordKind::Invoice, id).await?;
         let next = status(&invoice, today);
         if Some(next.as_str()) != text(&invoice, "status") {
             changes.push(Change::Update {

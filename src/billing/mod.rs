@@ -99,6 +99,21 @@ pub(crate) async fn load(
         })
 }
 
+/// As [`load`], for a record the operation will change: on PostgreSQL the row is locked
+/// first (`SELECT … FOR UPDATE`), so two payments to one invoice queue instead of one
+/// overwriting the other's `amount_paid`; SQLite's single writer already serialises them.
+pub(crate) async fn load_for_update(
+    conn: &mut AnyConnection,
+    kind: RecordKind,
+    id: &str,
+) -> Result<Map<String, Value>, BillingError> {
+    if conn.backend_name() == "PostgreSQL" {
+        let sql = format!("SELECT id FROM {} WHERE id = $1 FOR UPDATE", kind.table());
+        sqlx::query(&sql).bind(id).execute(&mut *conn).await?;
+    }
+    load(conn, kind, id).await
+}
+
 /// Ids of `kind` whose `column` equals `value`, in `order` (static column names only).
 pub(crate) async fn ids_where(
     conn: &mut AnyConnection,

@@ -7,7 +7,7 @@ use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
 use super::lines::{LineInput, Priced, price};
-use super::{BillingError, ids_where, load, money, text, timeline_entry};
+use super::{BillingError, ids_where, load, load_for_update, money, text, timeline_entry};
 use crate::domain::RecordKind;
 use crate::domain::value::now_timestamp;
 use crate::store::write::{apply, new_id};
@@ -143,7 +143,7 @@ pub async fn from_opportunity(
     opportunity_id: &str,
     request: OrderFromOpportunity,
 ) -> Result<String, BillingError> {
-    let opportunity = load(conn, RecordKind::Opportunity, opportunity_id).await?;
+    let opportunity = load_for_update(conn, RecordKind::Opportunity, opportunity_id).await?;
     let stage = text(&opportunity, "stage").unwrap_or_default();
     if !won(stage) {
         return Err(BillingError::Conflict(format!(
@@ -216,7 +216,7 @@ pub async fn transition(
             STATUSES.join(", ")
         )));
     }
-    let order = load(conn, RecordKind::SalesOrder, id).await?;
+    let order = load_for_update(conn, RecordKind::SalesOrder, id).await?;
     let from = text(&order, "status").unwrap_or("draft").to_owned();
     if !transition_allowed(&from, to) {
         let allowed: Vec<&str> = STATUSES

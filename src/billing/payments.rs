@@ -11,7 +11,7 @@ use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
 use super::invoices::{self, CREDIT_NOTE};
-use super::{BillingError, ids_where, load, money, text, timeline_entry};
+use super::{BillingError, ids_where, load, load_for_update, money, text, timeline_entry};
 use crate::domain::RecordKind;
 use crate::domain::value::{SqlValue, now_timestamp};
 use crate::store::write::{apply, new_id};
@@ -85,7 +85,7 @@ async fn allocate(
         summary: Vec::new(),
     };
     for (invoice_id, wanted) in targets {
-        let mut invoice = load(conn, RecordKind::Invoice, &invoice_id).await?;
+        let mut invoice = load_for_update(conn, RecordKind::Invoice, &invoice_id).await?;
         let number = text(&invoice, "number").unwrap_or(&invoice_id).to_owned();
         let status = text(&invoice, "status").unwrap_or("draft");
         if text(&invoice, "invoice_type") == Some(CREDIT_NOTE) || status == "draft" {
@@ -326,7 +326,7 @@ pub async fn allocate_credit(
     payment_id: &str,
     request: AllocationInput,
 ) -> Result<(), BillingError> {
-    let payment = load(conn, RecordKind::Payment, payment_id).await?;
+    let payment = load_for_update(conn, RecordKind::Payment, payment_id).await?;
     let currency = text(&payment, "currency").unwrap_or_default().to_owned();
     let unallocated = money::field(&payment, "unallocated");
     let amount = money::parse_opt("amount", request.amount.as_ref())?;
@@ -374,7 +374,7 @@ pub async fn refund(
     payment_id: &str,
     request: NewRefund,
 ) -> Result<Decimal, BillingError> {
-    let payment = load(conn, RecordKind::Payment, payment_id).await?;
+    let payment = load_for_update(conn, RecordKind::Payment, payment_id).await?;
     let currency = text(&payment, "currency").unwrap_or_default().to_owned();
     let amount = money::parse("amount", &request.amount)?;
     if amount <= Decimal::ZERO {
@@ -430,7 +430,7 @@ pub async fn refund(
             }
         });
         if let Some(invoice_id) = text(&allocation, "invoice_id") {
-            let mut invoice = load(conn, RecordKind::Invoice, invoice_id).await?;
+            let mut invoice = load_for_update(conn, RecordKind::Invoice, invoice_id).await?;
             let paid = money::field(&invoice, "amount_paid") - take;
             invoice.insert("amount_paid".into(), money::text(paid, &currency).into());
             let next = invoices::status(&invoice, today);
