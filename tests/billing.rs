@@ -26,6 +26,7 @@ on_both_backends!(
     stripe_events_are_verified_deduplicated_and_applied,
     the_ageing_report_buckets_what_is_owed_by_days_past_due,
     payments_import_from_a_spreadsheet,
+    billing_is_permission_checked_searchable_and_documented,
 );
 
 async fn seed(app: &TestApp, kind: RecordKind, fields: Value) -> String {
@@ -869,5 +870,99 @@ async fn payments_import_from_a_spreadsheet(backend: Backend) {
         .await;
     let (_, payments) = app.get_json("/v1/payments").await;
     assert_eq!(credit["credit"]["EUR"], "12.50", "{credit} {payments}");
+    app.stop().await;
+}
+
+/// A user of `role` and their token.
+async fn user_token(app: &TestApp, email: &str, role: &str) -> String {
+    let (status, user) = post(
+        app,
+        "/v1/admin/users",
+        json!({"email": email, "name": email, "role": role}),
+    )
+    .await;
+    assert_eq!(status, 201, "{user}");
+    let id = user["id"].as_str().expect("user id");
+    let (status, token) = post(
+        app,
+        &format!("/v1/admin/users/{id}/tokens"),
+        json!({"name": "test"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{token}");
+    token["token"].as_str().expect("token").to_owned()
+}
+
+async fn billing_is_permission_checked_searchable_and_documented(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let account = account(&app, "Rights AG").await;
+    let rep = user_token(&app, "rep@example.org", "rep").await;
+    let finance = user_token(&app, "finance@example.org", "finance").await;
+    let body = json!({"account_id": account, "currency": "EUR", "issue": true,
+                      "lines": [{"quantity": "1", "unit_price": "10"}]});
+    let refused = app.post_json(&rep, "/v1/invoices", &body).await;
+    assert_eq!(refused.status(), 403, "a rep does not invoice");
+    let response = app.post_json(&finance, "/v1/invoices", &body).await;
+    assert_eq!(response.status(), 201);
+    let invoice: Value = response.json().await.expect("json");
+    let id = invoice["invoice"]["id"].as_str().expect("id");
+    let number = invoice["invoice"]["fields"]["number"]
+        .as_str()
+        .expect("number");
+    let refused = app
+        .post_json(
+            &rep,
+            "/v1/payments",
+            &json!({"amount": "10.00", "currency": "EUR", "invoice_id": id}),
+        )
+        .await;
+    assert_eq!(refused.status(), 403);
+    let paid = app
+        .post_json(
+            &finance,
+            "/v1/payments",
+            &json!({"amount": "10.00", "currency": "EUR", "invoice_id": id}),
+        )
+        .await;
+    assert_eq!(paid.status(), 201);
+    // The change is on the audit trail with the finance user as actor.
+    let (_, audit) = app.get_json(&format!("/v1/invoices/{id}/audit")).await;
+    assert!(
+        audit["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|e| e["field"] == "amount_paid"
+                && e["new_value"] == "10.00"
+                && e["actor"].as_str().is_some_and(|a| a.starts_with("user:"))),
+        "{audit}"
+    );
+    // Found by its number.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, found) = app
+            .get_json(&format!("/v1/search?q={number}&kind=invoices"))
+            .await;
+        if found["hits"]
+            .as_array()
+            .is_some_and(|hits| hits.iter().any(|h| h["id"] == id))
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{found}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (_, openapi) = app.get_json("/openapi.json").await;
+    for path in [
+        "/v1/orders",
+        "/v1/orders/{id}/status",
+        "/v1/invoices/{id}/credit-notes",
+        "/v1/invoices/{id}/pdf",
+        "/v1/payments/{id}/refunds",
+        "/v1/reports/ageing",
+        "/v1/webhooks/stripe",
+    ] {
+        assert!(openapi["paths"][path].is_object(), "{path} missing");
+    }
     app.stop().await;
 }
