@@ -404,6 +404,14 @@ async fn an_issued_invoice_is_immutable_and_corrected_by_a_credit_note(backend: 
     )
     .await;
     assert_eq!(status, 422);
+    // A misspelt body is refused, never read as "credit everything".
+    let (status, _) = post(
+        &app,
+        &format!("/v1/invoices/{id}/credit-notes"),
+        json!({"line": [{"quantity": "1", "unit_price": "1"}]}),
+    )
+    .await;
+    assert_eq!(status, 400);
     let rest = created(
         &app,
         &format!("/v1/invoices/{id}/credit-notes"),

@@ -189,6 +189,18 @@ async fn payment_view(
     })
 }
 
+/// A JSON body that may be left out: empty means the defaults; anything else must parse
+/// (a misspelt field is 400, never silently the defaults — a whole-invoice credit note).
+fn optional_body<T: serde::de::DeserializeOwned + Default>(
+    body: &web::Bytes,
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))
+}
+
 fn created(path: &str, id: &str, body: impl Serialize) -> HttpResponse {
     HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/{path}/{id}")))
@@ -243,7 +255,7 @@ pub async fn create_order(
 #[post("/v1/opportunities/{id}/order")]
 pub async fn order_from_opportunity(
     id: web::Path<String>,
-    body: Option<web::Json<OrderFromOpportunity>>,
+    body: web::Bytes,
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -253,7 +265,7 @@ pub async fn order_from_opportunity(
     caller
         .require(RecordKind::SalesOrder.path(), Action::Create)
         .await?;
-    let request = body.map(web::Json::into_inner).unwrap_or_default();
+    let request = optional_body(&body)?;
     let mut tx = state.store.begin_write().await?;
     let order = orders::from_opportunity(&mut tx, &caller.context("api"), &id, request).await?;
     tx.commit().await?;
@@ -325,7 +337,7 @@ pub async fn get_order_lines(
 #[post("/v1/orders/{id}/invoice")]
 pub async fn invoice_order(
     id: web::Path<String>,
-    body: Option<web::Json<InvoiceFromOrder>>,
+    body: web::Bytes,
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -335,7 +347,7 @@ pub async fn invoice_order(
     caller
         .require(RecordKind::Invoice.path(), Action::Create)
         .await?;
-    let request = body.map(web::Json::into_inner).unwrap_or_default();
+    let request = optional_body(&body)?;
     let mut tx = state.store.begin_write().await?;
     let invoice = invoices::from_order(
         &mut tx,
@@ -453,7 +465,7 @@ pub async fn issue_invoice(
 #[post("/v1/invoices/{id}/credit-notes")]
 pub async fn create_credit_note(
     id: web::Path<String>,
-    body: Option<web::Json<NewCreditNote>>,
+    body: web::Bytes,
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -463,7 +475,7 @@ pub async fn create_credit_note(
     caller
         .require(RecordKind::Invoice.path(), Action::Create)
         .await?;
-    let request = body.map(web::Json::into_inner).unwrap_or_default();
+    let request = optional_body(&body)?;
     let mut tx = state.store.begin_write().await?;
     let note = invoices::credit_note(
         &mut tx,
