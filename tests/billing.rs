@@ -27,6 +27,7 @@ on_both_backends!(
     the_ageing_report_buckets_what_is_owed_by_days_past_due,
     payments_import_from_a_spreadsheet,
     billing_is_permission_checked_searchable_and_documented,
+    concurrent_payments_to_one_invoice_all_count,
 );
 
 async fn seed(app: &TestApp, kind: RecordKind, fields: Value) -> String {
@@ -972,5 +973,44 @@ async fn billing_is_permission_checked_searchable_and_documented(backend: Backen
     ] {
         assert!(openapi["paths"][path].is_object(), "{path} missing");
     }
+    app.stop().await;
+}
+
+async fn concurrent_payments_to_one_invoice_all_count(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let account = account(&app, "Many Payers").await;
+    let invoice = issued_invoice(&app, &account, "100.00", "EUR").await;
+    let id = invoice["id"].as_str().expect("id").to_owned();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (client, base, token, id) = (
+            app.client.clone(),
+            app.base.clone(),
+            app.admin_token.clone(),
+            id.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(format!("{base}/v1/payments"))
+                .bearer_auth(&token)
+                .json(&json!({"amount": "10.00", "currency": "EUR", "invoice_id": id}))
+                .send()
+                .await
+                .expect("sent")
+                .status()
+                .as_u16()
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.expect("task"), 201);
+    }
+    // No payment overwrote another's allocation.
+    let fields = self::invoice(&app, &id).await;
+    assert_eq!(fields["amount_paid"], "80.00");
+    assert_eq!(fields["status"], "partially_paid");
+    let (_, allocations) = app
+        .get_json(&format!("/v1/payment_allocations?invoice_id={id}"))
+        .await;
+    assert_eq!(allocations["items"].as_array().map(Vec::len), Some(8));
     app.stop().await;
 }
