@@ -633,6 +633,13 @@ async fn a_payment_in_another_currency_is_refused(backend: Backend) {
             .is_some_and(|d| d.contains("currency mismatch")),
         "{problem}"
     );
+    let (status, _) = post(
+        &app,
+        "/v1/payments",
+        json!({"amount": "1.00", "currency": "USD", "invoice_id": "no-such-invoice"}),
+    )
+    .await;
+    assert_eq!(status, 422, "an unknown invoice is bad input");
     let (_, payments) = app.get_json("/v1/payments").await;
     assert_eq!(
         payments["items"].as_array().map(Vec::len),

@@ -11,7 +11,8 @@ use utoipa::ToSchema;
 
 use super::lines::{LineInput, Priced, PricedLine, price, total};
 use super::{
-    BillingConfig, BillingError, ids_where, load, load_for_update, money, text, timeline_entry,
+    BillingConfig, BillingError, ids_where, load, load_for_update, money, referenced, text,
+    timeline_entry,
 };
 use crate::domain::RecordKind;
 use crate::domain::value::now_timestamp;
@@ -258,7 +259,7 @@ pub async fn create(
 ) -> Result<String, BillingError> {
     let priced = price(&new.currency, &new.lines)?;
     if let Some(account) = &new.account_id {
-        load(conn, RecordKind::Account, account).await?;
+        referenced(conn, RecordKind::Account, account, false).await?;
     }
     let header = Header {
         account_id: new.account_id,

@@ -99,6 +99,27 @@ pub(crate) async fn load(
         })
 }
 
+/// A record the request body refers to (an account, an invoice to pay): missing is
+/// invalid input (422), not a missing resource.
+pub(crate) async fn referenced(
+    conn: &mut AnyConnection,
+    kind: RecordKind,
+    id: &str,
+    lock: bool,
+) -> Result<Map<String, Value>, BillingError> {
+    let found = if lock {
+        load_for_update(conn, kind, id).await
+    } else {
+        load(conn, kind, id).await
+    };
+    found.map_err(|error| match error {
+        BillingError::NotFound { kind, id } => {
+            BillingError::Invalid(format!("there is no {} with id {id}", kind.path()))
+        }
+        other => other,
+    })
+}
+
 /// As [`load`], for a record the operation will change: on PostgreSQL the row is locked
 /// first (`SELECT … FOR UPDATE`), so two payments to one invoice queue instead of one
 /// overwriting the other's `amount_paid`; SQLite's single writer already serialises them.

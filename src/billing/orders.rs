@@ -7,7 +7,7 @@ use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
 use super::lines::{LineInput, Priced, price};
-use super::{BillingError, ids_where, load, load_for_update, money, text, timeline_entry};
+use super::{BillingError, ids_where, load_for_update, money, referenced, text, timeline_entry};
 use crate::domain::RecordKind;
 use crate::domain::value::now_timestamp;
 use crate::store::write::{apply, new_id};
@@ -66,7 +66,7 @@ pub async fn create(
 ) -> Result<String, BillingError> {
     let priced = price(&order.currency, &order.lines)?;
     if let Some(account) = &order.account_id {
-        load(conn, RecordKind::Account, account).await?;
+        referenced(conn, RecordKind::Account, account, false).await?;
     }
     insert(conn, ctx, order, priced).await
 }

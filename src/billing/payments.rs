@@ -11,7 +11,9 @@ use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
 use super::invoices::{self, CREDIT_NOTE};
-use super::{BillingError, ids_where, load, load_for_update, money, text, timeline_entry};
+use super::{
+    BillingError, ids_where, load, load_for_update, money, referenced, text, timeline_entry,
+};
 use crate::domain::RecordKind;
 use crate::domain::value::{SqlValue, now_timestamp};
 use crate::store::write::{apply, new_id};
@@ -85,7 +87,7 @@ async fn allocate(
         summary: Vec::new(),
     };
     for (invoice_id, wanted) in targets {
-        let mut invoice = load_for_update(conn, RecordKind::Invoice, &invoice_id).await?;
+        let mut invoice = referenced(conn, RecordKind::Invoice, &invoice_id, true).await?;
         let number = text(&invoice, "number").unwrap_or(&invoice_id).to_owned();
         let status = text(&invoice, "status").unwrap_or("draft");
         if text(&invoice, "invoice_type") == Some(CREDIT_NOTE) || status == "draft" {
@@ -230,7 +232,7 @@ pub async fn record(
     };
     let mut account_id = new.account_id.clone();
     if let Some(account) = &account_id {
-        load(conn, RecordKind::Account, account).await?;
+        referenced(conn, RecordKind::Account, account, false).await?;
     }
     let (targets, explicit) = match (&new.allocations, &new.invoice_id) {
         (Some(_), Some(_)) => {
@@ -249,7 +251,7 @@ pub async fn record(
         }
         (None, Some(invoice_id)) => {
             if account_id.is_none() {
-                let invoice = load(conn, RecordKind::Invoice, invoice_id).await?;
+                let invoice = referenced(conn, RecordKind::Invoice, invoice_id, false).await?;
                 account_id = text(&invoice, "account_id").map(str::to_owned);
             }
             (vec![(invoice_id.clone(), None)], true)
