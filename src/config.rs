@@ -102,6 +102,9 @@ pub struct Config {
     /// Post-sales service: tickets and their SLA, contracts, expansion rules.
     #[serde(default)]
     pub service: crate::service::ServiceConfig,
+    /// Orders, invoices and payments: invoice series, payment terms, the Stripe webhook.
+    #[serde(default)]
+    pub billing: crate::billing::BillingConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -491,6 +494,7 @@ impl Default for Config {
             partners: BTreeMap::new(),
             access: crate::access::AccessSection::default(),
             service: crate::service::ServiceConfig::default(),
+            billing: crate::billing::BillingConfig::default(),
         }
     }
 }

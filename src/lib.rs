@@ -1,6 +1,7 @@
 //! leadgate: the integration gateway and ingestion pipeline of a CRM.
 
 pub mod access;
+pub mod billing;
 pub mod config;
 pub mod domain;
 pub mod http;

@@ -169,6 +169,11 @@ impl Application {
                             if let Err(error) = store.optimize().await {
                                 tracing::warn!(%error, "store optimize failed");
                             }
+                            // Invoices past their due date with something owed.
+                            let today = chrono::Utc::now().date_naive();
+                            if let Err(error) = crate::billing::invoices::mark_overdue(&store, today).await {
+                                tracing::warn!(%error, "marking overdue invoices failed");
+                            }
                         }
                         () = shutdown.cancelled() => return,
                     }

@@ -230,12 +230,16 @@ async fn each_role_reaches_only_its_rows_kinds_and_fields(backend: Backend) {
     assert_eq!(seen["fields"]["annual_revenue"], "12000000");
 
     // Kinds: finance reads invoices, not leads; support reads tickets, not opportunities.
-    let invoice = create(
+    // Invoices are numbered by the billing operation, which answers {invoice, lines}.
+    let (status, created) = post(
         &app,
-        "invoices",
-        json!({"number": "INV-1", "currency": "EUR"}),
+        &app.admin_token,
+        "/v1/invoices",
+        json!({"currency": "EUR", "lines": [{"quantity": "1", "unit_price": "1"}]}),
     )
     .await;
+    assert_eq!(status, 201, "{created}");
+    let invoice = created["invoice"]["id"].as_str().expect("id").to_owned();
     assert_eq!(
         get(&app, &org.finance, &format!("/v1/invoices/{invoice}"))
             .await

@@ -11,6 +11,7 @@ pub mod cti_generic;
 pub mod email;
 pub mod form;
 pub mod signature;
+pub mod stripe;
 pub mod twilio;
 pub mod whatsapp;
 pub mod zoom;

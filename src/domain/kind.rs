@@ -136,11 +136,13 @@ kinds! {
         f("account_id", Text), f("status", Text), f("currency", Text), f("issue_date", Date),
         f("due_date", Date), f("subtotal", Decimal), f("tax_total", Decimal),
         f("total", Decimal), f("amount_paid", Decimal), f("owner_id", Text), f("custom", Json),
+        f("amount_credited", Decimal), f("payment_terms_days", Integer),
+        f("issued_at", Timestamp),
     ];
     InvoiceLine => "invoice_lines", "invoice_lines", [
         f("invoice_id", Text), f("position", Integer), f("description", Text),
         f("quantity", Decimal), f("unit_price", Decimal), f("tax_rate", Decimal),
-        f("line_total", Decimal),
+        f("line_total", Decimal), f("discount", Decimal), f("product", Text),
     ];
     Payment => "payments", "payments", [
         f("account_id", Text), f("amount", Decimal), f("currency", Text), f("method", Text),

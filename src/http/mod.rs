@@ -3,6 +3,7 @@
 mod admin;
 mod audit;
 mod auth;
+mod billing;
 pub mod caller;
 mod channels;
 mod console;
@@ -143,6 +144,23 @@ pub fn routes(cfg: &mut web::ServiceConfig, role: Role) {
         .service(service::patch_contract)
         .service(service::contract_status)
         .service(service::evaluate_expansion)
+        .service(billing::create_order)
+        .service(billing::order_from_opportunity)
+        .service(billing::change_order_status)
+        .service(billing::get_order_lines)
+        .service(billing::invoice_order)
+        .service(billing::create_invoice)
+        .service(billing::get_invoice_lines)
+        .service(billing::issue_invoice)
+        .service(billing::create_credit_note)
+        .service(billing::invoice_pdf)
+        .service(billing::create_payment)
+        .service(billing::get_payment_allocations)
+        .service(billing::allocate_payment)
+        .service(billing::refund_payment)
+        .service(billing::account_credit)
+        .service(billing::ageing_report)
+        .service(channels::stripe::stripe_webhook)
         .service(records::get_timeline)
         .service(records::get_audit)
         // `/v1/{kind}…` last: every fixed path above wins over it.
@@ -194,6 +212,12 @@ impl utoipa::Modify for BearerAuth {
         service::create_ticket, service::patch_ticket, service::ticket_status,
         service::ticket_reply, service::create_contract, service::patch_contract,
         service::contract_status, service::evaluate_expansion,
+        billing::create_order, billing::order_from_opportunity, billing::change_order_status,
+        billing::get_order_lines, billing::invoice_order, billing::create_invoice,
+        billing::get_invoice_lines, billing::issue_invoice, billing::create_credit_note,
+        billing::invoice_pdf, billing::create_payment, billing::get_payment_allocations,
+        billing::allocate_payment, billing::refund_payment, billing::account_credit,
+        billing::ageing_report, channels::stripe::stripe_webhook,
     ),
     components(schemas(
         error::Problem, error::FieldProblem, partner::BatchReceipt, partner::SubmissionStatus,
@@ -213,6 +237,14 @@ impl utoipa::Modify for BearerAuth {
         nurture::SendEmail, nurture::EmailQueued, nurture::Suppress,
         service::NewTicketBody, service::StatusChange, service::ReplyBody,
         service::ReplyReceipt, service::ExpansionResult,
+        billing::OrderView, billing::InvoiceView, billing::PaymentView, billing::StatusChange,
+        billing::AccountCredit, crate::billing::orders::NewOrder,
+        crate::billing::orders::OrderFromOpportunity, crate::billing::lines::LineInput,
+        crate::billing::lines::TaxLine, crate::billing::invoices::NewInvoice,
+        crate::billing::invoices::InvoiceFromOrder, crate::billing::invoices::NewCreditNote,
+        crate::billing::payments::NewPayment, crate::billing::payments::AllocationInput,
+        crate::billing::payments::NewRefund, crate::billing::ageing::Ageing,
+        crate::billing::ageing::AgeingRow,
     )),
     modifiers(&BearerAuth)
 )]

@@ -100,6 +100,9 @@ pub async fn patch_record(
     let fields = read_fields(&req, payload, &state).await?;
     // One refused field refuses the whole update: nothing is written.
     caller.check_writable(kind, &id, &fields).await?;
+    // Amounts, numbers and states of orders, invoices and payments move only through the
+    // billing operations; an issued invoice not at all.
+    crate::billing::guard_generic_write(kind, Some(&current.fields), Some(&fields))?;
     let expected_version = match req.headers().get(header::IF_MATCH) {
         None => None,
         Some(value) => Some(
@@ -247,6 +250,7 @@ pub async fn create_record(
         ));
     }
     caller.require(kind.path(), Action::Create).await?;
+    crate::billing::guard_generic_write(kind, None, None)?;
     let mut fields = read_fields(&req, payload, &state).await?;
     caller.check_writable(kind, "", &fields).await?;
     if let (Reach::Owners(_), Some(_)) = (&caller.reach, kind.field("owner_id")) {
@@ -313,6 +317,8 @@ pub async fn delete_record(
     let (kind, id) = path.into_inner();
     let kind = public_kind(&kind)?;
     caller.reachable(kind, &id, Action::Delete).await?;
+    // Invoice numbers stay gapless and payments stay on the books.
+    crate::billing::guard_generic_write(kind, None, None)?;
     state
         .store
         .write(&caller.context("api"), vec![Change::Delete { kind, id }])

@@ -539,6 +539,8 @@ const BUILTIN: &[(&str, &str)] = &[
     ),
     ("febrl", include_str!("../../mappings/febrl.toml")),
     ("synthetic", include_str!("../../mappings/synthetic.toml")),
+    ("stripe", include_str!("../../mappings/stripe.toml")),
+    ("payments", include_str!("../../mappings/payments.toml")),
 ];
 
 #[cfg(test)]

@@ -492,6 +492,23 @@ impl Pipeline {
         {
             return Ok(result);
         }
+        if draft.kind == RecordKind::Payment {
+            // A payment is allocated to invoices and may refund an earlier one: the
+            // billing operations write it (through the same write path and transaction).
+            journal.settle_inserts(conn).await?;
+            return crate::billing::payments::persist_inbound(
+                conn,
+                &ctx,
+                &row.source,
+                &draft.fields,
+                &draft.custom,
+            )
+            .await
+            .map_err(|error| match error {
+                crate::billing::BillingError::Store(store) => RowError::Store(store),
+                other => RowError::Row(PipelineError(other.to_string())),
+            });
+        }
         if draft.kind != RecordKind::Lead {
             let id = new_id();
             let mut fields = draft.fields;

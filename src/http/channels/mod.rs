@@ -8,6 +8,7 @@
 pub mod cti;
 pub mod email;
 pub mod forms;
+pub mod stripe;
 pub mod whatsapp;
 pub mod zoom;
 
