@@ -771,7 +771,19 @@ async fn a_spreadsheet_is_previewed_imported_and_reported_and_bad_files_are_refu
     b.wait_text("#import-error", "is not a spreadsheet").await;
     // A spreadsheet by name only: the server's problem detail is shown.
     b.type_into("#file", &fixture("broken.xlsx")).await;
-    let detail = b.wait_text("#import-error", "").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let detail = loop {
+        let text = b.wait_text("#import-error", "").await;
+        if !text.trim().is_empty() {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no refusal shown: {}",
+            b.text().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let shown = b.text().await;
     assert!(
         !detail.is_empty() && !shown.contains("Preview of"),
