@@ -2,8 +2,10 @@
 //! (WebDriver, the fantoccini crate) against the real server on port 0. Sign-in, search
 //! with a typo, the record page, a rep's hidden fields, script in a lead's name, an import
 //! from file pick to report (and the uploads it refuses), a session that ends mid-import,
-//! the review queue (two stewards on one pair) and inbox health. Each page is saved to
-//! docs/screenshots/ for the README.
+//! the review queue (two stewards on one pair) and inbox health. Each page is saved as a
+//! PNG under the build's scratch directory, or under `LEADGATE_SCREENSHOTS_DIR` when set
+//! (`LEADGATE_SCREENSHOTS_DIR=docs/screenshots` refreshes the README's pictures), so a
+//! test run leaves the checkout clean.
 //!
 //! Chromium and chromedriver come from Debian (`apt-get install -y chromium
 //! chromium-driver`; .ci/run installs them). Without them these tests fail: they never
@@ -185,7 +187,10 @@ impl Browser {
         // Let fonts and the last paint settle.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let png = self.client.screenshot().await.expect("screenshot");
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+        let dir = match std::env::var_os("LEADGATE_SCREENSHOTS_DIR") {
+            Some(dir) => Path::new(env!("CARGO_MANIFEST_DIR")).join(dir),
+            None => Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots"),
+        };
         std::fs::create_dir_all(&dir).expect("screenshot directory");
         std::fs::write(dir.join(format!("{name}.png")), png).expect("screenshot written");
     }
