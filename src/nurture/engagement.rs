@@ -84,13 +84,15 @@ pub async fn record_in(
         Event::Open => super::tracking::looks_like_bot(&agent, since_sent, section.bot_open_secs),
         Event::Click => super::tracking::looks_like_bot(&agent, None, 0),
     };
-    let earlier: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM email_events WHERE outbox_id = $1 AND event = $2 AND bot = $3",
+    // Whether a person did this before (one row at most: a message fetched thousands of
+    // times must not make each fetch count them all).
+    let earlier: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM email_events WHERE outbox_id = $1 AND event = $2 AND bot = $3 LIMIT 1",
     )
     .bind(outbox_id)
     .bind(event.as_str())
     .bind(0_i64)
-    .fetch_one(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
     sqlx::query(
         "INSERT INTO email_events (id, outbox_id, event, bot, url, user_agent, created_at) \
@@ -105,7 +107,7 @@ pub async fn record_in(
     .bind(now_timestamp())
     .execute(&mut *conn)
     .await?;
-    if bot || earlier > 0 {
+    if bot || earlier.is_some() {
         return Ok(!bot);
     }
     if let Some(lead_id) = lead_id {
