@@ -937,7 +937,8 @@ async fn billing_is_permission_checked_searchable_and_documented(backend: Backen
         .post_json(
             &finance,
             "/v1/payments",
-            &json!({"amount": "10.00", "currency": "EUR", "invoice_id": id}),
+            &json!({"amount": "10.00", "currency": "EUR", "invoice_id": id,
+                    "provider_ref": "TRF-2026-4711"}),
         )
         .await;
     assert_eq!(paid.status(), 201);
@@ -962,6 +963,20 @@ async fn billing_is_permission_checked_searchable_and_documented(backend: Backen
         if found["hits"]
             .as_array()
             .is_some_and(|hits| hits.iter().any(|h| h["id"] == id))
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{found}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // A payment is found by the reference finance has in hand.
+    loop {
+        let (_, found) = app
+            .get_json("/v1/search?q=TRF-2026-4711&kind=payments")
+            .await;
+        if found["hits"]
+            .as_array()
+            .is_some_and(|hits| hits.iter().any(|h| h["kind"] == "payments"))
         {
             break;
         }

@@ -246,6 +246,20 @@ const SPECS: &[KindSpec] = &[
         ],
     },
     KindSpec {
+        kind: RecordKind::Payment,
+        // The provider's reference is what finance has in hand (a Stripe `pi_…`, a bank
+        // transfer's reference).
+        searchable: &[("provider_ref", Code), ("id", Code)],
+        display: &[
+            "status",
+            "amount",
+            "currency",
+            "received_at",
+            "account_id",
+            "owner_id",
+        ],
+    },
+    KindSpec {
         kind: RecordKind::Renewal,
         searchable: &[("contract_name", Words), ("product", Words), ("id", Code)],
         display: &[
