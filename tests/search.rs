@@ -614,7 +614,7 @@ async fn bad_search_input_gets_a_problem_answer_and_odd_input_an_answer(backend:
     problem(&body, "at most 1024");
     let (_, body) = search(&app, "q=ada&kind=widgets").await;
     problem(&body, "widgets");
-    let (_, body) = search(&app, "q=ada&kind=payments").await;
+    let (_, body) = search(&app, "q=ada&kind=activities").await;
     problem(&body, "not searchable");
     let (_, body) = search(&app, "q=ada&limit=many").await;
     problem(&body, "limit");
