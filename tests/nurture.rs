@@ -48,6 +48,11 @@ fn free_port() -> u16 {
 }
 
 async fn smtp_sink() -> SmtpSink {
+    smtp_sink_with(&[]).await
+}
+
+/// The sink with extra options (`--starttls CERT KEY`, `--auth USER PASSWORD`).
+async fn smtp_sink_with(options: &[&str]) -> SmtpSink {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/nurture/smtp_sink.py");
@@ -55,6 +60,7 @@ async fn smtp_sink() -> SmtpSink {
         .arg(script)
         .arg(port.to_string())
         .arg(dir.path())
+        .args(options)
         .stdout(Stdio::null())
         .spawn()
         .expect("python3 with aiosmtpd (apt-get install python3-aiosmtpd)");
@@ -1244,3 +1250,103 @@ async fn a_send_interrupted_by_a_crash_is_claimed_again_after_its_lease_and_sent
 }
 
 on_both_backends!(a_send_interrupted_by_a_crash_is_claimed_again_after_its_lease_and_sent_once);
+
+/// A throwaway CA and a server certificate it signed for 127.0.0.1 (openssl), as a
+/// relay's private CA would issue. Answers (CA, server certificate, server key).
+fn loopback_certificate(dir: &Path) -> (String, String, String) {
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let openssl = |args: &str| {
+        let ok = Command::new("openssl")
+            .current_dir(dir)
+            .args(args.split_whitespace())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl (apt-get install openssl)")
+            .success();
+        assert!(ok, "openssl {args}");
+    };
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    openssl(&format!(
+        "req -x509 {ec} -days 2 -subj /CN=leadgate-test-ca -keyout ca.key -out ca.crt"
+    ));
+    openssl(&format!(
+        "req {ec} -subj /CN=127.0.0.1 -keyout server.key -out server.csr"
+    ));
+    openssl(
+        "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+         -extfile server.ext -out server.crt",
+    );
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    (path("ca.crt"), path("server.crt"), path("server.key"))
+}
+
+fn test_email(to: &str) -> leadgate::nurture::mailer::OutgoingEmail {
+    leadgate::nurture::mailer::OutgoingEmail {
+        message_id: format!("<{}@leadgate.test>", uuid::Uuid::now_v7()),
+        from: "Sales <sales@example.com>".into(),
+        to: to.into(),
+        subject: "Over TLS".into(),
+        html: "<p>Hello</p>".into(),
+        text: "Hello".into(),
+        headers: Vec::new(),
+        outbox_id: "test".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_sends_over_starttls_with_auth_and_refuses_an_untrusted_server() {
+    use leadgate::nurture::config::SmtpSection;
+    use leadgate::nurture::mailer::{Mailer, smtp::SmtpMailer};
+    // SAFETY: set once, before any mailer reads them; no other test reads these names.
+    unsafe {
+        std::env::set_var("LG_TEST_SMTP_PASSWORD", "relay-s3cret");
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = loopback_certificate(certs.path());
+    let sink = smtp_sink_with(&[
+        "--starttls",
+        &cert,
+        &key,
+        "--auth",
+        "mailer",
+        "relay-s3cret",
+    ])
+    .await;
+    let section = |ca_file: &str, password_env: &str| SmtpSection {
+        host: "127.0.0.1".into(),
+        port: sink.port,
+        tls: SmtpTls::Starttls,
+        user: "mailer".into(),
+        password_env: password_env.into(),
+        timeout_secs: 5,
+        pool_size: 1,
+        ca_file: ca_file.into(),
+    };
+
+    // Trusted through ca_file, the right password: delivered over TLS, authenticated.
+    let mailer = SmtpMailer::new(&section(&ca, "LG_TEST_SMTP_PASSWORD")).unwrap();
+    mailer.send(&test_email("ada@example.org")).await.unwrap();
+    let messages = sink.wait_for(1).await;
+    assert_eq!(messages[0]["rcpt_tos"][0], "ada@example.org");
+    assert_eq!(messages[0]["tls"], true, "{}", messages[0]);
+    assert_eq!(messages[0]["authenticated"], true, "{}", messages[0]);
+
+    // A server whose certificate nobody vouches for is refused before anything is sent.
+    let untrusted = SmtpMailer::new(&section("", "LG_TEST_SMTP_PASSWORD")).unwrap();
+    let refused = untrusted.send(&test_email("grace@example.org")).await;
+    assert!(
+        format!("{refused:?}").contains("certificate"),
+        "{refused:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        sink.messages().len(),
+        1,
+        "only the trusted, authenticated send arrived"
+    );
+}
