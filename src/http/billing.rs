@@ -12,6 +12,7 @@ use super::AppState;
 use super::auth::Principal;
 use super::caller::Caller;
 use super::error::ApiError;
+use super::request::optional_json;
 use crate::access::{Action, Reach};
 use crate::billing::BillingError;
 use crate::billing::ageing::{self, Ageing};
@@ -191,16 +192,6 @@ async fn payment_view(
 
 /// A JSON body that may be left out: empty means the defaults; anything else must parse
 /// (a misspelt field is 400, never silently the defaults — a whole-invoice credit note).
-fn optional_body<T: serde::de::DeserializeOwned + Default>(
-    body: &web::Bytes,
-) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))
-}
-
 fn created(path: &str, id: &str, body: impl Serialize) -> HttpResponse {
     HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/{path}/{id}")))
@@ -265,7 +256,7 @@ pub async fn order_from_opportunity(
     caller
         .require(RecordKind::SalesOrder.path(), Action::Create)
         .await?;
-    let request = optional_body(&body)?;
+    let request = optional_json(&body)?;
     let mut tx = state.store.begin_write().await?;
     let order = orders::from_opportunity(&mut tx, &caller.context("api"), &id, request).await?;
     tx.commit().await?;
@@ -347,7 +338,7 @@ pub async fn invoice_order(
     caller
         .require(RecordKind::Invoice.path(), Action::Create)
         .await?;
-    let request = optional_body(&body)?;
+    let request = optional_json(&body)?;
     let mut tx = state.store.begin_write().await?;
     let invoice = invoices::from_order(
         &mut tx,
@@ -475,7 +466,7 @@ pub async fn create_credit_note(
     caller
         .require(RecordKind::Invoice.path(), Action::Create)
         .await?;
-    let request = optional_body(&body)?;
+    let request = optional_json(&body)?;
     let mut tx = state.store.begin_write().await?;
     let note = invoices::credit_note(
         &mut tx,

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::caller::Caller;
 use super::error::ApiError;
-use super::request::{read_body, require_json};
+use super::request::{optional_json, read_body, require_json};
 use crate::access::{AUDIT, Action, Reach};
 use crate::domain::RecordKind;
 use crate::lifecycle::{Conversion, ConvertError, Converted, convert};
@@ -591,14 +591,10 @@ pub async fn convert_lead(
         .require(RecordKind::Opportunity.path(), Action::Create)
         .await?;
     let body = read_body(&req, payload, state.config.max_body_bytes).await?;
-    let request: Conversion = if body.iter().all(u8::is_ascii_whitespace) {
-        Conversion::default()
-    } else {
+    if !body.iter().all(u8::is_ascii_whitespace) {
         require_json(&req)?;
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::BadRequest(format!("line {}, column {}: {e}", e.line(), e.column()))
-        })?
-    };
+    }
+    let request: Conversion = optional_json(&body)?;
     let ctx = caller.context("api");
     let converted = convert(&state.store, &ctx, &id, &request).await?;
     Ok(HttpResponse::Created().json(converted))

@@ -119,6 +119,16 @@ pub async fn read_body(
     Ok(body.freeze())
 }
 
+/// An optional JSON body: empty or only whitespace means the defaults; otherwise it must
+/// parse, or the caller is told where it did not (400).
+pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("line {}, column {}: {e}", e.line(), e.column())))
+}
+
 /// Refuses anything but JSON bodies with 415 naming what was sent.
 pub fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
     let content_type = req
