@@ -129,6 +129,21 @@ pub struct Journal {
     inserts: Vec<PendingInsert>,
     audit: Vec<(Arc<WriteContext>, String, AuditRow)>,
     outbox: Vec<(RecordKind, String, Action, String)>,
+    members: Vec<MatchMember>,
+}
+
+/// A dedup member (a record's values as the matcher compares them) and its blocking
+/// keys, written with the journal. Later rows of the same transaction find it through
+/// [`Journal::members`] until then.
+#[derive(Debug, Clone)]
+pub struct MatchMember {
+    pub id: String,
+    pub record_kind: &'static str,
+    pub record_id: String,
+    pub source_id: String,
+    pub values: String,
+    pub created_at: String,
+    pub keys: Vec<u64>,
 }
 
 impl Store {
@@ -171,6 +186,10 @@ pub async fn apply_journaled(
         // Whatever reads the store must see the inserts queued before it.
         if !matches!(change, Change::Insert { .. }) {
             write_inserts(conn, &mut journal.inserts).await?;
+        }
+        // Deletes and merges remove or move dedup members.
+        if matches!(change, Change::Delete { .. } | Change::Merge { .. }) {
+            write_members(conn, &mut journal.members).await?;
         }
         let (result, audit) = match change {
             Change::Insert { kind, id, fields } => {
@@ -303,8 +322,19 @@ impl Journal {
         write_inserts(conn, &mut self.inserts).await
     }
 
+    /// Queues a dedup member for the flush.
+    pub fn push_member(&mut self, member: MatchMember) {
+        self.members.push(member);
+    }
+
+    /// Dedup members queued in this transaction, oldest first.
+    pub fn members(&self) -> &[MatchMember] {
+        &self.members
+    }
+
     pub async fn flush(&mut self, conn: &mut AnyConnection) -> Result<(), StoreError> {
         write_inserts(conn, &mut self.inserts).await?;
+        write_members(conn, &mut self.members).await?;
         if !self.audit.is_empty() {
             let mut head = super::audit::chain_head(conn).await?;
             let placeholders = Placeholders::of(conn);
@@ -516,6 +546,58 @@ async fn write_inserts(
         }
     }
     pending.clear();
+    Ok(())
+}
+
+/// Writes queued dedup members and their keys, a few statements for the lot.
+async fn write_members(
+    conn: &mut AnyConnection,
+    members: &mut Vec<MatchMember>,
+) -> Result<(), StoreError> {
+    if members.is_empty() {
+        return Ok(());
+    }
+    let placeholders = Placeholders::of(conn);
+    for chunk in members.chunks(rows_per_statement(6)) {
+        let sql = format!(
+            "INSERT INTO match_members (id, record_kind, record_id, source_id, match_values, \
+             created_at) VALUES {}",
+            values_clause(placeholders, chunk.len(), 6)
+        );
+        let mut query = sqlx::query(&sql);
+        for member in chunk {
+            query = query
+                .bind(member.id.as_str())
+                .bind(member.record_kind)
+                .bind(member.record_id.as_str())
+                .bind(member.source_id.as_str())
+                .bind(member.values.as_str())
+                .bind(member.created_at.as_str());
+        }
+        query.execute(&mut *conn).await?;
+    }
+    // In arrival order, so `seq` keeps each key's members oldest to newest.
+    let keys: Vec<(i64, &str)> = members
+        .iter()
+        .flat_map(|member| {
+            member
+                .keys
+                .iter()
+                .map(|key| (*key as i64, member.id.as_str()))
+        })
+        .collect();
+    for chunk in keys.chunks(rows_per_statement(2)) {
+        let sql = format!(
+            "INSERT INTO match_keys (key, member_id) VALUES {}",
+            values_clause(placeholders, chunk.len(), 2)
+        );
+        let mut query = sqlx::query(&sql);
+        for (key, member) in chunk {
+            query = query.bind(*key).bind(*member);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    members.clear();
     Ok(())
 }
 
