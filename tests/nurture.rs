@@ -1212,9 +1212,18 @@ async fn a_send_interrupted_by_a_crash_is_claimed_again_after_its_lease_and_sent
     let (_, row) = app.get_json(&format!("/v1/email-outbox/{id}")).await;
     assert_eq!(row["status"], "sending", "{row}");
     assert!(sink.messages().is_empty());
-    // After it, the email is claimed again and sent, once.
+    // After it, the email is claimed again and sent, once; that the abandoned attempt
+    // may have reached the server too is recorded on the row and its activity.
     let row = settled_outbox(&app, &id).await;
     assert_eq!(row["status"], "sent", "{row}");
+    assert_eq!(row["reclaimed"], 1, "{row}");
+    let (_, activity) = app
+        .get_json(&format!("/v1/activities/{}", row["activity_id"].as_str().unwrap()))
+        .await;
+    assert_eq!(
+        activity["fields"]["data"]["possible_duplicate"], true,
+        "{activity}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let messages = sink.messages();
     assert_eq!(messages.len(), 1);
