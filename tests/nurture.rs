@@ -1218,7 +1218,10 @@ async fn a_send_interrupted_by_a_crash_is_claimed_again_after_its_lease_and_sent
     assert_eq!(row["status"], "sent", "{row}");
     assert_eq!(row["reclaimed"], 1, "{row}");
     let (_, activity) = app
-        .get_json(&format!("/v1/activities/{}", row["activity_id"].as_str().unwrap()))
+        .get_json(&format!(
+            "/v1/activities/{}",
+            row["activity_id"].as_str().unwrap()
+        ))
         .await;
     assert_eq!(
         activity["fields"]["data"]["possible_duplicate"], true,
@@ -1428,7 +1431,10 @@ async fn a_refused_auth_or_a_silent_server_settles_within_seconds_and_nothing_is
         .await
         .unwrap_err();
     assert!(error.is_temporary(), "{error}");
-    assert!(error.to_string().contains("no answer within 1 s"), "{error}");
+    assert!(
+        error.to_string().contains("no answer within 1 s"),
+        "{error}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "{:?}",
@@ -1538,7 +1544,10 @@ async fn a_missed_call_gets_one_task_whichever_creates_it(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(created, 1, "only the call without a task gets one");
-    for (lead, subject) in [(&known, "Call back +4915112345678"), (&other, "Call back (rule)")] {
+    for (lead, subject) in [
+        (&known, "Call back +4915112345678"),
+        (&other, "Call back (rule)"),
+    ] {
         let (_, timeline) = app.get_json(&format!("/v1/leads/{lead}/timeline")).await;
         let tasks: Vec<&Value> = timeline["items"]
             .as_array()
@@ -1664,11 +1673,28 @@ async fn provider_webhooks_take_only_events_their_provider_signed() {
     // SendGrid's key pair (SendGrid shows the public half as base64 DER).
     openssl_in(
         keys,
-        &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "sendgrid.key"],
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "sendgrid.key",
+        ],
     );
     openssl_in(
         keys,
-        &["ec", "-in", "sendgrid.key", "-pubout", "-outform", "DER", "-out", "sendgrid.der"],
+        &[
+            "ec",
+            "-in",
+            "sendgrid.key",
+            "-pubout",
+            "-outform",
+            "DER",
+            "-out",
+            "sendgrid.der",
+        ],
     );
     let sendgrid_public = base64::engine::general_purpose::STANDARD
         .encode(std::fs::read(keys.join("sendgrid.der")).unwrap());
@@ -1677,8 +1703,19 @@ async fn provider_webhooks_take_only_events_their_provider_signed() {
     openssl_in(
         keys,
         &[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-            "/CN=sns.amazonaws.com", "-keyout", "sns.key", "-out", "sns.crt",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sns.amazonaws.com",
+            "-keyout",
+            "sns.key",
+            "-out",
+            "sns.crt",
         ],
     );
     let (ca, tls_cert, tls_key) = loopback_certificate(keys);
@@ -1688,8 +1725,14 @@ async fn provider_webhooks_take_only_events_their_provider_signed() {
         &tls_cert,
         &tls_key,
         vec![
-            (cert_path.clone(), std::fs::read(keys.join("sns.crt")).unwrap()),
-            (confirm_path.clone(), b"<ConfirmSubscriptionResponse/>".to_vec()),
+            (
+                cert_path.clone(),
+                std::fs::read(keys.join("sns.crt")).unwrap(),
+            ),
+            (
+                confirm_path.clone(),
+                b"<ConfirmSubscriptionResponse/>".to_vec(),
+            ),
         ],
     )
     .await;
@@ -1706,17 +1749,21 @@ async fn provider_webhooks_take_only_events_their_provider_signed() {
         n.ses.sns_ca_file = ca.clone();
     })
     .await;
-    let post = |provider: &str, token: &str, body: Vec<u8>, headers: Vec<(&'static str, String)>| {
-        let mut request = app
-            .client
-            .post(format!("{}/v1/webhooks/email/{provider}?token={token}", app.base))
-            .header("content-type", "application/json")
-            .body(body);
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        request.send()
-    };
+    let post =
+        |provider: &str, token: &str, body: Vec<u8>, headers: Vec<(&'static str, String)>| {
+            let mut request = app
+                .client
+                .post(format!(
+                    "{}/v1/webhooks/email/{provider}?token={token}",
+                    app.base
+                ))
+                .header("content-type", "application/json")
+                .body(body);
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            request.send()
+        };
     let suppressed = |email: &'static str| {
         let app = &app;
         async move { app.get_json(&format!("/v1/suppressions/{email}")).await }
@@ -1742,23 +1789,44 @@ async fn provider_webhooks_take_only_events_their_provider_signed() {
         .unwrap()
     };
     let good = mailgun(now, "tok-1", "mg-bounce@example.org", MAILGUN_KEY);
-    problem(post("mailgun", "nope", good.clone(), vec![]).await.unwrap(), 401).await;
-    let ok = post("mailgun", "hook-token", good.clone(), vec![]).await.unwrap();
+    problem(
+        post("mailgun", "nope", good.clone(), vec![]).await.unwrap(),
+        401,
+    )
+    .await;
+    let ok = post("mailgun", "hook-token", good.clone(), vec![])
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
     assert_eq!(ok.json::<Value>().await.unwrap()["suppressed"], 1);
-    assert_eq!(suppressed("mg-bounce@example.org").await.1["reason"], "bounced");
+    assert_eq!(
+        suppressed("mg-bounce@example.org").await.1["reason"],
+        "bounced"
+    );
     // The same delivery again is acknowledged and not processed twice; the same signed
     // token on another body is refused.
     let again = post("mailgun", "hook-token", good, vec![]).await.unwrap();
     assert_eq!(again.status(), 200);
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     let reused = mailgun(now, "tok-1", "mg-other@example.org", MAILGUN_KEY);
-    problem(post("mailgun", "hook-token", reused, vec![]).await.unwrap(), 401).await;
+    problem(
+        post("mailgun", "hook-token", reused, vec![]).await.unwrap(),
+        401,
+    )
+    .await;
     assert_eq!(suppressed("mg-other@example.org").await.0, 404);
     let forged = mailgun(now, "tok-2", "mg-forged@example.org", "guessed-key");
-    problem(post("mailgun", "hook-token", forged, vec![]).await.unwrap(), 401).await;
+    problem(
+        post("mailgun", "hook-token", forged, vec![]).await.unwrap(),
+        401,
+    )
+    .await;
     let stale = mailgun(now - 3600, "tok-3", "mg-stale@example.org", MAILGUN_KEY);
-    problem(post("mailgun", "hook-token", stale, vec![]).await.unwrap(), 401).await;
+    problem(
+        post("mailgun", "hook-token", stale, vec![]).await.unwrap(),
+        401,
+    )
+    .await;
     assert_eq!(suppressed("mg-forged@example.org").await.0, 404);
     assert_eq!(suppressed("mg-stale@example.org").await.0, 404);
 
@@ -1773,31 +1841,69 @@ async fn provider_webhooks_take_only_events_their_provider_signed() {
     let signature = openssl_sign(keys, "sendgrid.key", "-sha256", &signed);
     let headers = |signature: &str, timestamp: &str| {
         vec![
-            ("X-Twilio-Email-Event-Webhook-Signature", signature.to_owned()),
-            ("X-Twilio-Email-Event-Webhook-Timestamp", timestamp.to_owned()),
+            (
+                "X-Twilio-Email-Event-Webhook-Signature",
+                signature.to_owned(),
+            ),
+            (
+                "X-Twilio-Email-Event-Webhook-Timestamp",
+                timestamp.to_owned(),
+            ),
         ]
     };
     let mut tampered = events.clone();
     let at = tampered.len() - 5;
     tampered[at] = b'X';
     problem(
-        post("sendgrid", "hook-token", tampered, headers(&signature, &timestamp)).await.unwrap(),
+        post(
+            "sendgrid",
+            "hook-token",
+            tampered,
+            headers(&signature, &timestamp),
+        )
+        .await
+        .unwrap(),
         401,
     )
     .await;
     let later = (now + 1).to_string();
     problem(
-        post("sendgrid", "hook-token", events.clone(), headers(&signature, &later)).await.unwrap(),
+        post(
+            "sendgrid",
+            "hook-token",
+            events.clone(),
+            headers(&signature, &later),
+        )
+        .await
+        .unwrap(),
         401,
     )
     .await;
-    problem(post("sendgrid", "hook-token", events.clone(), vec![]).await.unwrap(), 401).await;
-    let ok = post("sendgrid", "hook-token", events, headers(&signature, &timestamp))
-        .await
-        .unwrap();
+    problem(
+        post("sendgrid", "hook-token", events.clone(), vec![])
+            .await
+            .unwrap(),
+        401,
+    )
+    .await;
+    let ok = post(
+        "sendgrid",
+        "hook-token",
+        events,
+        headers(&signature, &timestamp),
+    )
+    .await
+    .unwrap();
     assert_eq!(ok.status(), 200);
-    assert_eq!(suppressed("sg-bounce@example.org").await.1["reason"], "bounced");
-    assert_eq!(suppressed("sg-delivered@example.org").await.0, 404, "a delivery is not a bounce");
+    assert_eq!(
+        suppressed("sg-bounce@example.org").await.1["reason"],
+        "bounced"
+    );
+    assert_eq!(
+        suppressed("sg-delivered@example.org").await.0,
+        404,
+        "a delivery is not a bounce"
+    );
 
     // ---- SES through SNS: RSA over the canonical string, certificate from an SNS host.
     let sns = |fields: Value, version: &str, cert_url: &str| {
@@ -1817,7 +1923,10 @@ async fn provider_webhooks_take_only_events_their_provider_signed() {
         "Timestamp": "2025-03-04T10:21:07.000Z"});
     let ok = app
         .client
-        .post(format!("{}/v1/webhooks/email/ses?token=hook-token", app.base))
+        .post(format!(
+            "{}/v1/webhooks/email/ses?token=hook-token",
+            app.base
+        ))
         .header("content-type", "text/plain; charset=UTF-8")
         .body(sns(confirmation, "1", &cert_url))
         .send()
@@ -1825,7 +1934,10 @@ async fn provider_webhooks_take_only_events_their_provider_signed() {
         .unwrap();
     assert_eq!(ok.status(), 200);
     assert_eq!(ok.json::<Value>().await.unwrap()["confirmed"], true);
-    assert!(sns_seen.lock().unwrap().contains(&confirm_path), "the subscription was confirmed");
+    assert!(
+        sns_seen.lock().unwrap().contains(&confirm_path),
+        "the subscription was confirmed"
+    );
     let bounce = |recipient: &str, topic: &str| {
         json!({"Type": "Notification", "MessageId": "m-2", "TopicArn": topic,
             "Message": json!({"notificationType": "Bounce", "bounce": {"bounceType": "Permanent",
@@ -1833,29 +1945,54 @@ async fn provider_webhooks_take_only_events_their_provider_signed() {
             "Timestamp": "2025-03-04T10:22:07.000Z",
             "UnsubscribeURL": format!("{sns_base}/?Action=Unsubscribe")})
     };
-    let ok = post("ses", "hook-token", sns(bounce("ses-bounce@example.org", TOPIC), "2", &cert_url), vec![])
-        .await
-        .unwrap();
+    let ok = post(
+        "ses",
+        "hook-token",
+        sns(bounce("ses-bounce@example.org", TOPIC), "2", &cert_url),
+        vec![],
+    )
+    .await
+    .unwrap();
     assert_eq!(ok.status(), 200);
-    assert_eq!(suppressed("ses-bounce@example.org").await.1["reason"], "bounced");
+    assert_eq!(
+        suppressed("ses-bounce@example.org").await.1["reason"],
+        "bounced"
+    );
     // The certificate was fetched once and then taken from the cache.
-    let fetched = sns_seen.lock().unwrap().iter().filter(|p| **p == cert_path).count();
+    let fetched = sns_seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| **p == cert_path)
+        .count();
     assert_eq!(fetched, 1);
     // Signed, but the Message changed on the way.
     let mut altered: Value =
         serde_json::from_slice(&sns(bounce("ses-a@example.org", TOPIC), "2", &cert_url)).unwrap();
     altered["Message"] = bounce("ses-victim@example.org", TOPIC)["Message"].clone();
     problem(
-        post("ses", "hook-token", serde_json::to_vec(&altered).unwrap(), vec![]).await.unwrap(),
+        post(
+            "ses",
+            "hook-token",
+            serde_json::to_vec(&altered).unwrap(),
+            vec![],
+        )
+        .await
+        .unwrap(),
         401,
     )
     .await;
     // Properly signed by SNS, but for somebody else's topic.
     let foreign = "arn:aws:sns:us-east-1:999999999999:theirs";
     problem(
-        post("ses", "hook-token", sns(bounce("ses-b@example.org", foreign), "2", &cert_url), vec![])
-            .await
-            .unwrap(),
+        post(
+            "ses",
+            "hook-token",
+            sns(bounce("ses-b@example.org", foreign), "2", &cert_url),
+            vec![],
+        )
+        .await
+        .unwrap(),
         401,
     )
     .await;
@@ -1865,14 +2002,24 @@ async fn provider_webhooks_take_only_events_their_provider_signed() {
         "https://evil.test/SimpleNotificationService-test.pem".to_owned(),
     ] {
         problem(
-            post("ses", "hook-token", sns(bounce("ses-c@example.org", TOPIC), "2", &url), vec![])
-                .await
-                .unwrap(),
+            post(
+                "ses",
+                "hook-token",
+                sns(bounce("ses-c@example.org", TOPIC), "2", &url),
+                vec![],
+            )
+            .await
+            .unwrap(),
             401,
         )
         .await;
     }
-    for email in ["ses-a@example.org", "ses-victim@example.org", "ses-b@example.org", "ses-c@example.org"] {
+    for email in [
+        "ses-a@example.org",
+        "ses-victim@example.org",
+        "ses-b@example.org",
+        "ses-c@example.org",
+    ] {
         assert_eq!(suppressed(email).await.0, 404, "{email}");
     }
     assert_eq!(

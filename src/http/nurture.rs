@@ -620,10 +620,16 @@ pub async fn provider_webhook(
     };
     let header_value = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     let mut mailgun_token = None;
-    let events = match (provider, &verifiers.mailgun, &verifiers.sendgrid, &verifiers.sns) {
+    let events = match (
+        provider,
+        &verifiers.mailgun,
+        &verifiers.sendgrid,
+        &verifiers.sns,
+    ) {
         ("mailgun", Some(key), _, _) => {
             let json = parse(&body)?;
-            mailgun_token = Some(webhooks::verify_mailgun(key, &json, now, tolerance).map_err(refused)?);
+            mailgun_token =
+                Some(webhooks::verify_mailgun(key, &json, now, tolerance).map_err(refused)?);
             json
         }
         ("sendgrid", _, Some(key), _) => {

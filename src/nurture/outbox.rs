@@ -242,15 +242,13 @@ pub async fn sent_today(store: &Store, address: &str) -> Result<i64, StoreError>
         .and_hms_opt(0, 0, 0)
         .map(|t| t.and_utc())
         .unwrap_or_else(Utc::now);
-    Ok(
-        sqlx::query_scalar(
-            "SELECT COUNT(*) FROM email_outbox WHERE mailbox_address = $1 AND sent_at >= $2",
-        )
-        .bind(address)
-        .bind(format_timestamp(midnight))
-        .fetch_one(store.pool())
-        .await?,
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM email_outbox WHERE mailbox_address = $1 AND sent_at >= $2",
     )
+    .bind(address)
+    .bind(format_timestamp(midnight))
+    .fetch_one(store.pool())
+    .await?)
 }
 
 /// Records how an attempt ended on the outbox row and its activity, in one transaction.

@@ -105,7 +105,11 @@ impl WebhookVerifiers {
     }
 }
 
-fn check_timestamp(timestamp: &str, now: DateTime<Utc>, tolerance: i64) -> Result<(), WebhookError> {
+fn check_timestamp(
+    timestamp: &str,
+    now: DateTime<Utc>,
+    tolerance: i64,
+) -> Result<(), WebhookError> {
     let seconds: i64 = timestamp
         .trim()
         .parse()
@@ -138,8 +142,7 @@ pub fn verify_mailgun(
     let token = field("token")?;
     let given = field("signature")?;
     check_timestamp(&timestamp, now, tolerance)?;
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(key).map_err(|_| WebhookError::BadSignature)?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).map_err(|_| WebhookError::BadSignature)?;
     mac.update(timestamp.as_bytes());
     mac.update(token.as_bytes());
     let expected = hex::encode(mac.finalize().into_bytes());
@@ -175,7 +178,9 @@ pub async fn spend_token(
     // A token's timestamp is within `tolerance` of its first sighting, so after twice
     // that it can no longer pass the timestamp check and need not be remembered.
     sqlx::query("DELETE FROM email_webhook_tokens WHERE seen_at < $1")
-        .bind(format_timestamp(now - chrono::Duration::seconds(2 * tolerance)))
+        .bind(format_timestamp(
+            now - chrono::Duration::seconds(2 * tolerance),
+        ))
         .execute(&mut *conn)
         .await?;
     let digest = hex::encode(Sha256::digest(body));
@@ -386,9 +391,7 @@ impl SnsVerifier {
             builder = builder.add_root_certificate(root);
         }
         Ok(Some(Self {
-            client: builder
-                .build()
-                .map_err(|e| format!("nurture.ses: {e}"))?,
+            client: builder.build().map_err(|e| format!("nurture.ses: {e}"))?,
             hosts: ses.sns_cert_hosts.clone(),
             topics: ses.sns_topic_arns.clone(),
             keys: Mutex::new(HashMap::new()),
@@ -403,7 +406,10 @@ impl SnsVerifier {
         let ok = parsed.scheme() == "https"
             && parsed.username().is_empty()
             && parsed.password().is_none()
-            && self.hosts.iter().any(|pattern| host_matches(pattern, &host));
+            && self
+                .hosts
+                .iter()
+                .any(|pattern| host_matches(pattern, &host));
         if ok { Ok(parsed) } else { Err(refused()) }
     }
 
@@ -453,7 +459,9 @@ impl SnsVerifier {
             .ok_or_else(|| WebhookError::Malformed("not an SNS message".into()))?;
         let topic = text(message, "TopicArn")?;
         if !self.topics.iter().any(|t| t == topic) {
-            return Err(WebhookError::UnknownTopic(topic.chars().take(200).collect()));
+            return Err(WebhookError::UnknownTopic(
+                topic.chars().take(200).collect(),
+            ));
         }
         let algorithm: &'static dyn ring::signature::VerificationAlgorithm =
             match message.get("SignatureVersion").and_then(Value::as_str) {
@@ -591,7 +599,10 @@ mod tests {
         assert!(host_matches(pattern, "sns.us-east-1.amazonaws.com"));
         assert!(host_matches(pattern, "SNS.eu-west-1.amazonaws.com"));
         assert!(!host_matches(pattern, "sns.amazonaws.com"));
-        assert!(!host_matches(pattern, "sns.us-east-1.amazonaws.com.evil.test"));
+        assert!(!host_matches(
+            pattern,
+            "sns.us-east-1.amazonaws.com.evil.test"
+        ));
         assert!(!host_matches(pattern, "sns.evil.test.amazonaws.com"));
         assert!(!host_matches(pattern, "sns..amazonaws.com"));
         assert!(!host_matches(pattern, "evilsns.us-east-1.amazonaws.com"));
@@ -605,7 +616,11 @@ mod tests {
         let shown = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEeqJtdvZXDK6WqyJxte/HMiU+epqJ\
                      VJMC/GXQjQeueYqXKZuPA/AcZEBbwmx7IRPL9xuHGMZZJVkg5JW1cCQsjw==";
         assert!(SendGridKey::parse(shown).is_ok());
-        let pem = format!("-----BEGIN PUBLIC KEY-----\n{}\n{}\n-----END PUBLIC KEY-----\n", &shown[..64], &shown[64..]);
+        let pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n{}\n-----END PUBLIC KEY-----\n",
+            &shown[..64],
+            &shown[64..]
+        );
         assert!(SendGridKey::parse(&pem).is_ok());
         assert!(SendGridKey::parse("bm90IGEga2V5").is_err());
     }
