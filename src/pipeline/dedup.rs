@@ -133,7 +133,7 @@ impl Dedup {
                 score,
             },
             Band::Review => {
-                let pending = journal.members().iter().find(|m| m.id == member);
+                let pending = journal.pending_member(member);
                 let values: String = match pending {
                     Some(pending) => pending.values.clone(),
                     None => {
@@ -313,15 +313,10 @@ async fn candidates(
     for (arm, key) in keys.iter().enumerate() {
         let limit = scan_limit(*key, blocking);
         let mut taken = 0;
-        for pending in journal.members().iter().rev() {
-            if taken == limit {
-                break;
-            }
-            if pending.keys.contains(key) {
-                taken += 1;
-                if seen.insert(pending.id.clone()) {
-                    members.push((pending.id.clone(), pending.record_id.clone()));
-                }
+        for pending in journal.members_with_key(*key).take(limit) {
+            taken += 1;
+            if seen.insert(pending.id.clone()) {
+                members.push((pending.id.clone(), pending.record_id.clone()));
             }
         }
         while let Some(row) =

@@ -129,7 +129,21 @@ pub struct Journal {
     inserts: Vec<PendingInsert>,
     audit: Vec<(Arc<WriteContext>, String, AuditRow)>,
     outbox: Vec<(RecordKind, String, Action, String)>,
-    members: Vec<MatchMember>,
+    members: PendingMembers,
+}
+
+/// Dedup members queued in a transaction, findable by blocking key.
+#[derive(Default)]
+struct PendingMembers {
+    list: Vec<MatchMember>,
+    by_key: std::collections::HashMap<u64, Vec<usize>>,
+}
+
+impl PendingMembers {
+    fn clear(&mut self) {
+        self.list.clear();
+        self.by_key.clear();
+    }
 }
 
 /// A dedup member (a record's values as the matcher compares them) and its blocking
@@ -324,12 +338,26 @@ impl Journal {
 
     /// Queues a dedup member for the flush.
     pub fn push_member(&mut self, member: MatchMember) {
-        self.members.push(member);
+        let at = self.members.list.len();
+        for key in &member.keys {
+            self.members.by_key.entry(*key).or_default().push(at);
+        }
+        self.members.list.push(member);
     }
 
-    /// Dedup members queued in this transaction, oldest first.
-    pub fn members(&self) -> &[MatchMember] {
-        &self.members
+    /// Dedup members queued in this transaction under `key`, newest first.
+    pub fn members_with_key(&self, key: u64) -> impl Iterator<Item = &MatchMember> {
+        self.members
+            .by_key
+            .get(&key)
+            .into_iter()
+            .flat_map(|at| at.iter().rev())
+            .map(|at| &self.members.list[*at])
+    }
+
+    /// A dedup member queued in this transaction.
+    pub fn pending_member(&self, id: &str) -> Option<&MatchMember> {
+        self.members.list.iter().find(|member| member.id == id)
     }
 
     pub async fn flush(&mut self, conn: &mut AnyConnection) -> Result<(), StoreError> {
@@ -552,8 +580,9 @@ async fn write_inserts(
 /// Writes queued dedup members and their keys, a few statements for the lot.
 async fn write_members(
     conn: &mut AnyConnection,
-    members: &mut Vec<MatchMember>,
+    pending: &mut PendingMembers,
 ) -> Result<(), StoreError> {
+    let members = &pending.list;
     if members.is_empty() {
         return Ok(());
     }
@@ -597,7 +626,7 @@ async fn write_members(
         }
         query.execute(&mut *conn).await?;
     }
-    members.clear();
+    pending.clear();
     Ok(())
 }
 
