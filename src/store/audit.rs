@@ -10,7 +10,9 @@ use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
 use super::read::{AuditEntry, decode_audit};
-use super::write::{AuditRow, Journal, Placeholders, WriteContext, rows_per_statement, values_clause};
+use super::write::{
+    AuditRow, Journal, Placeholders, WriteContext, rows_per_statement, values_clause,
+};
 use super::{Store, StoreError};
 
 /// The link of the first row: there is nothing before it.
@@ -74,10 +76,7 @@ const APPEND_COLUMNS: usize = 13;
 /// Appends `rows` to the chain in their order, in the caller's transaction: the chain's
 /// head read under its lock, each row hashed onto the one before it, written in
 /// multi-row statements. The one way rows get into `audit_log`.
-pub async fn append(
-    conn: &mut AnyConnection,
-    rows: &[AuditContent<'_>],
-) -> Result<(), StoreError> {
+pub async fn append(conn: &mut AnyConnection, rows: &[AuditContent<'_>]) -> Result<(), StoreError> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -195,9 +194,9 @@ impl Store {
                 let text = |name: &str| row.try_get::<Option<String>, _>(name);
                 // Text written over a hash (SQLite keeps what it is given) is compared as
                 // its bytes, so the row is named rather than the walk failing.
-                let hash = row.try_get::<Option<Vec<u8>>, _>("hash").or_else(|_| {
-                    text("hash").map(|text| text.map(String::into_bytes))
-                })?;
+                let hash = row
+                    .try_get::<Option<Vec<u8>>, _>("hash")
+                    .or_else(|_| text("hash").map(|text| text.map(String::into_bytes)))?;
                 let Some(hash) = hash else {
                     return Ok(broken("row has no hash"));
                 };
