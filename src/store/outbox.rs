@@ -127,7 +127,16 @@ impl Store {
             .bind(seen_since_unix)
             .fetch_one(&mut *tx)
             .await?;
-            let Some(applied) = applied.filter(|seq| *seq > through) else {
+            // Never past the newest row: the mark says which seqs are gone, and seqs not
+            // yet taken are not.
+            let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM outbox")
+                .fetch_one(&mut *tx)
+                .await?;
+            let Some(applied) = applied
+                .zip(newest)
+                .map(|(applied, newest)| applied.min(newest))
+                .filter(|seq| *seq > through)
+            else {
                 tx.commit().await?;
                 break;
             };
