@@ -555,11 +555,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .sum();
     if !reuse {
         println!(
-        "build: {build:.1} s ({:.0} docs/s), index {:.0} MiB on disk, {} segments",
-        n as f64 / build,
-        bytes as f64 / 1048576.0,
-        index.segments()
-    );
+            "build: {build:.1} s ({:.0} docs/s), index {:.0} MiB on disk, {} segments",
+            n as f64 / build,
+            bytes as f64 / 1048576.0,
+            index.segments()
+        );
     }
     if !reuse && !args.iter().any(|a| a == "--no-merge") {
         let started = Instant::now();

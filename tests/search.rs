@@ -899,7 +899,11 @@ async fn the_outbox_is_pruned_only_behind_every_consumer_and_a_stopped_indexer_c
         .unwrap();
     indexed(&app).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(lead_rows(&app.store).await, 1, "the follower has not applied it");
+    assert_eq!(
+        lead_rows(&app.store).await,
+        1,
+        "the follower has not applied it"
+    );
     app.store
         .outbox_report("test-follower", CAUGHT_UP, unix_now())
         .await
@@ -917,8 +921,15 @@ async fn the_outbox_is_pruned_only_behind_every_consumer_and_a_stopped_indexer_c
                 .write(&ctx(), vec![lead("Mary", "Jackson")])
                 .await
                 .unwrap();
-            store.outbox_prune(unix_now() - 3600, 100, 10).await.unwrap();
-            assert_eq!(lead_rows(&store).await, 1, "the stopped indexer has not applied it");
+            store
+                .outbox_prune(unix_now() - 3600, 100, 10)
+                .await
+                .unwrap();
+            assert_eq!(
+                lead_rows(&store).await,
+                1,
+                "the stopped indexer has not applied it"
+            );
             store.close().await;
         })
         .await;
@@ -949,7 +960,11 @@ async fn the_outbox_is_pruned_only_behind_every_consumer_and_a_stopped_indexer_c
                 .outbox_prune(unix_now() - 7 * 24 * 3600, 100, 10)
                 .await
                 .unwrap();
-            assert_eq!(lead_rows(&store).await, 0, "pruned without the stopped indexer");
+            assert_eq!(
+                lead_rows(&store).await,
+                0,
+                "pruned without the stopped indexer"
+            );
             assert_eq!(
                 store.outbox_pruned_through().await.unwrap(),
                 newest,

@@ -180,7 +180,11 @@ fn unix_now() -> i64 {
 
 /// Tells the store how far this index has applied the outbox; an error when rows it had
 /// not applied were pruned meanwhile.
-async fn report(store: &Store, index: &dyn SearchIndex, checkpoint: i64) -> Result<(), IndexerError> {
+async fn report(
+    store: &Store,
+    index: &dyn SearchIndex,
+    checkpoint: i64,
+) -> Result<(), IndexerError> {
     let consumer = index.outbox_consumer();
     let pruned = store
         .outbox_report(&consumer.name, checkpoint, unix_now())
