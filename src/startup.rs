@@ -253,6 +253,8 @@ impl Application {
                 nurture_section.clone(),
                 crate::pipeline::score::Scoring::new(&config.score_rules)?,
             ),
+            webhooks: crate::nurture::webhooks::WebhookVerifiers::from_config(&config.nurture)
+                .map_err(StartError::Config)?,
             section: nurture_section,
             key: tracking_key,
         });

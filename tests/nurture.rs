@@ -738,7 +738,6 @@ async fn http_providers_get_their_documented_requests_and_a_429_is_retried() {
             nurture_config(c, 1);
             let n = &mut c.nurture;
             n.mailer = kind;
-            n.webhook_token = "hook-token".into();
             n.sendgrid.base_url = base.clone();
             n.sendgrid.api_key_env = "LG_TEST_SENDGRID_KEY".into();
             n.mailgun.base_url = base.clone();
@@ -773,36 +772,6 @@ async fn http_providers_get_their_documented_requests_and_a_429_is_retried() {
         if kind == MailerKind::Sendgrid {
             assert_eq!(row["attempts"], 2, "429 first, then accepted: {row}");
             assert_eq!(sendgrid_calls.load(Ordering::SeqCst), 2);
-            // A provider's bounce webhook suppresses the address; a wrong token is refused.
-            let hook = json!([{"event": "bounce", "type": "bounce", "email": "Ada@example.org"},
-                              {"event": "delivered", "email": "other@example.org"}]);
-            let wrong = app
-                .client
-                .post(format!(
-                    "{}/v1/webhooks/email/sendgrid?token=nope",
-                    app.base
-                ))
-                .json(&hook)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(wrong.status(), 401);
-            let ok = app
-                .client
-                .post(format!(
-                    "{}/v1/webhooks/email/sendgrid?token=hook-token",
-                    app.base
-                ))
-                .json(&hook)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(ok.status(), 200);
-            let (status, suppressed) = app.get_json("/v1/suppressions/ada@example.org").await;
-            assert_eq!(status, 200);
-            assert_eq!(suppressed["reason"], "bounced");
-            let (status, _) = app.get_json("/v1/suppressions/other@example.org").await;
-            assert_eq!(status, 404, "a delivery is not a bounce");
         } else {
             assert_eq!(row["attempts"], 1, "{kind:?}: {row}");
         }
@@ -1140,9 +1109,13 @@ async fn a_bounce_found_in_the_mailbox_suppresses_and_a_mailboxs_daily_limit_hol
     assert_eq!(detail["enrolments"][0]["status"], "exited", "{detail}");
     assert_eq!(detail["enrolments"][0]["exit_reason"], "bounced");
 
-    // One email per day from this mailbox: the second waits for tomorrow, unsent.
+    // One email per day from this mailbox: the second waits for tomorrow, unsent, though
+    // its From names the mailbox differently (no display name, other case).
     let mut ids = Vec::new();
-    for name in ["One", "Two"] {
+    for (name, from) in [
+        ("One", "Sales <sales@leadgate.test>"),
+        ("Two", "SALES@LeadGate.test"),
+    ] {
         let lead = seed_lead(
             &app,
             json!({"first_name": name, "email": format!("{name}@example.org")}),
@@ -1152,7 +1125,7 @@ async fn a_bounce_found_in_the_mailbox_suppresses_and_a_mailboxs_daily_limit_hol
             .post_json(
                 &app.admin_token,
                 &format!("/v1/leads/{lead}/email"),
-                &json!({"template": "welcome"}),
+                &json!({"template": "welcome", "from": from}),
             )
             .await;
         assert_eq!(queued.status(), 202);
@@ -1239,9 +1212,21 @@ async fn a_send_interrupted_by_a_crash_is_claimed_again_after_its_lease_and_sent
     let (_, row) = app.get_json(&format!("/v1/email-outbox/{id}")).await;
     assert_eq!(row["status"], "sending", "{row}");
     assert!(sink.messages().is_empty());
-    // After it, the email is claimed again and sent, once.
+    // After it, the email is claimed again and sent, once; that the abandoned attempt
+    // may have reached the server too is recorded on the row and its activity.
     let row = settled_outbox(&app, &id).await;
     assert_eq!(row["status"], "sent", "{row}");
+    assert_eq!(row["reclaimed"], 1, "{row}");
+    let (_, activity) = app
+        .get_json(&format!(
+            "/v1/activities/{}",
+            row["activity_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        activity["fields"]["data"]["possible_duplicate"], true,
+        "{activity}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let messages = sink.messages();
     assert_eq!(messages.len(), 1);
@@ -1349,4 +1334,713 @@ async fn smtp_sends_over_starttls_with_auth_and_refuses_an_untrusted_server() {
         1,
         "only the trusted, authenticated send arrived"
     );
+}
+
+/// A server that greets and then never answers: the send gives up after `timeout_secs`.
+async fn silent_smtp_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let _ = stream.write_all(b"220 silent.test ESMTP\r\n").await;
+            held.push(stream);
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_auth_or_a_silent_server_settles_within_seconds_and_nothing_is_sent() {
+    use leadgate::nurture::config::SmtpSection;
+    use leadgate::nurture::mailer::{Mailer, smtp::SmtpMailer};
+    // SAFETY: set once, before any app reads it; no other test reads this name.
+    unsafe {
+        std::env::set_var("LG_TEST_SMTP_WRONG_PASSWORD", "not-the-password");
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = loopback_certificate(certs.path());
+    let sink = smtp_sink_with(&[
+        "--starttls",
+        &cert,
+        &key,
+        "--auth",
+        "mailer",
+        "relay-s3cret",
+    ])
+    .await;
+    let app = common::spawn_app_with_config(Backend::Sqlite, |c| {
+        nurture_config(c, sink.port);
+        let n = &mut c.nurture;
+        n.smtp.tls = SmtpTls::Starttls;
+        n.smtp.ca_file = ca.clone();
+        n.smtp.user = "mailer".into();
+        n.smtp.password_env = "LG_TEST_SMTP_WRONG_PASSWORD".into();
+        n.max_attempts = 2;
+    })
+    .await;
+    save_welcome(&app).await;
+    let lead = seed_lead(
+        &app,
+        json!({"first_name": "Ada", "email": "ada@example.org"}),
+    )
+    .await;
+    let started = Instant::now();
+    let queued = app
+        .post_json(
+            &app.admin_token,
+            &format!("/v1/leads/{lead}/email"),
+            &json!({"template": "welcome"}),
+        )
+        .await;
+    assert_eq!(queued.status(), 202);
+    let id = queued.json::<Value>().await.unwrap()["outbox_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The refusal is a configuration problem, retried per policy (here twice), then failed.
+    let row = settled_outbox(&app, &id).await;
+    assert_eq!(row["status"], "failed", "{row}");
+    assert_eq!(row["attempts"], 2, "{row}");
+    assert!(
+        row["error"].as_str().unwrap().contains("AUTH refused"),
+        "{row}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "settled after {:?}",
+        started.elapsed()
+    );
+    assert!(sink.messages().is_empty());
+    app.stop().await;
+
+    // A server that stops answering: the send ends as temporary after timeout_secs.
+    let silent = silent_smtp_server().await;
+    let mailer = SmtpMailer::new(&SmtpSection {
+        host: "127.0.0.1".into(),
+        port: silent,
+        tls: SmtpTls::None,
+        timeout_secs: 1,
+        pool_size: 1,
+        ..SmtpSection::default()
+    })
+    .unwrap();
+    let started = Instant::now();
+    let error = mailer
+        .send(&test_email("ada@example.org"))
+        .await
+        .unwrap_err();
+    assert!(error.is_temporary(), "{error}");
+    assert!(
+        error.to_string().contains("no answer within 1 s"),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_sends_over_implicit_tls_when_the_ca_is_trusted() {
+    use leadgate::nurture::config::SmtpSection;
+    use leadgate::nurture::mailer::{Mailer, smtp::SmtpMailer};
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = loopback_certificate(certs.path());
+    let sink = smtp_sink_with(&["--tls", &cert, &key]).await;
+    let section = |ca_file: &str| SmtpSection {
+        host: "127.0.0.1".into(),
+        port: sink.port,
+        tls: SmtpTls::Tls,
+        timeout_secs: 5,
+        pool_size: 1,
+        ca_file: ca_file.into(),
+        ..SmtpSection::default()
+    };
+    let mailer = SmtpMailer::new(&section(&ca)).unwrap();
+    mailer.send(&test_email("ada@example.org")).await.unwrap();
+    let messages = sink.wait_for(1).await;
+    assert_eq!(messages[0]["rcpt_tos"][0], "ada@example.org");
+    assert_eq!(messages[0]["tls"], true, "{}", messages[0]);
+
+    let untrusted = SmtpMailer::new(&section("")).unwrap();
+    let refused = untrusted.send(&test_email("grace@example.org")).await;
+    assert!(
+        format!("{refused:?}").contains("certificate"),
+        "{refused:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.messages().len(), 1, "only the trusted send arrived");
+}
+
+async fn a_missed_call_gets_one_task_whichever_creates_it(backend: Backend) {
+    const CTI_SECRET: &str = "cti-test-secret";
+    let app = common::spawn_app_with_config(backend, |c| {
+        nurture_config(c, 1);
+        c.cti.generic.secret = CTI_SECRET.into();
+        c.nurture.task_rules = vec![leadgate::nurture::config::TaskRule {
+            name: "missed".into(),
+            when: "missed_call".into(),
+            days: 0,
+            hours: 24,
+            subject: "Call back (rule)".into(),
+            due_hours: 1,
+        }];
+        c.nurture.escalate_overdue_hours = 0;
+        c.nurture.poll_ms = 60_000;
+    })
+    .await;
+    let known = seed_lead(
+        &app,
+        json!({"first_name": "Greta", "phone": "+4915112345678", "owner_id": "u-9"}),
+    )
+    .await;
+    // A missed call from the known lead: the pipeline raises its call-back task.
+    let body = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/cti_generic/call_missed.json"),
+    )
+    .unwrap();
+    let timestamp = chrono::Utc::now().timestamp().to_string();
+    let receipt: Value = app
+        .client
+        .post(format!("{}/v1/webhooks/cti/generic", app.base))
+        .header("content-type", "application/json")
+        .header("x-leadgate-timestamp", &timestamp)
+        .header(
+            "x-leadgate-signature",
+            connectors::cti_generic::sign(CTI_SECRET, &timestamp, &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let row = app.settled_inbound(receipt["id"].as_str().unwrap()).await;
+    assert_eq!(row["result"]["id"], known.as_str(), "{row}");
+    // A missed call written without the pipeline (no task yet) on another lead.
+    let other = seed_lead(&app, json!({"first_name": "Otto", "owner_id": "u-9"})).await;
+    let Value::Object(call) = json!({"activity_type": "call", "direction": "inbound",
+        "subject": "missed via cti:generic", "channel": "cti:generic", "lead_id": other})
+    else {
+        unreachable!()
+    };
+    app.store
+        .write(
+            &WriteContext::new("test", "test", RequestMeta::default()),
+            vec![Change::Insert {
+                kind: RecordKind::Activity,
+                id: None,
+                fields: call,
+            }],
+        )
+        .await
+        .unwrap();
+
+    let section = app.config.nurture.clone();
+    let (created, _) = leadgate::nurture::tasks::run_rules(&app.store, &section)
+        .await
+        .unwrap();
+    assert_eq!(created, 1, "only the call without a task gets one");
+    for (lead, subject) in [
+        (&known, "Call back +4915112345678"),
+        (&other, "Call back (rule)"),
+    ] {
+        let (_, timeline) = app.get_json(&format!("/v1/leads/{lead}/timeline")).await;
+        let tasks: Vec<&Value> = timeline["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["fields"]["activity_type"] == "task")
+            .collect();
+        assert_eq!(tasks.len(), 1, "{timeline}");
+        assert_eq!(tasks[0]["fields"]["subject"], subject);
+    }
+    assert_eq!(
+        leadgate::nurture::tasks::run_rules(&app.store, &section)
+            .await
+            .unwrap(),
+        (0, 0)
+    );
+    app.stop().await;
+}
+
+on_both_backends!(a_missed_call_gets_one_task_whichever_creates_it);
+
+fn openssl_in(dir: &Path, args: &[&str]) {
+    let ok = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl (apt-get install openssl)")
+        .success();
+    assert!(ok, "openssl {args:?}");
+}
+
+/// `data` signed with the private key `key` (PEM in `dir`) by openssl: `digest` is
+/// `-sha1` or `-sha256`; ECDSA signatures come out DER-encoded, as SendGrid sends them.
+fn openssl_sign(dir: &Path, key: &str, digest: &str, data: &[u8]) -> String {
+    use base64::Engine;
+    std::fs::write(dir.join("to-sign"), data).unwrap();
+    openssl_in(
+        dir,
+        &["dgst", digest, "-sign", key, "-out", "signature", "to-sign"],
+    );
+    base64::engine::general_purpose::STANDARD.encode(std::fs::read(dir.join("signature")).unwrap())
+}
+
+/// An https server on 127.0.0.1 (certificate `cert`/`key`) answering GETs of the paths in
+/// `routes` with their bodies, 404 otherwise; records every path asked for.
+async fn https_stand_in(
+    cert: &str,
+    key: &str,
+    routes: Vec<(String, Vec<u8>)>,
+) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let routes = Arc::new(routes);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, log, routes) = (acceptor.clone(), log.clone(), routes.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let mut request = Vec::new();
+                let mut buffer = [0_u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&request).into_owned();
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+                log.lock().unwrap().push(path.clone());
+                let found = routes.iter().find(|(p, _)| *p == path);
+                let (status, body) = match found {
+                    Some((_, body)) => ("200 OK", body.clone()),
+                    None => ("404 Not Found", b"no such thing".to_vec()),
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = tls.write_all(head.as_bytes()).await;
+                let _ = tls.write_all(&body).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_webhooks_take_only_events_their_provider_signed() {
+    use base64::Engine;
+    use hmac::Mac;
+    const MAILGUN_KEY: &str = "mailgun-signing-key";
+    const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:ses-events";
+    // SAFETY: set once, before the app reads it; no other test reads this name.
+    unsafe {
+        std::env::set_var("LG_TEST_MAILGUN_SIGNING_KEY", MAILGUN_KEY);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path();
+    // SendGrid's key pair (SendGrid shows the public half as base64 DER).
+    openssl_in(
+        keys,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "sendgrid.key",
+        ],
+    );
+    openssl_in(
+        keys,
+        &[
+            "ec",
+            "-in",
+            "sendgrid.key",
+            "-pubout",
+            "-outform",
+            "DER",
+            "-out",
+            "sendgrid.der",
+        ],
+    );
+    let sendgrid_public = base64::engine::general_purpose::STANDARD
+        .encode(std::fs::read(keys.join("sendgrid.der")).unwrap());
+    // SNS's signing certificate, served over https by a stand-in SNS host (127.0.0.1,
+    // its TLS certificate from a throwaway CA the app trusts through sns_ca_file).
+    openssl_in(
+        keys,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sns.amazonaws.com",
+            "-keyout",
+            "sns.key",
+            "-out",
+            "sns.crt",
+        ],
+    );
+    let (ca, tls_cert, tls_key) = loopback_certificate(keys);
+    let cert_path = "/SimpleNotificationService-test.pem".to_owned();
+    let confirm_path = "/?Action=ConfirmSubscription&TopicArn=ses-events&Token=t-1".to_owned();
+    let (sns_port, sns_seen) = https_stand_in(
+        &tls_cert,
+        &tls_key,
+        vec![
+            (
+                cert_path.clone(),
+                std::fs::read(keys.join("sns.crt")).unwrap(),
+            ),
+            (
+                confirm_path.clone(),
+                b"<ConfirmSubscriptionResponse/>".to_vec(),
+            ),
+        ],
+    )
+    .await;
+    let sns_base = format!("https://127.0.0.1:{sns_port}");
+    let public = sendgrid_public.clone();
+    let app = common::spawn_app_with_config(Backend::Sqlite, move |c| {
+        nurture_config(c, 1);
+        let n = &mut c.nurture;
+        n.webhook_token = "hook-token".into();
+        n.mailgun.webhook_signing_key_env = "LG_TEST_MAILGUN_SIGNING_KEY".into();
+        n.sendgrid.webhook_public_key = public;
+        n.ses.sns_topic_arns = vec![TOPIC.into()];
+        n.ses.sns_cert_hosts = vec!["127.0.0.1".into()];
+        n.ses.sns_ca_file = ca.clone();
+    })
+    .await;
+    let post =
+        |provider: &str, token: &str, body: Vec<u8>, headers: Vec<(&'static str, String)>| {
+            let mut request = app
+                .client
+                .post(format!(
+                    "{}/v1/webhooks/email/{provider}?token={token}",
+                    app.base
+                ))
+                .header("content-type", "application/json")
+                .body(body);
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            request.send()
+        };
+    let suppressed = |email: &'static str| {
+        let app = &app;
+        async move { app.get_json(&format!("/v1/suppressions/{email}")).await }
+    };
+    async fn problem(response: reqwest::Response, status: u16) {
+        assert_eq!(response.status(), status);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+    }
+
+    // ---- Mailgun: HMAC-SHA256 of timestamp + token; a token is good once.
+    let now = chrono::Utc::now().timestamp();
+    let mailgun = |timestamp: i64, token: &str, recipient: &str, key: &str| {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+        mac.update(format!("{timestamp}{token}").as_bytes());
+        serde_json::to_vec(&json!({
+            "signature": {"timestamp": timestamp.to_string(), "token": token,
+                          "signature": hex::encode(mac.finalize().into_bytes())},
+            "event-data": {"event": "failed", "severity": "permanent", "recipient": recipient}
+        }))
+        .unwrap()
+    };
+    let good = mailgun(now, "tok-1", "mg-bounce@example.org", MAILGUN_KEY);
+    problem(
+        post("mailgun", "nope", good.clone(), vec![]).await.unwrap(),
+        401,
+    )
+    .await;
+    let ok = post("mailgun", "hook-token", good.clone(), vec![])
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.json::<Value>().await.unwrap()["suppressed"], 1);
+    assert_eq!(
+        suppressed("mg-bounce@example.org").await.1["reason"],
+        "bounced"
+    );
+    // The same delivery again is acknowledged and not processed twice; the same signed
+    // token on another body is refused.
+    let again = post("mailgun", "hook-token", good, vec![]).await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let reused = mailgun(now, "tok-1", "mg-other@example.org", MAILGUN_KEY);
+    problem(
+        post("mailgun", "hook-token", reused, vec![]).await.unwrap(),
+        401,
+    )
+    .await;
+    assert_eq!(suppressed("mg-other@example.org").await.0, 404);
+    let forged = mailgun(now, "tok-2", "mg-forged@example.org", "guessed-key");
+    problem(
+        post("mailgun", "hook-token", forged, vec![]).await.unwrap(),
+        401,
+    )
+    .await;
+    let stale = mailgun(now - 3600, "tok-3", "mg-stale@example.org", MAILGUN_KEY);
+    problem(
+        post("mailgun", "hook-token", stale, vec![]).await.unwrap(),
+        401,
+    )
+    .await;
+    assert_eq!(suppressed("mg-forged@example.org").await.0, 404);
+    assert_eq!(suppressed("mg-stale@example.org").await.0, 404);
+
+    // ---- SendGrid: ECDSA P-256 over timestamp + raw body.
+    let events = serde_json::to_vec(&json!([
+        {"event": "bounce", "type": "bounce", "email": "SG-Bounce@example.org"},
+        {"event": "delivered", "email": "sg-delivered@example.org"}
+    ]))
+    .unwrap();
+    let timestamp = now.to_string();
+    let signed = [timestamp.as_bytes(), &events].concat();
+    let signature = openssl_sign(keys, "sendgrid.key", "-sha256", &signed);
+    let headers = |signature: &str, timestamp: &str| {
+        vec![
+            (
+                "X-Twilio-Email-Event-Webhook-Signature",
+                signature.to_owned(),
+            ),
+            (
+                "X-Twilio-Email-Event-Webhook-Timestamp",
+                timestamp.to_owned(),
+            ),
+        ]
+    };
+    let mut tampered = events.clone();
+    let at = tampered.len() - 5;
+    tampered[at] = b'X';
+    problem(
+        post(
+            "sendgrid",
+            "hook-token",
+            tampered,
+            headers(&signature, &timestamp),
+        )
+        .await
+        .unwrap(),
+        401,
+    )
+    .await;
+    let later = (now + 1).to_string();
+    problem(
+        post(
+            "sendgrid",
+            "hook-token",
+            events.clone(),
+            headers(&signature, &later),
+        )
+        .await
+        .unwrap(),
+        401,
+    )
+    .await;
+    problem(
+        post("sendgrid", "hook-token", events.clone(), vec![])
+            .await
+            .unwrap(),
+        401,
+    )
+    .await;
+    let ok = post(
+        "sendgrid",
+        "hook-token",
+        events,
+        headers(&signature, &timestamp),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(
+        suppressed("sg-bounce@example.org").await.1["reason"],
+        "bounced"
+    );
+    assert_eq!(
+        suppressed("sg-delivered@example.org").await.0,
+        404,
+        "a delivery is not a bounce"
+    );
+
+    // ---- SES through SNS: RSA over the canonical string, certificate from an SNS host.
+    let sns = |fields: Value, version: &str, cert_url: &str| {
+        let mut message = fields.as_object().unwrap().clone();
+        message.insert("SignatureVersion".into(), json!(version));
+        message.insert("SigningCertURL".into(), json!(cert_url));
+        let canonical = leadgate::nurture::webhooks::sns_string_to_sign(&message).unwrap();
+        let digest = if version == "1" { "-sha1" } else { "-sha256" };
+        let signature = openssl_sign(keys, "sns.key", digest, canonical.as_bytes());
+        message.insert("Signature".into(), json!(signature));
+        serde_json::to_vec(&message).unwrap()
+    };
+    let cert_url = format!("{sns_base}{cert_path}");
+    let confirmation = json!({"Type": "SubscriptionConfirmation", "MessageId": "m-1",
+        "Token": "t-1", "TopicArn": TOPIC, "Message": "You have chosen to subscribe.",
+        "SubscribeURL": format!("{sns_base}{confirm_path}"),
+        "Timestamp": "2025-03-04T10:21:07.000Z"});
+    let ok = app
+        .client
+        .post(format!(
+            "{}/v1/webhooks/email/ses?token=hook-token",
+            app.base
+        ))
+        .header("content-type", "text/plain; charset=UTF-8")
+        .body(sns(confirmation, "1", &cert_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.json::<Value>().await.unwrap()["confirmed"], true);
+    assert!(
+        sns_seen.lock().unwrap().contains(&confirm_path),
+        "the subscription was confirmed"
+    );
+    let bounce = |recipient: &str, topic: &str| {
+        json!({"Type": "Notification", "MessageId": "m-2", "TopicArn": topic,
+            "Message": json!({"notificationType": "Bounce", "bounce": {"bounceType": "Permanent",
+                "bouncedRecipients": [{"emailAddress": recipient}]}}).to_string(),
+            "Timestamp": "2025-03-04T10:22:07.000Z",
+            "UnsubscribeURL": format!("{sns_base}/?Action=Unsubscribe")})
+    };
+    let ok = post(
+        "ses",
+        "hook-token",
+        sns(bounce("ses-bounce@example.org", TOPIC), "2", &cert_url),
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(
+        suppressed("ses-bounce@example.org").await.1["reason"],
+        "bounced"
+    );
+    // The certificate was fetched once and then taken from the cache.
+    let fetched = sns_seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| **p == cert_path)
+        .count();
+    assert_eq!(fetched, 1);
+    // Signed, but the Message changed on the way.
+    let mut altered: Value =
+        serde_json::from_slice(&sns(bounce("ses-a@example.org", TOPIC), "2", &cert_url)).unwrap();
+    altered["Message"] = bounce("ses-victim@example.org", TOPIC)["Message"].clone();
+    problem(
+        post(
+            "ses",
+            "hook-token",
+            serde_json::to_vec(&altered).unwrap(),
+            vec![],
+        )
+        .await
+        .unwrap(),
+        401,
+    )
+    .await;
+    // Properly signed by SNS, but for somebody else's topic.
+    let foreign = "arn:aws:sns:us-east-1:999999999999:theirs";
+    problem(
+        post(
+            "ses",
+            "hook-token",
+            sns(bounce("ses-b@example.org", foreign), "2", &cert_url),
+            vec![],
+        )
+        .await
+        .unwrap(),
+        401,
+    )
+    .await;
+    // A certificate anywhere but an allowed https host is not even fetched.
+    for url in [
+        format!("http://127.0.0.1:{sns_port}{cert_path}"),
+        "https://evil.test/SimpleNotificationService-test.pem".to_owned(),
+    ] {
+        problem(
+            post(
+                "ses",
+                "hook-token",
+                sns(bounce("ses-c@example.org", TOPIC), "2", &url),
+                vec![],
+            )
+            .await
+            .unwrap(),
+            401,
+        )
+        .await;
+    }
+    for email in [
+        "ses-a@example.org",
+        "ses-victim@example.org",
+        "ses-b@example.org",
+        "ses-c@example.org",
+    ] {
+        assert_eq!(suppressed(email).await.0, 404, "{email}");
+    }
+    assert_eq!(
+        sns_seen.lock().unwrap().len(),
+        2,
+        "only the certificate and the confirmation were fetched: {:?}",
+        sns_seen.lock().unwrap()
+    );
+    app.stop().await;
+
+    // A provider without its signature check configured is not served.
+    let bare = common::spawn_app_with_config(Backend::Sqlite, |c| nurture_config(c, 1)).await;
+    for provider in ["mailgun", "sendgrid", "ses"] {
+        let response = bare
+            .client
+            .post(format!("{}/v1/webhooks/email/{provider}", bare.base))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{provider}");
+    }
+    bare.stop().await;
 }

@@ -16,12 +16,14 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::caller::Caller;
 use super::error::ApiError;
+use super::request::read_body;
 use crate::access::Action;
 use crate::domain::RecordKind;
 use crate::nurture::engagement::{self, Event};
 use crate::nurture::sequences::{self, SequenceInput};
 use crate::nurture::templates::{self, TemplateInput};
 use crate::nurture::tracking::{PIXEL_GIF, Token, TrackingKey};
+use crate::nurture::webhooks::{self, SnsKind, WebhookError, WebhookVerifiers};
 use crate::nurture::{NurtureError, NurtureSection, outbox, suppression};
 use crate::store::RequestMeta;
 
@@ -31,6 +33,7 @@ pub struct NurtureState {
     pub section: Arc<NurtureSection>,
     pub key: TrackingKey,
     pub events: engagement::EventWriter,
+    pub webhooks: WebhookVerifiers,
 }
 
 /// The permission kind of templates, sequences, the outbox and suppressions.
@@ -554,30 +557,131 @@ pub fn provider_events(provider: &str, body: &Value) -> Vec<(String, &'static st
     found
 }
 
+/// A refused webhook as an answer: a failed check is `401`, SNS out of reach `503` (SNS
+/// delivers again), a body that is no event `400`.
+fn webhook_refused(provider: &str, error: WebhookError) -> ApiError {
+    match error {
+        WebhookError::Store(error) => error.into(),
+        WebhookError::Malformed(why) => ApiError::BadRequest(why),
+        WebhookError::Unreachable(why) => {
+            tracing::warn!(provider, %why, "SNS not reached; the message is not taken");
+            ApiError::Unavailable(why)
+        }
+        other => {
+            tracing::info!(provider, error = %other, "email webhook refused");
+            ApiError::BadSignature
+        }
+    }
+}
+
 /// Provider event webhooks (`sendgrid`, `mailgun`, `ses`): hard bounces and complaints
-/// suppress the address and end its leads' sequences.
-#[utoipa::path(tag = "nurture", params(("provider" = String, Path), ("token" = String, Query)),
-    responses((status = 200, description = "`{suppressed: n}`"), (status = 401, body = super::error::Problem),
-              (status = 404, description = "unknown provider or webhooks not configured", body = super::error::Problem)))]
+/// suppress the address and end its leads' sequences. Each is checked by the provider's
+/// own signature (see the README); `?token=` is required too when `webhook_token` is set.
+/// The suppressions are durable before the `200`.
+#[utoipa::path(tag = "nurture", params(("provider" = String, Path), ("token" = Option<String>, Query)),
+    responses((status = 200, description = "`{suppressed: n}`; an SNS subscription confirmed: `{confirmed: true}`"),
+              (status = 400, description = "not an event", body = super::error::Problem),
+              (status = 401, description = "signature missing, invalid, stale or replayed; unknown SNS topic", body = super::error::Problem),
+              (status = 404, description = "unknown provider, or its signature check not configured", body = super::error::Problem),
+              (status = 503, description = "SNS signing certificate not reachable", body = super::error::Problem)))]
 #[post("/v1/webhooks/email/{provider}")]
 pub async fn provider_webhook(
+    req: HttpRequest,
     provider: web::Path<String>,
     query: web::Query<WebhookQuery>,
-    body: web::Json<Value>,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let expected = &state.nurture.section.webhook_token;
-    if expected.is_empty() || !["sendgrid", "mailgun", "ses"].contains(&provider.as_str()) {
-        return Err(ApiError::NotFound);
+    let nurture = &state.nurture;
+    let verifiers = &nurture.webhooks;
+    let provider = provider.as_str();
+    let configured = match provider {
+        "mailgun" => verifiers.mailgun.is_some(),
+        "sendgrid" => verifiers.sendgrid.is_some(),
+        "ses" => verifiers.sns.is_some(),
+        _ => return Err(ApiError::NotFound),
+    };
+    if !configured {
+        return Err(ApiError::NotConfigured(format!("the {provider} webhook")));
     }
-    let given = query.token.as_deref().unwrap_or_default();
-    if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-        return Err(ApiError::Unauthorized);
+    let expected = &nurture.section.webhook_token;
+    if !expected.is_empty() {
+        let given = query.token.as_deref().unwrap_or_default();
+        if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+            return Err(ApiError::Unauthorized);
+        }
     }
-    let events = provider_events(&provider, &body);
+    let body = read_body(&req, payload, state.config.max_body_bytes).await?;
+    let now = chrono::Utc::now();
+    let tolerance = i64::try_from(nurture.section.webhook_tolerance_secs).unwrap_or(i64::MAX);
+    let refused = |error: WebhookError| webhook_refused(provider, error);
+    let parse = |bytes: &[u8]| -> Result<Value, ApiError> {
+        serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(format!("not JSON: {e}")))
+    };
+    let header_value = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let mut mailgun_token = None;
+    let events = match (
+        provider,
+        &verifiers.mailgun,
+        &verifiers.sendgrid,
+        &verifiers.sns,
+    ) {
+        ("mailgun", Some(key), _, _) => {
+            let json = parse(&body)?;
+            mailgun_token =
+                Some(webhooks::verify_mailgun(key, &json, now, tolerance).map_err(refused)?);
+            json
+        }
+        ("sendgrid", _, Some(key), _) => {
+            webhooks::verify_sendgrid(
+                key,
+                header_value(webhooks::SENDGRID_TIMESTAMP),
+                header_value(webhooks::SENDGRID_SIGNATURE),
+                &body,
+                now,
+                tolerance,
+            )
+            .map_err(refused)?;
+            parse(&body)?
+        }
+        ("ses", _, _, Some(sns)) => {
+            // SNS posts JSON as text/plain, so the body is read whatever its type.
+            let message = sns.verify(&body).await.map_err(refused)?;
+            match message.kind {
+                SnsKind::SubscriptionConfirmation => {
+                    let url = message
+                        .subscribe_url
+                        .as_deref()
+                        .ok_or(WebhookError::Missing("SubscribeURL"))
+                        .map_err(refused)?;
+                    sns.confirm(url).await.map_err(refused)?;
+                    tracing::info!(topic = %message.topic_arn, "SNS subscription confirmed");
+                    return Ok(HttpResponse::Ok().json(json!({"confirmed": true})));
+                }
+                SnsKind::UnsubscribeConfirmation => {
+                    tracing::warn!(topic = %message.topic_arn, "SNS subscription ended");
+                    return Ok(HttpResponse::Ok().json(json!({"suppressed": 0})));
+                }
+                SnsKind::Notification => json!({"Message": message.message}),
+            }
+        }
+        _ => return Err(ApiError::NotFound),
+    };
+    let events = provider_events(provider, &events);
     let mut tx = state.store.begin_write().await?;
+    if let Some(token) = &mailgun_token {
+        let used = webhooks::spend_token(&mut tx, provider, token, &body, now, tolerance)
+            .await
+            .map_err(refused)?;
+        if used == webhooks::TokenUse::Again {
+            // A redelivery of what was kept: acknowledged, not processed twice.
+            return Ok(HttpResponse::Ok()
+                .insert_header(("Idempotent-Replayed", "true"))
+                .json(json!({"suppressed": 0})));
+        }
+    }
     for (email, reason) in &events {
-        suppression::suppress_in(&mut tx, email, reason, &provider).await?;
+        suppression::suppress_in(&mut tx, email, reason, provider).await?;
         let leads: Vec<String> = sqlx::query_scalar("SELECT id FROM leads WHERE email = $1")
             .bind(email)
             .fetch_all(&mut *tx)

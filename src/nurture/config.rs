@@ -70,6 +70,20 @@ pub struct ApiSection {
     pub region: String,
     pub secret_key_env: String,
     pub timeout_secs: u64,
+    /// Mailgun: the environment variable holding the webhook signing key (its events are
+    /// signed with HMAC-SHA256 of `timestamp + token`); empty: Mailgun webhooks are off.
+    pub webhook_signing_key_env: String,
+    /// SendGrid: the Signed Event Webhook's verification key as SendGrid shows it (base64
+    /// DER SubjectPublicKeyInfo of a P-256 key); empty: SendGrid webhooks are off.
+    pub webhook_public_key: String,
+    /// SES through SNS: the topics whose notifications are taken (anyone can have SNS
+    /// sign messages of their own topic); empty: SES webhooks are off.
+    pub sns_topic_arns: Vec<String>,
+    /// Hosts SNS signing certificates and subscription confirmations may come from
+    /// (https only); `*` stands for one DNS label.
+    pub sns_cert_hosts: Vec<String>,
+    /// A PEM file of extra trusted roots for fetching from those hosts (tests).
+    pub sns_ca_file: String,
 }
 
 impl Default for ApiSection {
@@ -81,6 +95,11 @@ impl Default for ApiSection {
             region: "us-east-1".into(),
             secret_key_env: String::new(),
             timeout_secs: 30,
+            webhook_signing_key_env: String::new(),
+            webhook_public_key: String::new(),
+            sns_topic_arns: Vec::new(),
+            sns_cert_hosts: vec!["sns.*.amazonaws.com".into()],
+            sns_ca_file: String::new(),
         }
     }
 }
@@ -142,8 +161,11 @@ pub struct NurtureSection {
     pub default_time_zone: String,
     /// How often the scheduler and the sender look for due work.
     pub poll_ms: u64,
-    /// Shared token of the provider webhooks (`?token=`); empty: webhooks answer 404.
+    /// An extra gate on the provider webhooks: when set, `?token=` must carry it too.
+    /// Each provider's webhook is on when its own signature check is configured.
     pub webhook_token: String,
+    /// Mailgun and SendGrid webhook timestamps further than this from now are refused.
+    pub webhook_tolerance_secs: u64,
     pub smtp: SmtpSection,
     pub sendgrid: ApiSection,
     pub mailgun: ApiSection,
@@ -172,6 +194,7 @@ impl Default for NurtureSection {
             default_time_zone: "UTC".into(),
             poll_ms: 1000,
             webhook_token: String::new(),
+            webhook_tolerance_secs: 300,
             smtp: SmtpSection::default(),
             sendgrid: ApiSection {
                 base_url: "https://api.sendgrid.com".into(),
@@ -258,5 +281,24 @@ mod tests {
         );
         assert_eq!(url_host("javascript:alert(1)"), None);
         assert_eq!(address_of("Sales <Sales@Example.com>"), "sales@example.com");
+    }
+
+    #[test]
+    fn a_mailbox_is_its_address_whatever_the_display_name() {
+        // The daily limit counts per mailbox by this key (`email_outbox.mailbox_address`).
+        for from in [
+            "Sales <sales@example.com>",
+            "sales@example.com",
+            "SALES@Example.COM",
+            "  <sales@example.com>  ",
+            "\"Sales, EMEA <team>\" <Sales@example.com>",
+            "Vertrieb <sales@example.com >",
+        ] {
+            assert_eq!(address_of(from), "sales@example.com", "{from}");
+        }
+        assert_ne!(
+            address_of("Sales <sales@example.com>"),
+            address_of("Sales <sales@example.org>")
+        );
     }
 }

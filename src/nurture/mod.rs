@@ -18,6 +18,7 @@ pub mod suppression;
 pub mod tasks;
 pub mod templates;
 pub mod tracking;
+pub mod webhooks;
 pub mod window;
 
 pub use config::NurtureSection;

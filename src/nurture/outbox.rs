@@ -32,6 +32,9 @@ pub struct Claimed {
     pub activity_id: Option<String>,
     /// Attempts before this one.
     pub attempts: i64,
+    /// Claims that found the row abandoned mid-send (a process stopped before settling):
+    /// above 0, an earlier attempt may have reached the server.
+    pub reclaimed: i64,
 }
 
 /// How one attempt ended.
@@ -156,7 +159,8 @@ pub async fn enqueue_template(
     sqlx::query(
         "INSERT INTO email_outbox (id, message_id, mailbox, recipient, subject, html, text, \
          lead_id, activity_id, enrolment_id, status, attempts, next_attempt_at, created_at, \
-         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', $11, $12, $13, $14)",
+         updated_at, mailbox_address) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', $11, $12, $13, $14, $15)",
     )
     .bind(&id)
     .bind(&message_id)
@@ -172,13 +176,14 @@ pub async fn enqueue_template(
     .bind(&now)
     .bind(&now)
     .bind(&now)
+    .bind(&mailbox)
     .execute(&mut *conn)
     .await?;
     Ok(id)
 }
 
 const CLAIMED_COLUMNS: &str = "id, message_id, mailbox, recipient, subject, html, text, \
-                               lead_id, activity_id, attempts";
+                               lead_id, activity_id, attempts, reclaimed";
 
 fn claimed(row: &sqlx::any::AnyRow) -> Result<Claimed, StoreError> {
     Ok(Claimed {
@@ -192,11 +197,13 @@ fn claimed(row: &sqlx::any::AnyRow) -> Result<Claimed, StoreError> {
         lead_id: row.try_get("lead_id")?,
         activity_id: row.try_get("activity_id")?,
         attempts: row.try_get("attempts")?,
+        reclaimed: row.try_get("reclaimed")?,
     })
 }
 
 /// Claims up to `limit` due emails for `lease`: pending ones whose time has come, and
-/// ones left `sending` by a process whose lease ran out.
+/// ones left `sending` by a process whose lease ran out (counted in `reclaimed`: the
+/// expressions of `SET` read the row as it was before the update).
 pub async fn claim(
     store: &Store,
     limit: usize,
@@ -208,7 +215,8 @@ pub async fn claim(
     };
     let now = Utc::now();
     let sql = format!(
-        "UPDATE email_outbox SET status = 'sending', lease_until = $1, updated_at = $2 \
+        "UPDATE email_outbox SET status = 'sending', lease_until = $1, updated_at = $2, \
+         reclaimed = reclaimed + CASE WHEN status = 'sending' THEN 1 ELSE 0 END \
          WHERE id IN (SELECT id FROM email_outbox WHERE (status = 'pending' AND next_attempt_at <= $3) \
          OR (status = 'sending' AND lease_until < $4) ORDER BY next_attempt_at LIMIT $5{lock}) \
          RETURNING {CLAIMED_COLUMNS}"
@@ -226,22 +234,21 @@ pub async fn claim(
     rows.iter().map(claimed).collect()
 }
 
-/// Emails `mailbox` has sent since the start of the current UTC day.
-pub async fn sent_today(store: &Store, mailbox: &str) -> Result<i64, StoreError> {
+/// Emails the mailbox `address` (lower-cased addr-spec, see `config::address_of`) has
+/// sent since the start of the current UTC day, whatever display names its Froms had.
+pub async fn sent_today(store: &Store, address: &str) -> Result<i64, StoreError> {
     let midnight = Utc::now()
         .date_naive()
         .and_hms_opt(0, 0, 0)
         .map(|t| t.and_utc())
         .unwrap_or_else(Utc::now);
-    Ok(
-        sqlx::query_scalar(
-            "SELECT COUNT(*) FROM email_outbox WHERE mailbox = $1 AND sent_at >= $2",
-        )
-        .bind(mailbox)
-        .bind(format_timestamp(midnight))
-        .fetch_one(store.pool())
-        .await?,
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM email_outbox WHERE mailbox_address = $1 AND sent_at >= $2",
     )
+    .bind(address)
+    .bind(format_timestamp(midnight))
+    .fetch_one(store.pool())
+    .await?)
 }
 
 /// Records how an attempt ended on the outbox row and its activity, in one transaction.
@@ -335,6 +342,9 @@ pub async fn settle(
                     data.insert("provider_id".into(), json!(provider_id));
                     data.insert("mailer".into(), json!(mailer));
                     data.remove("last_error");
+                    if email.reclaimed > 0 {
+                        data.insert("possible_duplicate".into(), json!(true));
+                    }
                 }
                 Outcome::Retry { error, .. } => {
                     data.insert("last_error".into(), json!(error));
@@ -383,12 +393,15 @@ pub struct OutboxState {
     pub sent_at: Option<String>,
     pub lead_id: Option<String>,
     pub activity_id: Option<String>,
+    /// Times the row was found abandoned mid-send and claimed again; above 0, an earlier
+    /// attempt may have reached the server and the email may have arrived twice.
+    pub reclaimed: i64,
 }
 
 pub async fn state(store: &Store, id: &str) -> Result<Option<OutboxState>, StoreError> {
     let row = sqlx::query(
         "SELECT id, message_id, status, attempts, recipient, error, provider_id, sent_at, \
-         lead_id, activity_id FROM email_outbox WHERE id = $1",
+         lead_id, activity_id, reclaimed FROM email_outbox WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(store.pool())
@@ -405,6 +418,7 @@ pub async fn state(store: &Store, id: &str) -> Result<Option<OutboxState>, Store
             sent_at: row.try_get("sent_at")?,
             lead_id: row.try_get("lead_id")?,
             activity_id: row.try_get("activity_id")?,
+            reclaimed: row.try_get("reclaimed")?,
         })
     })
     .transpose()

@@ -115,7 +115,7 @@ impl EmailSender {
         }
         let limit = self.section.daily_limit_per_mailbox;
         let mailbox = super::config::address_of(&email.mailbox);
-        if limit > 0 && outbox::sent_today(&self.store, &email.mailbox).await? >= limit {
+        if limit > 0 && outbox::sent_today(&self.store, &mailbox).await? >= limit {
             let tomorrow = (Utc::now() + chrono::Duration::days(1))
                 .date_naive()
                 .and_hms_opt(0, 0, 0)
@@ -134,6 +134,12 @@ impl EmailSender {
             headers: unsubscribe_headers(&self.section, &self.key, &email.id),
             outbox_id: email.id.clone(),
         };
+        if email.reclaimed > 0 {
+            // No SMTP command asks a server whether it took a message; the same
+            // Message-ID lets receivers and our tracking see a second copy as the same one.
+            tracing::warn!(email = %email.id, message_id = %email.message_id,
+                "sending again an email whose earlier attempt stopped unsettled; it may arrive twice");
+        }
         Ok(match self.mailer.send(&outgoing).await {
             Ok(accepted) => Outcome::Sent {
                 provider_id: if accepted.provider_id.is_empty() {

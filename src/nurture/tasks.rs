@@ -111,11 +111,16 @@ async fn run_rule(store: &Store, rule: &TaskRule) -> Result<usize, NurtureError>
     // (lead id, what makes this occurrence unique)
     let candidates: Vec<(String, String)> = match rule.when.as_str() {
         "missed_call" => {
+            // The pipeline raises its own call-back task for a missed call from a known
+            // lead (the mapping's `follow_up_when`), in the transaction that records the
+            // call and with the call's `inbound_id`: such a call has its task already.
             let rows = sqlx::query(
-                "SELECT id, lead_id FROM activities WHERE activity_type = 'call' \
-                 AND direction = 'inbound' AND lead_id IS NOT NULL AND created_at > $1 AND \
-                 (subject LIKE 'missed%' OR subject LIKE 'no_answer%' OR subject LIKE 'no-answer%' \
-                 OR subject LIKE 'busy%') LIMIT 500",
+                "SELECT c.id, c.lead_id FROM activities c WHERE c.activity_type = 'call' \
+                 AND c.direction = 'inbound' AND c.lead_id IS NOT NULL AND c.created_at > $1 AND \
+                 (c.subject LIKE 'missed%' OR c.subject LIKE 'no_answer%' OR c.subject LIKE 'no-answer%' \
+                 OR c.subject LIKE 'busy%') AND NOT EXISTS (SELECT 1 FROM activities t WHERE \
+                 t.inbound_id = c.inbound_id AND t.activity_type = 'task' AND t.lead_id = c.lead_id) \
+                 LIMIT 500",
             )
             .bind(format_timestamp(Utc::now() - chrono::Duration::days(7)))
             .fetch_all(store.pool())

@@ -2,8 +2,13 @@
 //! TLS from the first byte, AUTH when a user is configured, a small connection pool.
 //! A 4xx reply or a connection lost before the server's final `250` is temporary (the
 //! server has not taken the message, so sending it again delivers it once); 5xx is
-//! permanent.
+//! permanent, except a refused AUTH (see `classify`).
+//!
+//! lettre's async transport bounds only the TCP connect, not the server's answers, so a
+//! server that stops answering would hold a send (and its outbox lease) until its own
+//! idle timeout. Every send is therefore bounded as a whole by `timeout_secs`.
 
+use std::sync::RwLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,8 +20,38 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use super::{Accepted, MailError, Mailer, MailerConfigError, OutgoingEmail, secret_from_env};
 use crate::nurture::config::{SmtpSection, SmtpTls};
 
+type Transport = AsyncSmtpTransport<Tokio1Executor>;
+
+/// What a transport is built from (again, when a send timed out).
+struct Settings {
+    host: String,
+    port: u16,
+    tls: Tls,
+    credentials: Option<Credentials>,
+    timeout: Duration,
+    pool_size: u32,
+}
+
+impl Settings {
+    fn build(&self) -> Transport {
+        let mut builder = Transport::builder_dangerous(self.host.clone())
+            .port(self.port)
+            .tls(self.tls.clone())
+            .timeout(Some(self.timeout))
+            .pool_config(PoolConfig::new().max_size(self.pool_size));
+        if let Some(credentials) = &self.credentials {
+            builder = builder.credentials(credentials.clone());
+        }
+        builder.build()
+    }
+}
+
 pub struct SmtpMailer {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    settings: Settings,
+    /// Replaced by a fresh one (new pool) when a send times out: the abandoned
+    /// connection may be mid-command, and a pooled connection that later reads the
+    /// late answer of an earlier command would pair answers with the wrong commands.
+    transport: RwLock<Transport>,
 }
 
 impl SmtpMailer {
@@ -49,19 +84,63 @@ impl SmtpMailer {
                 }
             }
         };
-        let mut builder =
-            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(section.host.clone())
-                .port(section.port)
-                .tls(tls)
-                .timeout(Some(Duration::from_secs(section.timeout_secs.max(1))))
-                .pool_config(PoolConfig::new().max_size(section.pool_size.max(1)));
-        if !section.user.is_empty() {
+        let credentials = if section.user.is_empty() {
+            None
+        } else {
             let password = secret_from_env("smtp", &section.password_env)?;
-            builder = builder.credentials(Credentials::new(section.user.clone(), password));
-        }
+            Some(Credentials::new(section.user.clone(), password))
+        };
+        let settings = Settings {
+            host: section.host.clone(),
+            port: section.port,
+            tls,
+            credentials,
+            timeout: Duration::from_secs(section.timeout_secs.max(1)),
+            pool_size: section.pool_size.max(1),
+        };
+        let transport = RwLock::new(settings.build());
         Ok(Self {
-            transport: builder.build(),
+            settings,
+            transport,
         })
+    }
+
+    fn current(&self) -> Transport {
+        match self.transport.read() {
+            Ok(transport) => transport.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Drops the pool a timed-out send used: its connections close, later sends open new ones.
+    fn renew(&self) {
+        let fresh = self.settings.build();
+        let old = match self.transport.write() {
+            Ok(mut transport) => std::mem::replace(&mut *transport, fresh),
+            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), fresh),
+        };
+        tokio::spawn(async move { old.shutdown().await });
+    }
+}
+
+/// Whether the relay refused our credentials (530, 534, 535, 538).
+fn auth_refused(error: &lettre::transport::smtp::Error) -> bool {
+    matches!(error.status().map(u16::from), Some(530 | 534 | 535 | 538))
+}
+
+/// A lettre error as a send outcome. A refused AUTH is about the configuration, not the
+/// email: it is kept temporary so queued emails wait, retried by the usual policy, for
+/// the password to be fixed, rather than every one of them failing for good.
+fn classify(error: &lettre::transport::smtp::Error) -> MailError {
+    if auth_refused(error) {
+        return MailError::Temporary(format!(
+            "SMTP AUTH refused (check nurture.smtp.user and the password): {error}"
+        ));
+    }
+    if error.is_permanent() {
+        MailError::Permanent(format!("SMTP: {error}"))
+    } else {
+        MailError::Temporary(format!("SMTP: {error}"))
     }
 }
 
@@ -73,10 +152,11 @@ impl Mailer for SmtpMailer {
 
     async fn send(&self, email: &OutgoingEmail) -> Result<Accepted, MailError> {
         let message = super::to_message(email)?;
-        match self.transport.send(message).await {
+        let transport = self.current();
+        match tokio::time::timeout(self.settings.timeout, transport.send(message)).await {
             // Bounces (DSNs) and replies name our Message-ID, so it is the id to keep;
             // the server's own queue id is in its answer, logged.
-            Ok(response) => {
+            Ok(Ok(response)) => {
                 tracing::debug!(
                     message_id = %email.message_id,
                     answer = %response.message().collect::<Vec<_>>().join(" "),
@@ -86,10 +166,20 @@ impl Mailer for SmtpMailer {
                     provider_id: email.message_id.clone(),
                 })
             }
-            Err(error) if error.is_permanent() => {
-                Err(MailError::Permanent(format!("SMTP: {error}")))
+            Ok(Err(error)) => {
+                if auth_refused(&error) {
+                    tracing::error!(%error, host = %self.settings.host,
+                        "the SMTP relay refuses our credentials");
+                }
+                Err(classify(&error))
             }
-            Err(error) => Err(MailError::Temporary(format!("SMTP: {error}"))),
+            Err(_) => {
+                self.renew();
+                Err(MailError::Temporary(format!(
+                    "SMTP: no answer within {} s",
+                    self.settings.timeout.as_secs()
+                )))
+            }
         }
     }
 }
