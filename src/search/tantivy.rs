@@ -760,12 +760,24 @@ impl SearchIndex for TantivyIndex {
     }
 
     async fn stats(&self) -> Result<IndexStats, SearchError> {
-        let checkpoint = read_payload(&self.index)?.and_then(|p| p.checkpoint);
-        Ok(IndexStats {
-            backend: "tantivy".to_owned(),
-            documents: self.reader.searcher().num_docs(),
-            checkpoint,
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            // A commit writes its checkpoint to disk before this process's searcher is
+            // reloaded; the writer is held across both, so waiting for it never reports a
+            // checkpoint ahead of what searches see (`/readyz` lag 0 with a stale answer).
+            let _writer = this
+                .writer
+                .lock()
+                .map_err(|_| backend_error("writer lock poisoned"))?;
+            let checkpoint = read_payload(&this.index)?.and_then(|p| p.checkpoint);
+            Ok(IndexStats {
+                backend: "tantivy".to_owned(),
+                documents: this.reader.searcher().num_docs(),
+                checkpoint,
+            })
         })
+        .await
+        .map_err(backend_error)?
     }
 
     fn outbox_consumer(&self) -> OutboxConsumer {
