@@ -160,20 +160,16 @@ async fn main() {
 }
 
 /// Load, update and outbox row per change, one statement each, with or without the
-/// change's audit row (chain head read once per transaction, SHA-256, insert): the
-/// difference is what auditing costs.
+/// change's audit row appended to the hash chain by the write path's own
+/// `audit::append` (chain head read once per transaction, SHA-256, one multi-row
+/// insert): the difference is what auditing costs.
 async fn raw_updates(store: &Store, ids: &[String], per_tx: usize, audit: bool) -> f64 {
-    use leadgate::store::audit::{AuditContent, chain_head};
+    use leadgate::store::audit::{AuditContent, append};
     use leadgate::store::write::{Placeholders, values_clause};
     let start = Instant::now();
     for chunk in ids.chunks(per_tx) {
         let mut tx = store.begin_write().await.expect("tx");
-        let mut head = if audit {
-            chain_head(&mut tx).await.expect("head")
-        } else {
-            String::new()
-        };
-        let mut rows = Vec::new();
+        let mut changed = Vec::new();
         let mut outbox = Vec::new();
         for id in chunk {
             let now = leadgate::domain::value::now_timestamp();
@@ -193,29 +189,7 @@ async fn raw_updates(store: &Store, ids: &[String], per_tx: usize, audit: bool) 
             .expect("update");
             outbox.push((id.clone(), now.clone()));
             if audit {
-                let old = old.map(|t| json!(t).to_string());
-                let content = AuditContent {
-                    at: &now,
-                    actor: "bench",
-                    channel: "bench",
-                    action: "update",
-                    record_kind: "leads",
-                    record_id: id,
-                    field: Some("title"),
-                    old_value: old.as_deref(),
-                    new_value: Some("\"Head of Data\""),
-                    ip: Some("127.0.0.1"),
-                    user_agent: Some("bench"),
-                    request_id: None,
-                };
-                let hash = content.hash(&head);
-                rows.push((
-                    now,
-                    id.clone(),
-                    old,
-                    std::mem::replace(&mut head, hash.clone()),
-                    hash,
-                ));
+                changed.push((now, id, old.map(|t| json!(t).to_string())));
             }
         }
         // As the write path does: the transaction's outbox and audit rows, one statement each.
@@ -229,33 +203,24 @@ async fn raw_updates(store: &Store, ids: &[String], per_tx: usize, audit: bool) 
             query = query.bind("leads").bind(id).bind("update").bind(now);
         }
         query.execute(&mut *tx).await.expect("outbox");
-        if !rows.is_empty() {
-            let sql = format!(
-                "INSERT INTO audit_log (at, actor, channel, action, record_kind, record_id, \
-                 field, old_value, new_value, ip, user_agent, request_id, prev_hash, hash) \
-                 VALUES {}",
-                values_clause(placeholders, rows.len(), 14)
-            );
-            let mut query = sqlx::query(&sql);
-            for (now, id, old, prev, hash) in rows.drain(..) {
-                query = query
-                    .bind(now)
-                    .bind("bench")
-                    .bind("bench")
-                    .bind("update")
-                    .bind("leads")
-                    .bind(id)
-                    .bind("title")
-                    .bind(old)
-                    .bind("\"Head of Data\"")
-                    .bind("127.0.0.1")
-                    .bind("bench")
-                    .bind(None::<String>)
-                    .bind(prev)
-                    .bind(hash);
-            }
-            query.execute(&mut *tx).await.expect("audit rows");
-        }
+        let rows: Vec<AuditContent> = changed
+            .iter()
+            .map(|(now, id, old)| AuditContent {
+                at: now,
+                actor: "bench",
+                channel: "bench",
+                action: "update",
+                record_kind: "leads",
+                record_id: id,
+                field: Some("title"),
+                old_value: old.as_deref(),
+                new_value: Some("\"Head of Data\""),
+                ip: Some("127.0.0.1"),
+                user_agent: Some("bench"),
+                request_id: None,
+            })
+            .collect();
+        append(&mut tx, &rows).await.expect("audit rows");
         tx.commit().await.expect("commit");
     }
     start.elapsed().as_secs_f64() / ids.len() as f64 * 1e6

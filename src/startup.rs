@@ -279,6 +279,7 @@ impl Application {
                 index: search.clone(),
                 poll: Duration::from_millis(config.search.poll_millis.max(10)),
                 shutdown: shutdown.clone(),
+                outbox: crate::search::indexer::OutboxUpkeep::from_config(&config.search),
             }
             .spawn()
         });

@@ -17,6 +17,7 @@ on_both_backends!(
     audit_rows_carry_who_where_and_a_tampered_row_breaks_the_chain,
     concurrent_writers_keep_one_unbroken_chain,
     a_team_list_merges_its_owners_in_order_and_pages,
+    a_chain_kept_as_hex_text_still_verifies_once_stored_as_bytes,
 );
 
 struct Org {
@@ -923,7 +924,168 @@ async fn a_team_list_merges_its_owners_in_order_and_pages(backend: Backend) {
     );
     assert_eq!(first, expected[..4]);
     assert_eq!(second, expected[4..8]);
+    // The default order, newest first; one write gave all rows the same time, so the
+    // merge must follow the id too.
+    let newest = |owners: Option<Vec<String>>, offset| ListQuery {
+        sort: "updated_at",
+        descending: true,
+        ..query(owners, offset)
+    };
+    let ids = |records: Vec<leadgate::store::read::Record>| -> Vec<String> {
+        records.into_iter().map(|r| r.id).collect()
+    };
+    let expected: Vec<String> = app
+        .store
+        .list(
+            RecordKind::Lead,
+            &ListQuery {
+                limit: 100,
+                ..newest(None, 0)
+            },
+        )
+        .await
+        .expect("list")
+        .into_iter()
+        .filter(|r| matches!(r.fields["owner_id"].as_str(), Some("u0" | "u2")))
+        .map(|r| r.id)
+        .collect();
+    let mut team_pages = Vec::new();
+    for offset in [0, 4, 8] {
+        team_pages.extend(ids(app
+            .store
+            .list(RecordKind::Lead, &newest(team.clone(), offset))
+            .await
+            .expect("page")));
+    }
+    assert_eq!(team_pages, expected);
     app.stop().await;
+}
+
+/// Migration 0013 stores hashes as bytes and drops `prev_hash`: a chain written before it,
+/// as hex text, must still verify, take new rows, and show tampering.
+async fn a_chain_kept_as_hex_text_still_verifies_once_stored_as_bytes(backend: Backend) {
+    use leadgate::store::audit::{AuditContent, GENESIS};
+    use sqlx::migrate::Migrator;
+    let data = tempfile::tempdir().expect("temp dir");
+    let (url, dir) = match backend {
+        Backend::Sqlite => (
+            format!("sqlite://{}/old.db?mode=rwc", data.path().display()),
+            "migrations/sqlite",
+        ),
+        Backend::Postgres => (common::fresh_postgres_url().await, "migrations/postgres"),
+    };
+    let store = leadgate::store::Store::connect(&url, 2)
+        .await
+        .expect("connect");
+    let mut before = Migrator::new(std::path::Path::new(dir))
+        .await
+        .expect("migrations");
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version < 13)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before.run(store.pool()).await.expect("migrate to 0012");
+    let mut prev = GENESIS.to_vec();
+    let mut seqs = Vec::new();
+    for n in 0..3 {
+        let id = format!("l-{n}");
+        let content = AuditContent {
+            at: "2026-11-24T10:00:00.000000Z",
+            actor: "user:a",
+            channel: "api",
+            action: "update",
+            record_kind: "leads",
+            record_id: &id,
+            field: Some("email"),
+            old_value: None,
+            new_value: Some("\"x@example.org\""),
+            ip: Some("10.0.0.1"),
+            user_agent: None,
+            request_id: None,
+        };
+        let hash = content.hash(&prev);
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO audit_log (at, actor, channel, action, record_kind, record_id, field, \
+             old_value, new_value, ip, user_agent, request_id, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING seq",
+        )
+        .bind(content.at)
+        .bind(content.actor)
+        .bind(content.channel)
+        .bind(content.action)
+        .bind(content.record_kind)
+        .bind(content.record_id)
+        .bind(content.field)
+        .bind(None::<String>)
+        .bind(content.new_value)
+        .bind(content.ip)
+        .bind(None::<String>)
+        .bind(None::<String>)
+        .bind(hex::encode(&prev))
+        .bind(hex::encode(hash))
+        .fetch_one(store.pool())
+        .await
+        .expect("old row");
+        seqs.push(seq);
+        prev = hash.to_vec();
+    }
+    store.migrate().await.expect("migrate to the latest");
+    let report = store.verify_audit().await.expect("verify");
+    assert!(report.broken.is_none(), "{report:?}");
+    assert_eq!(report.rows, 3);
+    assert_eq!(report.head, hex::encode(&prev));
+    // New rows link onto the migrated chain.
+    let ctx = leadgate::store::WriteContext::new("user:a", "api", Default::default());
+    store
+        .record_event(&ctx, "sign_in", "users", "a", None, None)
+        .await
+        .expect("event");
+    let report = store.verify_audit().await.expect("verify");
+    assert!(report.broken.is_none(), "{report:?}");
+    assert_eq!(report.rows, 4);
+    // An edited migrated row is still named, and so is the row after a removed one.
+    let drop_guard = match backend {
+        Backend::Sqlite => "DROP TRIGGER audit_log_no_delete",
+        Backend::Postgres => "DROP TRIGGER audit_log_append_only ON audit_log",
+    };
+    sqlx::query(drop_guard)
+        .execute(store.pool())
+        .await
+        .expect("drop guard");
+    sqlx::query("DELETE FROM audit_log WHERE seq = $1")
+        .bind(seqs[1])
+        .execute(store.pool())
+        .await
+        .expect("remove a row");
+    let broken = store
+        .verify_audit()
+        .await
+        .expect("verify")
+        .broken
+        .expect("a removed row is detected");
+    assert_eq!(broken.seq, seqs[2]);
+    if backend == Backend::Sqlite {
+        sqlx::query("DROP TRIGGER audit_log_no_update")
+            .execute(store.pool())
+            .await
+            .expect("drop guard");
+    }
+    sqlx::query("UPDATE audit_log SET ip = '10.0.0.2' WHERE seq = $1")
+        .bind(seqs[0])
+        .execute(store.pool())
+        .await
+        .expect("edit a row");
+    let broken = store
+        .verify_audit()
+        .await
+        .expect("verify")
+        .broken
+        .expect("an edited row is detected");
+    assert_eq!(broken.seq, seqs[0]);
+    store.close().await;
 }
 
 /// Lead search hits for `q` as `token`.

@@ -408,6 +408,7 @@ on_both_backends!(
     a_damaged_or_missing_index_directory_is_rebuilt_from_the_store,
     leadgate_reindex_rebuilds_and_leadgate_search_prints_hits,
     a_gateway_only_reads_the_index_and_starts_without_one,
+    the_outbox_is_pruned_only_behind_every_consumer_and_a_stopped_indexer_catches_up,
 );
 
 async fn a_gateway_only_reads_the_index_and_starts_without_one(backend: Backend) {
@@ -815,5 +816,171 @@ async fn leadgate_reindex_rebuilds_and_leadgate_search_prints_hits(backend: Back
     assert!(printed.contains("<mark>Franklin</mark>"), "{printed}");
     let ready = indexed(&app).await;
     assert_eq!(ready["search"]["documents"], 2);
+    app.stop().await;
+}
+
+async fn outbox_rows(store: &Store) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+/// Outbox rows of leads (the app's own requests add rows for its API token too).
+async fn lead_rows(store: &Store) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE record_kind = $1")
+        .bind("leads")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+/// A follower that has applied everything there is and will be.
+const CAUGHT_UP: i64 = i64::MAX;
+
+async fn until_outbox_has(store: &Store, rows: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while outbox_rows(store).await != rows {
+        if Instant::now() > deadline {
+            let left: Vec<(i64, String)> =
+                sqlx::query_as("SELECT seq, record_kind FROM outbox ORDER BY seq")
+                    .fetch_all(store.pool())
+                    .await
+                    .unwrap();
+            let consumers: Vec<(String, i64, i64)> =
+                sqlx::query_as("SELECT name, checkpoint, seen_at FROM outbox_consumers")
+                    .fetch_all(store.pool())
+                    .await
+                    .unwrap();
+            panic!(
+                "the outbox still has {left:?}, not {rows} rows; consumers {consumers:?}, pruned through {}",
+                store.outbox_pruned_through().await.unwrap()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+async fn the_outbox_is_pruned_only_behind_every_consumer_and_a_stopped_indexer_catches_up(
+    backend: Backend,
+) {
+    let app = common::spawn_app_with_config(backend, |config| {
+        config.search.outbox_prune_secs = 1;
+    })
+    .await;
+    app.store
+        .write(
+            &ctx(),
+            vec![lead("Grace", "Hopper"), lead("Katherine", "Johnson")],
+        )
+        .await
+        .unwrap();
+    indexed(&app).await;
+    // Applied by the only consumer, the app's indexer: pruned.
+    until_outbox_has(&app.store, 0).await;
+    assert!(app.store.outbox_pruned_through().await.unwrap() > 0);
+    let (_, body) = search(&app, "q=Grace+Hoper").await;
+    assert_eq!(body["hits"].as_array().unwrap().len(), 1, "{body}");
+
+    // A second follower (another worker's index) that has not applied the next row holds
+    // it back, however long the app's indexer has had it.
+    let through = app.store.outbox_pruned_through().await.unwrap();
+    app.store
+        .outbox_report("test-follower", through, unix_now())
+        .await
+        .unwrap();
+    app.store
+        .write(&ctx(), vec![lead("Dorothy", "Vaughan")])
+        .await
+        .unwrap();
+    indexed(&app).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        lead_rows(&app.store).await,
+        1,
+        "the follower has not applied it"
+    );
+    app.store
+        .outbox_report("test-follower", CAUGHT_UP, unix_now())
+        .await
+        .unwrap();
+    until_outbox_has(&app.store, 0).await;
+
+    // Written while the indexer is stopped (as after a crash): a prune meanwhile keeps it,
+    // and the indexer applies it when it is back.
+    let app = app
+        .restart_with(async |config| {
+            let store = Store::connect(&config.effective_database_url(), 2)
+                .await
+                .unwrap();
+            store
+                .write(&ctx(), vec![lead("Mary", "Jackson")])
+                .await
+                .unwrap();
+            store
+                .outbox_prune(unix_now() - 3600, 100, 10)
+                .await
+                .unwrap();
+            assert_eq!(
+                lead_rows(&store).await,
+                1,
+                "the stopped indexer has not applied it"
+            );
+            store.close().await;
+        })
+        .await;
+    indexed(&app).await;
+    let (_, body) = search(&app, "q=Mary+Jacksn").await;
+    assert_eq!(body["hits"].as_array().unwrap().len(), 1, "{body}");
+    until_outbox_has(&app.store, 0).await;
+
+    // Stopped for longer than pruning waits for a consumer: its rows go without it, and
+    // when it is back it finds them gone and rebuilds from the store.
+    let app = app
+        .restart_with(async |config| {
+            let store = Store::connect(&config.effective_database_url(), 2)
+                .await
+                .unwrap();
+            store
+                .write(&ctx(), vec![lead("Annie", "Easley")])
+                .await
+                .unwrap();
+            sqlx::query("UPDATE outbox_consumers SET seen_at = $1 WHERE name <> $2")
+                .bind(unix_now() - 8 * 24 * 3600)
+                .bind("test-follower")
+                .execute(store.pool())
+                .await
+                .unwrap();
+            let newest = store.outbox_max_seq().await.unwrap();
+            store
+                .outbox_prune(unix_now() - 7 * 24 * 3600, 100, 10)
+                .await
+                .unwrap();
+            assert_eq!(
+                lead_rows(&store).await,
+                0,
+                "pruned without the stopped indexer"
+            );
+            assert_eq!(
+                store.outbox_pruned_through().await.unwrap(),
+                newest,
+                "the mark never passes seqs not yet taken, however far a consumer claims"
+            );
+            store.close().await;
+        })
+        .await;
+    // Behind by the pruned row until the rebuild.
+    let ready = indexed(&app).await;
+    assert_eq!(ready["search"]["documents"], 5, "{ready}");
+    let (_, body) = search(&app, "q=Annie+Easly").await;
+    assert_eq!(body["hits"].as_array().unwrap().len(), 1, "{body}");
+    assert!(
+        ready["search"]["checkpoint"].as_i64().unwrap()
+            >= app.store.outbox_pruned_through().await.unwrap()
+    );
     app.stop().await;
 }

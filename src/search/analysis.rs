@@ -253,6 +253,59 @@ pub fn edits(a: &str, b: &str) -> usize {
     strsim::osa_distance(a, b)
 }
 
+/// Costs of the typing mistakes that turn a stored word into what a rep typed, as
+/// negative log-likelihoods (a noisy channel: the likelier mistake costs less). A letter
+/// left out or two neighbours swapped happen at some rate per letter; a wrong or an extra
+/// letter happens at about the same rate but must also be that very letter, one of ~26
+/// (no keyboard model: any letter alike), so it costs ln 26 more. So "smiht" is likelier
+/// "smith" (one swap) than "smint" (one wrong letter), and a word two omissions away can
+/// be likelier than one wrong letter away.
+pub mod typo_cost {
+    /// One letter omitted or two neighbours swapped (-ln 0.05).
+    pub const SLIP: f32 = 3.0;
+    /// One letter wrong or one extra (a slip, and the choice of the letter: + ln 26).
+    pub const WRONG_LETTER: f32 = SLIP + 3.26;
+    /// The word is only begun (typed as you search), plus a little per missing letter so
+    /// the shortest completion comes first.
+    pub const UNFINISHED: f32 = 1.6;
+    pub const PER_MISSING_LETTER: f32 = 0.05;
+}
+
+/// How unlikely it is that a rep meaning `word` typed `typed` (0 for the word itself): the
+/// cheapest series of [`typo_cost`] mistakes, where the typed text may also be only the
+/// start of the word, itself with mistakes. Optimal string alignment, like [`edits`].
+pub fn typo_cost(typed: &str, word: &str) -> f32 {
+    use typo_cost::{PER_MISSING_LETTER, SLIP, UNFINISHED, WRONG_LETTER};
+    let q: Vec<char> = typed.chars().collect();
+    let w: Vec<char> = word.chars().collect();
+    let (m, n) = (q.len(), w.len());
+    // d[i][j]: the first i letters of the word typed as the first j letters of the query.
+    let mut d = vec![vec![0f32; m + 1]; n + 1];
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j as f32 * WRONG_LETTER;
+    }
+    for i in 1..=n {
+        d[i][0] = i as f32 * SLIP;
+        for j in 1..=m {
+            let same = w[i - 1] == q[j - 1];
+            let mut best = d[i - 1][j - 1] + if same { 0.0 } else { WRONG_LETTER };
+            best = best.min(d[i - 1][j] + SLIP); // the word's letter left out
+            best = best.min(d[i][j - 1] + WRONG_LETTER); // an extra letter typed
+            if i > 1 && j > 1 && w[i - 1] == q[j - 2] && w[i - 2] == q[j - 1] {
+                best = best.min(d[i - 2][j - 2] + SLIP);
+            }
+            d[i][j] = best;
+        }
+    }
+    let whole = d[n][m];
+    // Only the start of the word typed: at least two letters of it, as the index matches.
+    let begun = (2..n)
+        .filter(|_| m >= 2)
+        .map(|i| d[i][m] + UNFINISHED + PER_MISSING_LETTER * (n - i) as f32)
+        .fold(f32::INFINITY, f32::min);
+    whole.min(begun)
+}
+
 /// True when an indexed word is what a query word asked for: equal, a prefix of it (as
 /// you type), or within the query word's typo budget.
 pub fn word_matches(query: &str, word: &str) -> bool {
@@ -419,6 +472,22 @@ mod tests {
         assert_eq!(terms.words, vec!["ada", "lovelace"]);
         assert!(QueryTerms::parse("\" ( ] \"").is_empty());
         assert_eq!(QueryTerms::parse("Zoë").words, vec!["zoe"]);
+    }
+
+    #[test]
+    fn typo_costs_follow_how_likely_each_mistake_is() {
+        assert_eq!(typo_cost("smith", "smith"), 0.0);
+        let swapped = typo_cost("smiht", "smith");
+        let wrong = typo_cost("smiht", "smint");
+        assert!(swapped < wrong, "{swapped} {wrong}");
+        assert_eq!(typo_cost("smth", "smith"), typo_cost::SLIP);
+        assert_eq!(typo_cost("smitth", "smith"), typo_cost::WRONG_LETTER);
+        // Begun: "ba" is the start of "bar" and of "bahet", closer to the shorter.
+        assert!(typo_cost("ba", "bar") < typo_cost("ba", "bahet"));
+        assert!(typo_cost("ba", "bahet") < typo_cost::SLIP);
+        // Two omissions are likelier than one wrong letter.
+        assert_eq!(typo_cost("hmlton", "hamilton"), 2.0 * typo_cost::SLIP);
+        assert!(typo_cost("hmlton", "hamilton") < typo_cost("hamiltan", "hamilton"));
     }
 
     #[test]

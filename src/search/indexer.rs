@@ -10,6 +10,11 @@
 //! without gaps; rows above a gap are applied at once and remembered. A gap is settled
 //! once no transaction that began before it was seen is still open (its row is then
 //! visible, or it rolled back and never will be), or after [`GAP_GRACE`] at the latest.
+//!
+//! Every few seconds the indexer reports its checkpoint in `outbox_consumers` and prunes
+//! the rows every consumer seen lately has applied. The report answers how far pruning
+//! has gone; an index whose checkpoint is below that (its consumer was not seen for
+//! longer than pruning waits) has missed rows and is rebuilt from the store.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -30,6 +35,11 @@ const REBUILD_PAGE: i64 = 20_000;
 pub const GAP_GRACE: Duration = Duration::from_secs(30);
 /// Outbox rows replayed after a rebuild: transactions in flight while it started.
 const REPLAY_AFTER_REBUILD: i64 = 1000;
+/// How often the checkpoint is reported when pruning is off.
+const REPORT_EVERY: Duration = Duration::from_secs(30);
+/// Outbox rows deleted per transaction, and transactions per prune.
+const PRUNE_BATCH: i64 = 5000;
+const PRUNE_BATCHES: usize = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexerError {
@@ -37,6 +47,10 @@ pub enum IndexerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Search(#[from] SearchError),
+    #[error(
+        "outbox rows after seq {checkpoint} were pruned (through {pruned}) before this index applied them"
+    )]
+    Pruned { checkpoint: i64, pruned: i64 },
 }
 
 /// Where the indexer is in the outbox.
@@ -51,6 +65,8 @@ struct Position {
     /// that has ended since.
     gap_clock: Option<f64>,
     gap_settled: bool,
+    /// When the checkpoint was last reported (and the outbox pruned).
+    reported: Option<Instant>,
 }
 
 pub struct Indexer {
@@ -58,6 +74,30 @@ pub struct Indexer {
     pub index: Arc<dyn SearchIndex>,
     pub poll: Duration,
     pub shutdown: CancellationToken,
+    pub outbox: OutboxUpkeep,
+}
+
+/// How the indexer reports itself and prunes the outbox.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxUpkeep {
+    /// How often to report and prune; `None` reports every [`REPORT_EVERY`] and never prunes.
+    pub prune_every: Option<Duration>,
+    /// Consumers not seen for this long do not hold pruning back.
+    pub consumer_ttl: Duration,
+}
+
+impl OutboxUpkeep {
+    pub fn from_config(config: &super::SearchConfig) -> Self {
+        Self {
+            prune_every: (config.outbox_prune_secs > 0)
+                .then(|| Duration::from_secs(config.outbox_prune_secs)),
+            consumer_ttl: Duration::from_secs(config.outbox_consumer_ttl_hours.max(1) * 3600),
+        }
+    }
+
+    fn every(&self) -> Duration {
+        self.prune_every.unwrap_or(REPORT_EVERY)
+    }
 }
 
 impl Indexer {
@@ -74,7 +114,10 @@ impl Indexer {
                     position = Some(p);
                     true
                 }),
-                Some(position) => step(&self.store, self.index.as_ref(), position).await,
+                Some(at) => match self.upkeep(at).await {
+                    Ok(()) => step(&self.store, self.index.as_ref(), at).await,
+                    Err(error) => Err(error),
+                },
             };
             let wait = match result {
                 Ok(true) => {
@@ -82,6 +125,12 @@ impl Indexer {
                     Duration::ZERO
                 }
                 Ok(false) => self.poll,
+                Err(error @ IndexerError::Pruned { .. }) => {
+                    // `start` finds the index's checkpoint below the pruned mark and rebuilds.
+                    tracing::warn!(%error, "search indexer: rebuilding the index from the store");
+                    position = None;
+                    Duration::ZERO
+                }
                 Err(error) => {
                     tracing::warn!(%error, "search indexer: will retry");
                     backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -89,27 +138,104 @@ impl Indexer {
                 }
             };
             tokio::select! {
-                _ = self.shutdown.cancelled() => return,
+                _ = self.shutdown.cancelled() => break,
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+        let consumer = self.index.outbox_consumer();
+        if !consumer.durable
+            && let Err(error) = self.store.outbox_forget(&consumer.name).await
+        {
+            tracing::warn!(%error, consumer = consumer.name, "search indexer: could not leave outbox_consumers; it expires on its own");
+        }
+    }
+
+    /// Reports the checkpoint and prunes the outbox when it is time.
+    async fn upkeep(&self, position: &mut Position) -> Result<(), IndexerError> {
+        if position
+            .reported
+            .is_some_and(|at| at.elapsed() < self.outbox.every())
+        {
+            return Ok(());
+        }
+        report(&self.store, self.index.as_ref(), position.checkpoint).await?;
+        position.reported = Some(Instant::now());
+        if self.outbox.prune_every.is_some() {
+            let seen_since = unix_now() - self.outbox.consumer_ttl.as_secs() as i64;
+            let pruned = self
+                .store
+                .outbox_prune(seen_since, PRUNE_BATCH, PRUNE_BATCHES)
+                .await?;
+            if pruned > 0 {
+                tracing::debug!(rows = pruned, "outbox rows every consumer applied pruned");
+            }
+        }
+        Ok(())
     }
 }
 
-/// The position to follow from: the index's checkpoint, after a rebuild when it has none.
+fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Tells the store how far this index has applied the outbox; an error when rows it had
+/// not applied were pruned meanwhile.
+async fn report(
+    store: &Store,
+    index: &dyn SearchIndex,
+    checkpoint: i64,
+) -> Result<(), IndexerError> {
+    let consumer = index.outbox_consumer();
+    let pruned = store
+        .outbox_report(&consumer.name, checkpoint, unix_now())
+        .await?;
+    if pruned > checkpoint {
+        return Err(IndexerError::Pruned { checkpoint, pruned });
+    }
+    Ok(())
+}
+
+/// The position to follow from: the index's checkpoint, after a rebuild when it has none
+/// or when outbox rows after it have been pruned.
 async fn start(store: &Store, index: &dyn SearchIndex) -> Result<Position, IndexerError> {
-    let checkpoint = match index.stats().await?.checkpoint {
-        Some(seq) => seq,
+    let resume = match index.stats().await?.checkpoint {
+        Some(seq) => match report(store, index, seq).await {
+            Ok(()) => Some(seq),
+            Err(IndexerError::Pruned { checkpoint, pruned }) => {
+                tracing::warn!(
+                    backend = index.backend(),
+                    checkpoint,
+                    pruned,
+                    "search index missed outbox rows that were pruned while it was away: rebuilding it from the store"
+                );
+                None
+            }
+            Err(other) => return Err(other),
+        },
         None => {
             tracing::warn!(
                 backend = index.backend(),
                 "search index has no checkpoint (new, missing or damaged): rebuilding it from the store"
             );
-            rebuild(store, index).await?.checkpoint
+            None
+        }
+    };
+    let checkpoint = match resume {
+        Some(seq) => seq,
+        None => {
+            // Holds pruning back while the rebuild reads the store.
+            report(store, index, 0).await.or_else(|error| match error {
+                IndexerError::Pruned { .. } => Ok(()),
+                other => Err(other),
+            })?;
+            let checkpoint = rebuild(store, index).await?.checkpoint;
+            report(store, index, checkpoint).await?;
+            checkpoint
         }
     };
     Ok(Position {
         checkpoint,
+        reported: Some(Instant::now()),
         ..Default::default()
     })
 }
@@ -243,7 +369,12 @@ pub async fn rebuild(
     index: &dyn SearchIndex,
 ) -> Result<RebuildReport, IndexerError> {
     let started = Instant::now();
-    let checkpoint = (store.outbox_max_seq().await? - REPLAY_AFTER_REBUILD).max(0);
+    // Pruned rows were applied by every consumer, so committed before the prune, before
+    // this read, before the scan below: the scan sees them and the replay need not.
+    let pruned = store.outbox_pruned_through().await?;
+    let checkpoint = (store.outbox_max_seq().await? - REPLAY_AFTER_REBUILD)
+        .max(0)
+        .max(pruned);
     index.clear().await?;
     let mut documents = 0u64;
     let mut counts: HashMap<RecordKind, u64> = HashMap::new();

@@ -26,8 +26,8 @@ use sha2::{Digest, Sha256};
 
 use super::analysis::{self, QueryTerms};
 use super::{
-    Analysis, IndexBatch, IndexStats, SearchDoc, SearchError, SearchHit, SearchIndex, SearchQuery,
-    SearchScope, searchable_fields, spec,
+    Analysis, IndexBatch, IndexStats, OutboxConsumer, SearchDoc, SearchError, SearchHit,
+    SearchIndex, SearchQuery, SearchScope, searchable_fields, spec,
 };
 use crate::domain::RecordKind;
 
@@ -39,6 +39,9 @@ pub struct MeiliIndex {
     client: Client,
     index: Index,
     meta: Index,
+    /// Several worker processes may write one Meilisearch index; each follows the outbox
+    /// under a name of its own, so pruning waits for the slowest.
+    consumer: String,
 }
 
 fn backend_error(error: impl std::fmt::Display) -> SearchError {
@@ -170,6 +173,7 @@ impl MeiliIndex {
         let this = Self {
             index: client.index(uid),
             meta: client.index(format!("{uid}_meta")),
+            consumer: format!("meilisearch:{uid}:{}", uuid::Uuid::now_v7()),
             client,
         };
         for index in [&this.index, &this.meta] {
@@ -428,6 +432,13 @@ impl SearchIndex for MeiliIndex {
             documents: stats.number_of_documents as u64,
             checkpoint,
         })
+    }
+
+    fn outbox_consumer(&self) -> OutboxConsumer {
+        OutboxConsumer {
+            name: self.consumer.clone(),
+            durable: false,
+        }
     }
 
     async fn clear(&self) -> Result<(), SearchError> {

@@ -36,6 +36,13 @@ pub struct SearchConfig {
     pub meili_index: String,
     /// How often the indexer looks at the outbox, in milliseconds.
     pub poll_millis: u64,
+    /// How often the indexer reports its checkpoint and prunes the outbox rows every
+    /// consumer has applied, in seconds; 0 reports without pruning (an outside consumer
+    /// that does not report itself in `outbox_consumers`).
+    pub outbox_prune_secs: u64,
+    /// A consumer not seen for this long no longer holds pruning back; when it returns
+    /// it finds rows gone and rebuilds its index from the store.
+    pub outbox_consumer_ttl_hours: u64,
 }
 
 impl Default for SearchConfig {
@@ -46,6 +53,8 @@ impl Default for SearchConfig {
             meili_key: String::new(),
             meili_index: "leadgate".to_owned(),
             poll_millis: 200,
+            outbox_prune_secs: 30,
+            outbox_consumer_ttl_hours: 168,
         }
     }
 }
@@ -88,6 +97,13 @@ impl SearchIndex for Unavailable {
 
     async fn clear(&self) -> Result<(), SearchError> {
         Err(SearchError::Backend(self.0.clone()))
+    }
+
+    fn outbox_consumer(&self) -> OutboxConsumer {
+        OutboxConsumer {
+            name: "unavailable".to_owned(),
+            durable: false,
+        }
     }
 }
 
@@ -493,6 +509,17 @@ pub struct IndexStats {
     pub checkpoint: Option<i64>,
 }
 
+/// The name an index follows the outbox under (`outbox_consumers`): pruning waits for
+/// every consumer's checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxConsumer {
+    pub name: String,
+    /// True when the name outlives the process (the embedded index keeps it in its own
+    /// files, so a restart resumes under it); false for a process writing to a shared
+    /// index under a name of its own, forgotten when it stops.
+    pub durable: bool,
+}
+
 /// A search backend. Writes are applied in order; `apply` stores the checkpoint together
 /// with the documents where the backend allows (tantivy: the commit's payload).
 #[async_trait::async_trait]
@@ -514,6 +541,9 @@ pub trait SearchIndex: Send + Sync {
 
     /// Removes every document and the checkpoint.
     async fn clear(&self) -> Result<(), SearchError>;
+
+    /// Who this index is among the outbox's followers.
+    fn outbox_consumer(&self) -> OutboxConsumer;
 
     /// Tidies the index after a bulk load (the embedded index merges its segments).
     async fn compact(&self) -> Result<(), SearchError> {

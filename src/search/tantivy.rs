@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use super::analysis::{self, Compound, MIN_PHONE_DIGITS, QueryTerms, typo_budget};
 use super::{
-    Analysis, IndexBatch, IndexStats, SearchDoc, SearchError, SearchHit, SearchIndex, SearchQuery,
-    SearchScope, searchable_fields, spec,
+    Analysis, IndexBatch, IndexStats, OutboxConsumer, SearchDoc, SearchError, SearchHit,
+    SearchIndex, SearchQuery, SearchScope, searchable_fields, spec,
 };
 use crate::domain::RecordKind;
 
@@ -43,6 +43,10 @@ const WRITER_HEAP_BYTES: usize = 256 * 1024 * 1024;
 struct Payload {
     schema: u32,
     checkpoint: Option<i64>,
+    /// The name this index follows the outbox under; kept with the index, so a restart
+    /// resumes under it and a new or rebuilt-from-nothing directory gets a new one.
+    #[serde(default)]
+    consumer: Option<String>,
 }
 
 struct Fields {
@@ -75,6 +79,7 @@ pub struct Embedded {
     /// Taken on the first write, so a process that only searches never holds the lock.
     writer: Mutex<Option<IndexWriter>>,
     fields: Fields,
+    consumer: String,
 }
 
 fn backend_error(error: impl std::fmt::Display) -> SearchError {
@@ -200,12 +205,16 @@ impl TantivyIndex {
             .try_into()
             .map_err(backend_error)?;
         let fields = fields_of(&index.schema())?;
+        let consumer = read_payload(&index)?
+            .and_then(|p| p.consumer)
+            .unwrap_or_else(|| format!("tantivy:{}", uuid::Uuid::now_v7()));
         Ok(Self(Arc::new(Embedded {
             dir: dir.to_path_buf(),
             index,
             reader,
             writer: Mutex::new(None),
             fields,
+            consumer,
         })))
     }
 }
@@ -249,6 +258,7 @@ impl Embedded {
         let payload = serde_json::to_string(&Payload {
             schema: SCHEMA_VERSION,
             checkpoint,
+            consumer: Some(self.consumer.clone()),
         })
         .map_err(backend_error)?;
         let mut prepared = writer.prepare_commit().map_err(backend_error)?;
@@ -327,7 +337,8 @@ impl Embedded {
         let terms = QueryTerms::parse(&query.q);
         let limit = query.effective_limit();
         // Name queries fetch more candidates than they return and re-rank them by how
-        // close each word is (see `closeness`); exact phone/email/code lookups need not.
+        // likely each is what the rep meant (see `channel_cost`); exact phone/email/code
+        // lookups need not.
         let candidates = if terms.words.is_empty() {
             limit
         } else {
@@ -364,17 +375,19 @@ impl Embedded {
             .into_iter()
             .map(|((score, updated), address)| {
                 let doc = self.stored(&searcher, address)?;
-                let close = if terms.words.is_empty() {
+                let cost = if terms.words.is_empty() {
                     0.0
                 } else {
-                    closeness(&doc, &terms, scope)
+                    channel_cost(&doc, &terms, scope)
                 };
-                Ok((score, close, updated, doc))
+                Ok((score, cost, updated, doc))
             })
             .collect::<Result<Vec<_>, SearchError>>()?;
+        // The likeliest meant first; the index's score (field weights, whole emails and
+        // codes) among equally likely ones, then the newest.
         ranked.sort_by(|a, b| {
-            b.0.total_cmp(&a.0)
-                .then(b.1.total_cmp(&a.1))
+            a.1.total_cmp(&b.1)
+                .then(b.0.total_cmp(&a.0))
                 .then(b.2.cmp(&a.2))
         });
         ranked.truncate(limit);
@@ -489,25 +502,31 @@ impl Embedded {
     }
 }
 
-/// How close a record's words are to the query's, summed over the query words (1 for an
-/// equal word, a little less for a word it begins, else one minus the share of edits).
-/// Breaks ties between equally scored candidates: "ba" is closer to "Bar" than to "Bahet".
-fn closeness(doc: &SearchDoc, terms: &QueryTerms, scope: &SearchScope) -> f32 {
+/// How unlikely it is that a rep looking for this record typed the query's words: for
+/// each word, the cheapest [`analysis::typo_cost`] against the record's words, more for
+/// a word found only in a minor field or an email. Ranks candidates by what the rep most
+/// likely meant rather than by the edit count alone: "smiht" is "Smith" (a swap) before
+/// "Smint" (a wrong letter), and two omitted letters before one wrong one.
+fn channel_cost(doc: &SearchDoc, terms: &QueryTerms, scope: &SearchScope) -> f32 {
+    // A word the record matched some other way (an id, a code) or not at all.
+    const UNMATCHED: f32 = 3.0 * analysis::typo_cost::WRONG_LETTER;
+    // ln 2: a title, city, description or email holds the word less often by intent.
+    const MINOR_FIELD: f32 = 0.7;
     let Some(spec) = spec(doc.kind) else {
-        return 0.0;
+        return UNMATCHED * terms.words.len() as f32;
     };
-    let mut words: Vec<String> = Vec::new();
+    let mut words: Vec<(String, f32)> = Vec::new();
     for &(name, analysis) in spec.searchable {
-        if scope.is_hidden(doc.kind, name)
-            || !matches!(
-                analysis,
-                Analysis::Words | Analysis::MinorWords | Analysis::Email
-            )
-        {
+        let extra = match analysis {
+            Analysis::Words => 0.0,
+            Analysis::MinorWords | Analysis::Email => MINOR_FIELD,
+            Analysis::Phone | Analysis::Code => continue,
+        };
+        if scope.is_hidden(doc.kind, name) {
             continue;
         }
         if let Some(text) = doc.text(name) {
-            words.extend(analysis::words(&text));
+            words.extend(analysis::words(&text).into_iter().map(|w| (w, extra)));
         }
     }
     terms
@@ -516,22 +535,10 @@ fn closeness(doc: &SearchDoc, terms: &QueryTerms, scope: &SearchScope) -> f32 {
         .map(|q| {
             words
                 .iter()
-                .map(|w| similarity(q, w))
-                .fold(0.0f32, f32::max)
+                .map(|(w, extra)| analysis::typo_cost(q, w) + extra)
+                .fold(UNMATCHED, f32::min)
         })
         .sum()
-}
-
-fn similarity(query: &str, word: &str) -> f32 {
-    if query == word {
-        return 1.0;
-    }
-    let (q, w) = (query.chars().count() as f32, word.chars().count() as f32);
-    if word.starts_with(query) {
-        return 0.75 + 0.2 * q / w;
-    }
-    let edits = analysis::edits(query, word) as f32;
-    (1.0 - edits / q.max(w)).max(0.0) * 0.9
 }
 
 fn read_payload(index: &Index) -> Result<Option<Payload>, SearchError> {
@@ -572,6 +579,7 @@ fn word_query(
     word: &str,
     fields: &[(&'static str, Analysis, Field)],
     extra_typo: u8,
+    with_others: bool,
 ) -> Option<Box<dyn Query>> {
     let budget = if extra_typo > 0 && typo_budget(word) > 0 {
         (typo_budget(word) + extra_typo).min(2)
@@ -598,6 +606,11 @@ fn word_query(
                 }
                 if budget >= 2 {
                     options.push(fuzzy(field, word, 2, 1.0 * weight));
+                } else if budget == 1 && with_others && analysis == Analysis::Words {
+                    // Alone, a three- or four-letter word two edits away from a name is
+                    // most names; beside the query's other words, which the record must
+                    // also have, it is a handful, and `channel_cost` ranks them.
+                    options.push(fuzzy(field, word, 2, 0.5));
                 }
             }
             Analysis::Email => {
@@ -670,7 +683,7 @@ fn compound_query(
     let words: Option<Vec<(Occur, Box<dyn Query>)>> = compound
         .words
         .iter()
-        .map(|w| word_query(w, fields, extra_typo).map(|q| (Occur::Must, q)))
+        .map(|w| word_query(w, fields, extra_typo, false).map(|q| (Occur::Must, q)))
         .collect();
     if let Some(words) = words {
         options.push(Box::new(BooleanQuery::new(words)));
@@ -705,7 +718,7 @@ fn text_query(
         .chain(
             terms
                 .single_words()
-                .map(|word| word_query(word, fields, extra_typo)),
+                .map(|word| word_query(word, fields, extra_typo, all_words && terms.parts() > 1)),
         );
     let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
     for part in parts {
@@ -747,12 +760,31 @@ impl SearchIndex for TantivyIndex {
     }
 
     async fn stats(&self) -> Result<IndexStats, SearchError> {
-        let checkpoint = read_payload(&self.index)?.and_then(|p| p.checkpoint);
-        Ok(IndexStats {
-            backend: "tantivy".to_owned(),
-            documents: self.reader.searcher().num_docs(),
-            checkpoint,
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            // A commit writes its checkpoint to disk before this process's searcher is
+            // reloaded; the writer is held across both, so waiting for it never reports a
+            // checkpoint ahead of what searches see (`/readyz` lag 0 with a stale answer).
+            let _writer = this
+                .writer
+                .lock()
+                .map_err(|_| backend_error("writer lock poisoned"))?;
+            let checkpoint = read_payload(&this.index)?.and_then(|p| p.checkpoint);
+            Ok(IndexStats {
+                backend: "tantivy".to_owned(),
+                documents: this.reader.searcher().num_docs(),
+                checkpoint,
+            })
         })
+        .await
+        .map_err(backend_error)?
+    }
+
+    fn outbox_consumer(&self) -> OutboxConsumer {
+        OutboxConsumer {
+            name: self.consumer.clone(),
+            durable: true,
+        }
     }
 
     async fn close(&self) {
@@ -792,6 +824,11 @@ impl SearchIndex for TantivyIndex {
 }
 
 impl Embedded {
+    /// Documents the index holds.
+    pub fn documents(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
     /// Segments the index is made of (each is searched separately).
     pub fn segments(&self) -> usize {
         self.reader.searcher().segment_readers().len()

@@ -1,6 +1,6 @@
-//! The audit trail as a hash chain: every row carries the hash of the row before it
-//! (by `seq`) and a hash of its own content and that link, so a changed, removed or
-//! reordered row breaks the chain at the first row after it. Reads and the verifier.
+//! The audit trail as a hash chain: every row's hash covers its own content and the hash
+//! of the row before it (by `seq`), so a changed, removed or reordered row breaks the
+//! chain at the first row after it. Appending, reads and the verifier.
 
 use std::sync::Arc;
 
@@ -10,11 +10,13 @@ use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
 use super::read::{AuditEntry, decode_audit};
-use super::write::{AuditRow, Journal, WriteContext};
+use super::write::{
+    AuditRow, Journal, Placeholders, WriteContext, rows_per_statement, values_clause,
+};
 use super::{Store, StoreError};
 
 /// The link of the first row: there is nothing before it.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub const GENESIS: [u8; 32] = [0; 32];
 
 /// Any fixed number: PostgreSQL writers take this transaction lock before they read the
 /// chain's head, so two transactions never link to the same row. SQLite writers are
@@ -39,9 +41,10 @@ pub struct AuditContent<'a> {
 }
 
 impl AuditContent<'_> {
-    /// SHA-256 over the previous hash and the row as a JSON array (unambiguous: no
-    /// separator can be forged inside a value).
-    pub fn hash(&self, prev_hash: &str) -> String {
+    /// SHA-256 over the previous row's hash in lowercase hex and the row as a JSON array
+    /// (unambiguous: no separator can be forged inside a value). Hashes are stored as
+    /// bytes; the hex in the input is what chains written as hex text were hashed over.
+    pub fn hash(&self, prev_hash: &[u8]) -> [u8; 32] {
         let values = [
             Some(self.at),
             Some(self.actor),
@@ -57,36 +60,80 @@ impl AuditContent<'_> {
             self.request_id,
         ];
         let mut hasher = Sha256::new();
-        hasher.update(prev_hash.as_bytes());
+        hasher.update(hex::encode(prev_hash).as_bytes());
         hasher.update(
             serde_json::to_string(&values)
                 .unwrap_or_default()
                 .as_bytes(),
         );
-        hex::encode(hasher.finalize())
+        hasher.finalize().into()
     }
 }
 
-/// The hash the next row links to, read under the chain's lock.
-pub async fn chain_head(conn: &mut AnyConnection) -> Result<String, StoreError> {
+/// The columns [`append`] writes, in its order.
+const APPEND_COLUMNS: usize = 13;
+
+/// Appends `rows` to the chain in their order, in the caller's transaction: the chain's
+/// head read under its lock, each row hashed onto the one before it, written in
+/// multi-row statements. The one way rows get into `audit_log`.
+pub async fn append(conn: &mut AnyConnection, rows: &[AuditContent<'_>]) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut head = chain_head(conn).await?;
+    let placeholders = Placeholders::of(conn);
+    for chunk in rows.chunks(rows_per_statement(APPEND_COLUMNS)) {
+        let sql = format!(
+            "INSERT INTO audit_log (at, actor, channel, action, record_kind, record_id, \
+             field, old_value, new_value, ip, user_agent, request_id, hash) VALUES {}",
+            values_clause(placeholders, chunk.len(), APPEND_COLUMNS)
+        );
+        let mut query = sqlx::query(&sql);
+        for row in chunk {
+            let hash = row.hash(&head).to_vec();
+            query = query
+                .bind(row.at)
+                .bind(row.actor)
+                .bind(row.channel)
+                .bind(row.action)
+                .bind(row.record_kind)
+                .bind(row.record_id)
+                .bind(row.field)
+                .bind(row.old_value)
+                .bind(row.new_value)
+                .bind(row.ip)
+                .bind(row.user_agent)
+                .bind(row.request_id)
+                .bind(hash.clone());
+            head = hash;
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// The hash the next row links to (the last row's, as stored), read under the chain's
+/// lock.
+pub async fn chain_head(conn: &mut AnyConnection) -> Result<Vec<u8>, StoreError> {
     if conn.backend_name() == "PostgreSQL" {
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(CHAIN_LOCK)
             .execute(&mut *conn)
             .await?;
     }
-    let head: Option<Option<String>> =
+    let head: Option<Option<Vec<u8>>> =
         sqlx::query_scalar("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *conn)
             .await?;
-    Ok(head.flatten().unwrap_or_else(|| GENESIS.to_owned()))
+    Ok(head.flatten().unwrap_or_else(|| GENESIS.to_vec()))
 }
 
 /// What `leadgate audit verify` found.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ChainReport {
     pub rows: u64,
-    /// The hash of the last row: keep it elsewhere to detect a rewritten tail later.
+    /// The hash of the last row, in hex: keep it elsewhere to detect a rewritten tail
+    /// later.
     pub head: String,
     pub broken: Option<BrokenLink>,
 }
@@ -115,14 +162,16 @@ const VERIFY_PAGE: i64 = 5_000;
 
 impl Store {
     /// Walks the whole chain in `seq` order and names the first row that does not hold.
+    /// A row's link is the stored hash of the row before it, so an edited row fails at
+    /// itself, and a removed, inserted or rewritten (rehashed) row at the row after it.
     pub async fn verify_audit(&self) -> Result<ChainReport, StoreError> {
-        let mut expected_prev = GENESIS.to_owned();
+        let mut expected_prev = GENESIS.to_vec();
         let mut last_seq = 0i64;
         let mut rows = 0u64;
         loop {
             let page = sqlx::query(
                 "SELECT seq, at, actor, channel, action, record_kind, record_id, field, \
-                 old_value, new_value, ip, user_agent, request_id, prev_hash, hash \
+                 old_value, new_value, ip, user_agent, request_id, hash \
                  FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
             )
             .bind(last_seq)
@@ -136,22 +185,21 @@ impl Store {
                 let seq: i64 = row.try_get("seq")?;
                 let broken = |reason: &str| ChainReport {
                     rows,
-                    head: expected_prev.clone(),
+                    head: hex::encode(&expected_prev),
                     broken: Some(BrokenLink {
                         seq,
                         reason: reason.to_owned(),
                     }),
                 };
                 let text = |name: &str| row.try_get::<Option<String>, _>(name);
-                let (Some(prev), Some(hash)) = (text("prev_hash")?, text("hash")?) else {
+                // Text written over a hash (SQLite keeps what it is given) is compared as
+                // its bytes, so the row is named rather than the walk failing.
+                let hash = row
+                    .try_get::<Option<Vec<u8>>, _>("hash")
+                    .or_else(|_| text("hash").map(|text| text.map(String::into_bytes)))?;
+                let Some(hash) = hash else {
                     return Ok(broken("row has no hash"));
                 };
-                if prev != expected_prev {
-                    return Ok(broken(
-                        "its link does not match the row before it (a row was removed, \
-                         inserted or rewritten)",
-                    ));
-                }
                 let (at, actor, channel, action, kind, id) = (
                     text("at")?.unwrap_or_default(),
                     text("actor")?.unwrap_or_default(),
@@ -182,9 +230,10 @@ impl Store {
                     user_agent: agent.as_deref(),
                     request_id: request.as_deref(),
                 };
-                if content.hash(&prev) != hash {
+                if content.hash(&expected_prev)[..] != hash[..] {
                     return Ok(broken(
-                        "its content does not match its hash (the row was edited)",
+                        "its hash does not match its content and the row before it (the row \
+                         was edited, or a row before it was removed, inserted or rewritten)",
                     ));
                 }
                 expected_prev = hash;
@@ -192,7 +241,7 @@ impl Store {
         }
         Ok(ChainReport {
             rows,
-            head: expected_prev,
+            head: hex::encode(&expected_prev),
             broken: None,
         })
     }
@@ -214,13 +263,13 @@ impl Store {
                 return Ok(filled);
             }
             let first: i64 = pending[0].try_get("seq")?;
-            let before: Option<Option<String>> = sqlx::query_scalar(
+            let before: Option<Option<Vec<u8>>> = sqlx::query_scalar(
                 "SELECT hash FROM audit_log WHERE seq < $1 ORDER BY seq DESC LIMIT 1",
             )
             .bind(first)
             .fetch_optional(&mut *tx)
             .await?;
-            let mut head = before.flatten().unwrap_or_else(|| GENESIS.to_owned());
+            let mut head = before.flatten().unwrap_or_else(|| GENESIS.to_vec());
             for row in &pending {
                 let text = |name: &str| row.try_get::<Option<String>, _>(name);
                 let owned: Vec<Option<String>> = [
@@ -255,10 +304,9 @@ impl Store {
                     user_agent: get(10),
                     request_id: get(11),
                 };
-                let hash = content.hash(&head);
-                sqlx::query("UPDATE audit_log SET prev_hash = $1, hash = $2 WHERE seq = $3")
-                    .bind(&head)
-                    .bind(&hash)
+                let hash = content.hash(&head).to_vec();
+                sqlx::query("UPDATE audit_log SET hash = $1 WHERE seq = $2")
+                    .bind(hash.clone())
                     .bind(row.try_get::<i64, _>("seq")?)
                     .execute(&mut *tx)
                     .await?;
@@ -299,24 +347,31 @@ impl Store {
 
     /// Audit rows by actor, kind, record, action and time, oldest first, from a cursor.
     pub async fn audit_search(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
-        // Every condition is bound; an absent one compares the parameter with NULL.
-        let rows = sqlx::query(
-            "SELECT * FROM audit_log WHERE seq > $1 \
-             AND ($2 IS NULL OR actor = $2) AND ($3 IS NULL OR record_kind = $3) \
-             AND ($4 IS NULL OR record_id = $4) AND ($5 IS NULL OR action = $5) \
-             AND ($6 IS NULL OR at >= $6) AND ($7 IS NULL OR at < $7) \
-             ORDER BY seq LIMIT $8",
-        )
-        .bind(filter.after_seq.unwrap_or(0))
-        .bind(filter.actor.as_deref())
-        .bind(filter.kind.as_deref())
-        .bind(filter.record_id.as_deref())
-        .bind(filter.action.as_deref())
-        .bind(filter.from.as_deref())
-        .bind(filter.to.as_deref())
-        .bind(filter.limit)
-        .fetch_all(self.pool())
-        .await?;
+        // Only the conditions given, each bound: `($2 IS NULL OR actor = $2)` kept SQLite
+        // from using the actor index, so an actor's rows were found by reading the log
+        // from the cursor on. With `actor = $2 AND seq > $1` the (actor, seq) index pages
+        // through them directly.
+        let mut sql = String::from("SELECT * FROM audit_log WHERE seq > $1");
+        let mut values: Vec<&str> = Vec::new();
+        for (condition, value) in [
+            ("actor =", &filter.actor),
+            ("record_kind =", &filter.kind),
+            ("record_id =", &filter.record_id),
+            ("action =", &filter.action),
+            ("at >=", &filter.from),
+            ("at <", &filter.to),
+        ] {
+            if let Some(value) = value {
+                values.push(value);
+                sql.push_str(&format!(" AND {condition} ${}", values.len() + 1));
+            }
+        }
+        sql.push_str(&format!(" ORDER BY seq LIMIT ${}", values.len() + 2));
+        let mut query = sqlx::query(&sql).bind(filter.after_seq.unwrap_or(0));
+        for value in values {
+            query = query.bind(value);
+        }
+        let rows = query.bind(filter.limit).fetch_all(self.pool()).await?;
         rows.iter().map(decode_audit).collect()
     }
 }
@@ -344,13 +399,27 @@ mod tests {
 
     #[test]
     fn hash_depends_on_every_value_and_the_link() {
-        let base = content("user:a", Some("\"x\"")).hash(GENESIS);
-        assert_eq!(base.len(), 64);
-        assert_ne!(base, content("user:b", Some("\"x\"")).hash(GENESIS));
-        assert_ne!(base, content("user:a", Some("\"y\"")).hash(GENESIS));
-        assert_ne!(base, content("user:a", None).hash(GENESIS));
+        let base = content("user:a", Some("\"x\"")).hash(&GENESIS);
+        assert_ne!(base, content("user:b", Some("\"x\"")).hash(&GENESIS));
+        assert_ne!(base, content("user:a", Some("\"y\"")).hash(&GENESIS));
+        assert_ne!(base, content("user:a", None).hash(&GENESIS));
         assert_ne!(base, content("user:a", Some("\"x\"")).hash(&base));
-        assert_eq!(base, content("user:a", Some("\"x\"")).hash(GENESIS));
+        assert_eq!(base, content("user:a", Some("\"x\"")).hash(&GENESIS));
+    }
+
+    #[test]
+    fn hashes_are_those_of_the_chain_kept_as_hex_text() {
+        // SHA-256 of the previous hash in hex and the row's JSON, as rows written before
+        // hashes were stored as bytes were hashed (computed apart from this code).
+        let first = content("user:a", Some("\"x\"")).hash(&GENESIS);
+        assert_eq!(
+            hex::encode(first),
+            "7d4612e240b965bc445e7499a95ae7db06c6ba01bc26318a983990dd2cd55545"
+        );
+        assert_eq!(
+            hex::encode(content("user:a", Some("\"x\"")).hash(&first)),
+            "cb64e07249333ae98740ef902251fa0cfc683b17121d499db20f1b9c421b364b"
+        );
     }
 
     #[test]
@@ -359,6 +428,6 @@ mod tests {
         split.channel = "c";
         let mut joined = content("a\",\"c", Some("b"));
         joined.channel = "";
-        assert_ne!(split.hash(GENESIS), joined.hash(GENESIS));
+        assert_ne!(split.hash(&GENESIS), joined.hash(&GENESIS));
     }
 }

@@ -1,4 +1,8 @@
-//! Reads of the outbox: the committed record changes the search index follows.
+//! The outbox: the committed record changes the search index follows, who follows it
+//! (`outbox_consumers`), and pruning of the rows every live consumer has applied.
+//!
+//! Outbox rows are a queue, not a record of history (that is `audit_log`, which is never
+//! pruned): a row only names a record the followers must read again.
 
 use sqlx::Row;
 
@@ -44,14 +48,117 @@ impl Store {
         Ok(max.unwrap_or(0))
     }
 
-    /// Committed outbox rows after `seq`.
+    /// Committed changes after `seq`: outbox rows, and the seqs pruned above it (an index
+    /// that missed them is behind until it is rebuilt).
     pub async fn outbox_count_after(&self, seq: i64) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE seq > $1")
-                .bind(seq)
-                .fetch_one(self.pool())
-                .await?,
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE seq > $1")
+            .bind(seq)
+            .fetch_one(self.pool())
+            .await?;
+        let missed = (self.outbox_pruned_through().await? - seq).max(0);
+        Ok(rows + missed)
+    }
+
+    /// Records how far consumer `name` has applied the outbox, and answers the highest seq
+    /// pruned so far: when it is above `checkpoint`, rows this consumer had not applied
+    /// are gone (it was not seen for longer than pruning waits) and it must rebuild.
+    ///
+    /// Serialised with [`Store::outbox_prune`] on the `outbox_pruned` row, so a prune
+    /// either sees this registration or has finished before the answer is read.
+    pub async fn outbox_report(
+        &self,
+        name: &str,
+        checkpoint: i64,
+        now_unix: i64,
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let through = lock_pruned(&mut tx).await?;
+        sqlx::query(
+            "INSERT INTO outbox_consumers (name, checkpoint, seen_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET checkpoint = excluded.checkpoint, \
+             seen_at = excluded.seen_at",
         )
+        .bind(name)
+        .bind(checkpoint)
+        .bind(now_unix)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(through)
+    }
+
+    /// Forgets a consumer that will not come back under this name (a process that
+    /// followed a shared index and is stopping).
+    pub async fn outbox_forget(&self, name: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM outbox_consumers WHERE name = $1")
+            .bind(name)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// The highest outbox seq pruned so far (0 before the first prune).
+    pub async fn outbox_pruned_through(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT through FROM outbox_pruned WHERE id = 1")
+                .fetch_optional(self.pool())
+                .await?
+                .unwrap_or(0),
+        )
+    }
+
+    /// Deletes outbox rows every consumer seen since `seen_since_unix` has applied, up to
+    /// `batch` rows per transaction and `max_batches` transactions (so the one SQLite
+    /// writer is never held long); answers how many rows went. Nothing goes while no
+    /// consumer has reported: an outbox nobody follows yet is kept for whoever comes.
+    pub async fn outbox_prune(
+        &self,
+        seen_since_unix: i64,
+        batch: i64,
+        max_batches: usize,
+    ) -> Result<u64, StoreError> {
+        let mut deleted = 0u64;
+        for _ in 0..max_batches {
+            let mut tx = self.begin_write().await?;
+            let through = lock_pruned(&mut tx).await?;
+            let applied: Option<i64> = sqlx::query_scalar(
+                "SELECT MIN(checkpoint) FROM outbox_consumers WHERE seen_at >= $1",
+            )
+            .bind(seen_since_unix)
+            .fetch_one(&mut *tx)
+            .await?;
+            // Never past the newest row: the mark says which seqs are gone, and seqs not
+            // yet taken are not.
+            let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM outbox")
+                .fetch_one(&mut *tx)
+                .await?;
+            let Some(applied) = applied
+                .zip(newest)
+                .map(|(applied, newest)| applied.min(newest))
+                .filter(|seq| *seq > through)
+            else {
+                tx.commit().await?;
+                break;
+            };
+            let target = applied.min(through.saturating_add(batch.max(1)));
+            // No lower bound: a row that committed late below the mark (PostgreSQL takes a
+            // seq before commit) goes with the next batch instead of staying forever.
+            let done = sqlx::query("DELETE FROM outbox WHERE seq <= $1")
+                .bind(target)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query("UPDATE outbox_pruned SET through = $1 WHERE id = 1")
+                .bind(target)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            deleted += done;
+            if target == applied {
+                break;
+            }
+        }
+        Ok(deleted)
     }
 
     /// The database's clock in seconds since the epoch (PostgreSQL), to compare with
@@ -86,4 +193,15 @@ impl Store {
             }
         }
     }
+}
+
+/// Takes the `outbox_pruned` row for the rest of the transaction (PostgreSQL: a row
+/// lock; SQLite: the transaction already holds the one write lock) and reads it.
+async fn lock_pruned(tx: &mut super::WriteTx) -> Result<i64, StoreError> {
+    let through: Option<i64> = sqlx::query_scalar(
+        "UPDATE outbox_pruned SET through = through WHERE id = 1 RETURNING through",
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
+    through.ok_or_else(|| StoreError::Migrate("outbox_pruned has no row".into()))
 }

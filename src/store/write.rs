@@ -363,52 +363,25 @@ impl Journal {
     pub async fn flush(&mut self, conn: &mut AnyConnection) -> Result<(), StoreError> {
         write_inserts(conn, &mut self.inserts).await?;
         write_members(conn, &mut self.members).await?;
-        if !self.audit.is_empty() {
-            let mut head = super::audit::chain_head(conn).await?;
-            let placeholders = Placeholders::of(conn);
-            for chunk in self.audit.chunks(rows_per_statement(14)) {
-                let sql = format!(
-                    "INSERT INTO audit_log (at, actor, channel, action, record_kind, record_id, \
-                     field, old_value, new_value, ip, user_agent, request_id, prev_hash, hash) \
-                     VALUES {}",
-                    values_clause(placeholders, chunk.len(), 14)
-                );
-                let mut query = sqlx::query(&sql);
-                for (ctx, at, row) in chunk {
-                    let content = super::audit::AuditContent {
-                        at,
-                        actor: &ctx.actor,
-                        channel: &ctx.channel,
-                        action: row.action,
-                        record_kind: row.kind,
-                        record_id: &row.id,
-                        field: row.field.as_deref(),
-                        old_value: row.old.as_deref(),
-                        new_value: row.new.as_deref(),
-                        ip: ctx.request.ip.as_deref(),
-                        user_agent: ctx.request.user_agent.as_deref(),
-                        request_id: ctx.request.request_id.as_deref(),
-                    };
-                    let hash = content.hash(&head);
-                    query = query
-                        .bind(at.as_str())
-                        .bind(ctx.actor.as_str())
-                        .bind(ctx.channel.as_str())
-                        .bind(row.action)
-                        .bind(row.kind)
-                        .bind(row.id.as_str())
-                        .bind(row.field.as_deref())
-                        .bind(row.old.as_deref())
-                        .bind(row.new.as_deref())
-                        .bind(ctx.request.ip.as_deref())
-                        .bind(ctx.request.user_agent.as_deref())
-                        .bind(ctx.request.request_id.as_deref())
-                        .bind(std::mem::replace(&mut head, hash.clone()))
-                        .bind(hash);
-                }
-                query.execute(&mut *conn).await?;
-            }
-        }
+        let rows: Vec<_> = self
+            .audit
+            .iter()
+            .map(|(ctx, at, row)| super::audit::AuditContent {
+                at,
+                actor: &ctx.actor,
+                channel: &ctx.channel,
+                action: row.action,
+                record_kind: row.kind,
+                record_id: &row.id,
+                field: row.field.as_deref(),
+                old_value: row.old.as_deref(),
+                new_value: row.new.as_deref(),
+                ip: ctx.request.ip.as_deref(),
+                user_agent: ctx.request.user_agent.as_deref(),
+                request_id: ctx.request.request_id.as_deref(),
+            })
+            .collect();
+        super::audit::append(conn, &rows).await?;
         let placeholders = Placeholders::of(conn);
         for chunk in self.outbox.chunks(rows_per_statement(4)) {
             let sql = format!(
