@@ -16,6 +16,9 @@ use leadgate::telemetry;
 mod access_cli;
 mod import_cli;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// leadgate: the integration gateway and ingestion pipeline of a CRM.
 #[derive(Parser)]
 #[command(version, about)]

@@ -3,9 +3,10 @@
 //! above the merge threshold the arrival merges, between the thresholds a steward decides,
 //! below it is new.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-use matching::{Band, MatchConfig, Matcher, Record, blocking};
+use matching::{Band, MatchConfig, Matcher, Prepared, Record, blocking};
 use serde_json::{Value, json};
 use sqlx::{AnyConnection, Row};
 
@@ -13,7 +14,7 @@ use super::Draft;
 use crate::domain::RecordKind;
 use crate::domain::value::now_timestamp;
 use crate::store::StoreError;
-use crate::store::write::new_id;
+use crate::store::write::{Journal, MatchMember, Placeholders, new_id};
 
 /// Lead fields the matcher compares, and the matcher's name for each.
 const MATCH_FIELDS: &[(&str, &str)] = &[
@@ -45,17 +46,26 @@ pub enum Outcome {
     },
 }
 
+/// An arriving record, prepared for matching once.
+pub struct Arrival {
+    pub record: Record,
+    pub prepared: Arc<Prepared>,
+    pub keys: Vec<u64>,
+}
+
 pub struct Dedup {
     matcher: Matcher,
     /// Members' prepared (normalised) values by member id. Members never change their
     /// values, so the cache needs no invalidation; it only saves re-normalising (phone
     /// parsing above all) a candidate every time it is compared.
-    prepared:
-        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<matching::Prepared>>>,
+    prepared: std::sync::Mutex<HashMap<String, Arc<Prepared>>>,
 }
 
-/// Prepared members kept at most; the cache starts over past this.
-const PREPARED_CACHE: usize = 200_000;
+/// Prepared members kept at most (about 250 bytes each); the cache starts over past this.
+const PREPARED_CACHE: usize = 1_000_000;
+
+/// Members whose values one statement loads.
+const MEMBERS_PER_STATEMENT: usize = 64;
 
 impl Dedup {
     pub fn new(config: MatchConfig) -> Result<Self, matching::ConfigError> {
@@ -86,84 +96,118 @@ impl Dedup {
     }
 
     /// Compares the arrival with every remembered member sharing a blocking key.
+    /// Members of this transaction not yet written (`journal`) count as much as stored
+    /// ones: two rows of one batch for the same person become one record.
     pub async fn decide(
         &self,
         conn: &mut AnyConnection,
-        record: &Record,
+        journal: &Journal,
+        arrival: &Arrival,
     ) -> Result<Outcome, StoreError> {
-        let prepared = self.matcher.prepare(record);
-        let mut keys = Vec::new();
-        blocking::keys(&prepared, &mut keys);
-        let blocking = &self.matcher.config().blocking;
-        let mut seen = HashSet::new();
-        let mut best: Option<(f64, String, Record)> = None;
-        for key in keys {
-            // Names-only keys (low bit set) make the largest blocks; scan fewer of them.
-            let limit = if key & 1 == 1 {
-                blocking.name_scan
-            } else {
-                blocking.max_scan
+        let (record, prepared, keys) = (&arrival.record, &*arrival.prepared, &arrival.keys);
+        if keys.is_empty() {
+            return Ok(Outcome::New);
+        }
+        let members = candidates(conn, journal, keys, &self.matcher.config().blocking).await?;
+        let compared = self.prepared_members(conn, &members).await?;
+        let mut best: Option<(f64, &str, &str)> = None;
+        for (member, record_id) in &members {
+            let Some(candidate) = compared.get(member.as_str()) else {
+                continue;
             };
-            let rows = sqlx::query(
-                "SELECT m.id, m.record_id, m.match_values FROM match_keys k \
-                 JOIN match_members m ON m.id = k.member_id \
-                 WHERE k.key = $1 ORDER BY k.seq DESC LIMIT $2",
-            )
-            .bind(key as i64)
-            .bind(limit as i64)
-            .fetch_all(&mut *conn)
-            .await?;
-            for row in rows {
-                let member: String = row.try_get("id")?;
-                if !seen.insert(member.clone()) {
-                    continue;
-                }
-                let cached = self
-                    .prepared
-                    .lock()
-                    .ok()
-                    .and_then(|cache| cache.get(&member).cloned());
-                let candidate = match cached {
-                    Some(candidate) => candidate,
+            let floor = best
+                .as_ref()
+                .map_or(self.matcher.config().review, |(score, _, _)| *score);
+            if let Some(score) = self.matcher.total_above(prepared, candidate, floor)
+                && best.as_ref().is_none_or(|(top, _, _)| score > *top)
+            {
+                best = Some((score, member, record_id));
+            }
+        }
+        let Some((score, member, id)) = best else {
+            return Ok(Outcome::New);
+        };
+        Ok(match self.matcher.band(score) {
+            Band::Merge => Outcome::Merge {
+                into: id.to_owned(),
+                score,
+            },
+            Band::Review => {
+                let pending = journal.pending_member(member);
+                let values: String = match pending {
+                    Some(pending) => pending.values.clone(),
                     None => {
-                        let values: String = row.try_get("match_values")?;
-                        let Ok(other) = serde_json::from_str::<Record>(&values) else {
-                            continue;
-                        };
-                        let candidate = std::sync::Arc::new(self.matcher.prepare(&other));
-                        if let Ok(mut cache) = self.prepared.lock() {
-                            if cache.len() >= PREPARED_CACHE {
-                                cache.clear();
-                            }
-                            cache.insert(member, candidate.clone());
-                        }
-                        candidate
+                        sqlx::query_scalar("SELECT match_values FROM match_members WHERE id = $1")
+                            .bind(member)
+                            .fetch_one(&mut *conn)
+                            .await?
                     }
                 };
-                let floor = best
-                    .as_ref()
-                    .map_or(self.matcher.config().review, |(score, _, _)| *score);
-                if let Some(score) = self.matcher.total_above(&prepared, &candidate, floor)
-                    && best.as_ref().is_none_or(|(top, _, _)| score > *top)
-                {
-                    let values: String = row.try_get("match_values")?;
-                    let other = serde_json::from_str::<Record>(&values).unwrap_or_default();
-                    best = Some((score, row.try_get("record_id")?, other));
+                let other = serde_json::from_str::<Record>(&values).unwrap_or_default();
+                Outcome::Review {
+                    with: id.to_owned(),
+                    score,
+                    breakdown: self.breakdown(record, &other),
+                }
+            }
+            Band::New => Outcome::New,
+        })
+    }
+
+    /// The prepared values of `members`, from the cache or, for those it lacks, from
+    /// the store in one statement.
+    async fn prepared_members(
+        &self,
+        conn: &mut AnyConnection,
+        members: &[(String, String)],
+    ) -> Result<HashMap<String, Arc<Prepared>>, StoreError> {
+        let mut found = HashMap::with_capacity(members.len());
+        let mut missing = Vec::new();
+        if let Ok(cache) = self.prepared.lock() {
+            for (member, _) in members {
+                match cache.get(member) {
+                    Some(prepared) => {
+                        found.insert(member.clone(), prepared.clone());
+                    }
+                    None => missing.push(member.as_str()),
                 }
             }
         }
-        Ok(match best {
-            None => Outcome::New,
-            Some((score, id, other)) => match self.matcher.band(score) {
-                Band::Merge => Outcome::Merge { into: id, score },
-                Band::Review => Outcome::Review {
-                    with: id,
-                    score,
-                    breakdown: self.breakdown(record, &other),
-                },
-                Band::New => Outcome::New,
-            },
-        })
+        missing.sort_unstable();
+        missing.dedup();
+        for chunk in missing.chunks(MEMBERS_PER_STATEMENT) {
+            // Padded to a power of two (repeating the last id), so a few statement
+            // shapes serve every count and stay in the connection's statement cache.
+            let width = chunk.len().next_power_of_two();
+            let sql = format!(
+                "SELECT id, match_values FROM match_members WHERE id IN ({})",
+                parameter_list(Placeholders::of(conn), 1, width)
+            );
+            let mut query = sqlx::query(&sql);
+            for n in 0..width {
+                query = query.bind(chunk[n.min(chunk.len() - 1)]);
+            }
+            let rows = query.fetch_all(&mut *conn).await?;
+            let mut loaded = Vec::with_capacity(rows.len());
+            for row in rows {
+                let member: String = row.try_get("id")?;
+                let values: String = row.try_get("match_values")?;
+                let Ok(other) = serde_json::from_str::<Record>(&values) else {
+                    continue;
+                };
+                loaded.push((member, Arc::new(self.matcher.prepare(&other))));
+            }
+            if let Ok(mut cache) = self.prepared.lock() {
+                if cache.len() + loaded.len() > PREPARED_CACHE {
+                    cache.clear();
+                }
+                for (member, prepared) in &loaded {
+                    cache.insert(member.clone(), prepared.clone());
+                }
+            }
+            found.extend(loaded);
+        }
+        Ok(found)
     }
 
     /// Field-by-field comparison, as stewards see it.
@@ -183,49 +227,132 @@ impl Dedup {
         })
     }
 
-    /// Remembers `record` as a member of `record_id`, under its blocking keys.
-    pub async fn remember(
+    /// The arrival as the matcher sees it: its values, prepared once, and its keys.
+    pub fn arrival(&self, draft: &Draft) -> Arrival {
+        let record = self.record_of(draft);
+        let prepared = Arc::new(self.matcher.prepare(&record));
+        let mut keys = Vec::new();
+        blocking::keys(&prepared, &mut keys);
+        Arrival {
+            record,
+            prepared,
+            keys,
+        }
+    }
+
+    /// Remembers the arrival as a member of `record_id`, under its blocking keys; the
+    /// journal writes it with the transaction.
+    pub fn remember(
         &self,
-        conn: &mut AnyConnection,
+        journal: &mut Journal,
         kind: RecordKind,
         record_id: &str,
         source_id: &str,
-        record: &Record,
+        arrival: &Arrival,
     ) -> Result<(), StoreError> {
         let member = new_id();
-        let values = serde_json::to_string(record)
+        let values = serde_json::to_string(&arrival.record)
             .map_err(|e| StoreError::Conflict(format!("match values: {e}")))?;
-        sqlx::query(
-            "INSERT INTO match_members (id, record_kind, record_id, source_id, match_values, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&member)
-        .bind(kind.path())
-        .bind(record_id)
-        .bind(source_id)
-        .bind(values)
-        .bind(now_timestamp())
-        .execute(&mut *conn)
-        .await?;
-        let mut keys = Vec::new();
-        blocking::keys(&self.matcher.prepare(record), &mut keys);
-        if keys.is_empty() {
-            return Ok(());
+        if let Ok(mut cache) = self.prepared.lock() {
+            if cache.len() >= PREPARED_CACHE {
+                cache.clear();
+            }
+            cache.insert(member.clone(), arrival.prepared.clone());
         }
-        let params: Vec<String> = (0..keys.len())
-            .map(|n| format!("(${}, $1)", n + 2))
-            .collect();
-        let sql = format!(
-            "INSERT INTO match_keys (key, member_id) VALUES {}",
-            params.join(", ")
-        );
-        let mut query = sqlx::query(&sql).bind(&member);
-        for key in keys {
-            query = query.bind(key as i64);
-        }
-        query.execute(&mut *conn).await?;
+        journal.push_member(MatchMember {
+            id: member,
+            record_kind: kind.path(),
+            record_id: record_id.to_owned(),
+            source_id: source_id.to_owned(),
+            values,
+            created_at: now_timestamp(),
+            keys: arrival.keys.clone(),
+        });
         Ok(())
     }
+}
+
+/// Members sharing a key with the arrival, as `(member id, record id)`: each key's most
+/// recent members up to its scan limit, keys in order, newest first within a key. One
+/// statement for all keys (a `UNION ALL` of per-key scans): a statement per key cost a
+/// round trip to the store's thread each.
+async fn candidates(
+    conn: &mut AnyConnection,
+    journal: &Journal,
+    keys: &[u64],
+    blocking: &matching::BlockingConfig,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let placeholders = Placeholders::of(conn);
+    let arms: Vec<String> = (0..keys.len())
+        .map(|arm| {
+            format!(
+                "SELECT CAST({arm} AS BIGINT) AS arm, seq, member_id FROM (SELECT seq, member_id FROM match_keys \
+                 WHERE key = {} ORDER BY seq DESC LIMIT {}) AS k{arm}",
+                parameter_list(placeholders, arm * 2 + 1, 1),
+                parameter_list(placeholders, arm * 2 + 2, 1),
+            )
+        })
+        .collect();
+    let sql = format!(
+        "SELECT c.arm, c.member_id, m.record_id FROM ({}) AS c \
+         JOIN match_members m ON m.id = c.member_id ORDER BY c.arm, c.seq DESC",
+        arms.join(" UNION ALL ")
+    );
+    let mut query = sqlx::query(&sql);
+    for key in keys {
+        query = query
+            .bind(*key as i64)
+            .bind(scan_limit(*key, blocking) as i64);
+    }
+    let stored = query.fetch_all(&mut *conn).await?;
+    // Per key: this transaction's members (newest first), then stored ones, up to the
+    // key's scan limit together.
+    let mut seen = HashSet::new();
+    let mut members = Vec::new();
+    let mut rows = stored.iter().peekable();
+    for (arm, key) in keys.iter().enumerate() {
+        let limit = scan_limit(*key, blocking);
+        let mut taken = 0;
+        for pending in journal.members_with_key(*key).take(limit) {
+            taken += 1;
+            if seen.insert(pending.id.clone()) {
+                members.push((pending.id.clone(), pending.record_id.clone()));
+            }
+        }
+        while let Some(row) =
+            rows.next_if(|row| row.try_get::<i64, _>("arm").ok() == Some(arm as i64))
+        {
+            if taken == limit {
+                continue;
+            }
+            taken += 1;
+            let member: String = row.try_get("member_id")?;
+            if seen.insert(member.clone()) {
+                members.push((member, row.try_get("record_id")?));
+            }
+        }
+    }
+    Ok(members)
+}
+
+/// Names-only keys (low bit set) make the largest blocks; scan fewer of them.
+fn scan_limit(key: u64, blocking: &matching::BlockingConfig) -> usize {
+    if key & 1 == 1 {
+        blocking.name_scan
+    } else {
+        blocking.max_scan
+    }
+}
+
+/// `$first, $first+1, …` or `?, ?, …`: `count` parameters.
+fn parameter_list(placeholders: Placeholders, first: usize, count: usize) -> String {
+    let list: Vec<String> = (first..first + count)
+        .map(|n| match placeholders {
+            Placeholders::Numbered => format!("${n}"),
+            Placeholders::Anonymous => "?".to_owned(),
+        })
+        .collect();
+    list.join(", ")
 }
 
 /// Members of `from` now belong to `to` (after a merge of two stored records).

@@ -220,10 +220,11 @@ impl Pipeline {
         }
         let mut draft = Draft::new(kind);
         draft.fields = fields.clone();
-        let record = self.dedup.record_of(&draft);
+        let arrival = self.dedup.arrival(&draft);
+        let mut journal = Journal::default();
         self.dedup
-            .remember(conn, kind, id, &format!("api:{id}"), &record)
-            .await
+            .remember(&mut journal, kind, id, &format!("api:{id}"), &arrival)?;
+        journal.flush(conn).await
     }
 
     /// A bounce (the email connector's `bounce_recipients`) marks each failed address
@@ -528,7 +529,7 @@ impl Pipeline {
             .await?;
             return Ok(json!({"action": "created", "kind": draft.kind, "id": id}));
         }
-        let candidate = self.dedup.record_of(&draft);
+        let arrival = self.dedup.arrival(&draft);
         let identified = identified_lead(conn, journal, &draft).await?;
         let by_identity = identified.is_some();
         let outcome = match identified {
@@ -536,7 +537,7 @@ impl Pipeline {
                 into,
                 score: f64::from(u8::MAX),
             },
-            None => self.dedup.decide(conn, &candidate).await?,
+            None => self.dedup.decide(conn, journal, &arrival).await?,
         };
         if !matches!(outcome, Outcome::Merge { .. }) {
             link_account(conn, journal, &ctx, &mut draft).await?;
@@ -737,8 +738,7 @@ impl Pipeline {
         }
         apply_journaled(conn, &ctx, changes, journal).await?;
         self.dedup
-            .remember(conn, RecordKind::Lead, &lead_id, &row.id, &candidate)
-            .await?;
+            .remember(journal, RecordKind::Lead, &lead_id, &row.id, &arrival)?;
         if let Outcome::Review {
             with,
             score,

@@ -129,6 +129,35 @@ pub struct Journal {
     inserts: Vec<PendingInsert>,
     audit: Vec<(Arc<WriteContext>, String, AuditRow)>,
     outbox: Vec<(RecordKind, String, Action, String)>,
+    members: PendingMembers,
+}
+
+/// Dedup members queued in a transaction, findable by blocking key.
+#[derive(Default)]
+struct PendingMembers {
+    list: Vec<MatchMember>,
+    by_key: std::collections::HashMap<u64, Vec<usize>>,
+}
+
+impl PendingMembers {
+    fn clear(&mut self) {
+        self.list.clear();
+        self.by_key.clear();
+    }
+}
+
+/// A dedup member (a record's values as the matcher compares them) and its blocking
+/// keys, written with the journal. Later rows of the same transaction find it through
+/// [`Journal::members`] until then.
+#[derive(Debug, Clone)]
+pub struct MatchMember {
+    pub id: String,
+    pub record_kind: &'static str,
+    pub record_id: String,
+    pub source_id: String,
+    pub values: String,
+    pub created_at: String,
+    pub keys: Vec<u64>,
 }
 
 impl Store {
@@ -171,6 +200,10 @@ pub async fn apply_journaled(
         // Whatever reads the store must see the inserts queued before it.
         if !matches!(change, Change::Insert { .. }) {
             write_inserts(conn, &mut journal.inserts).await?;
+        }
+        // Deletes and merges remove or move dedup members.
+        if matches!(change, Change::Delete { .. } | Change::Merge { .. }) {
+            write_members(conn, &mut journal.members).await?;
         }
         let (result, audit) = match change {
             Change::Insert { kind, id, fields } => {
@@ -303,8 +336,33 @@ impl Journal {
         write_inserts(conn, &mut self.inserts).await
     }
 
+    /// Queues a dedup member for the flush.
+    pub fn push_member(&mut self, member: MatchMember) {
+        let at = self.members.list.len();
+        for key in &member.keys {
+            self.members.by_key.entry(*key).or_default().push(at);
+        }
+        self.members.list.push(member);
+    }
+
+    /// Dedup members queued in this transaction under `key`, newest first.
+    pub fn members_with_key(&self, key: u64) -> impl Iterator<Item = &MatchMember> {
+        self.members
+            .by_key
+            .get(&key)
+            .into_iter()
+            .flat_map(|at| at.iter().rev())
+            .map(|at| &self.members.list[*at])
+    }
+
+    /// A dedup member queued in this transaction.
+    pub fn pending_member(&self, id: &str) -> Option<&MatchMember> {
+        self.members.list.iter().find(|member| member.id == id)
+    }
+
     pub async fn flush(&mut self, conn: &mut AnyConnection) -> Result<(), StoreError> {
         write_inserts(conn, &mut self.inserts).await?;
+        write_members(conn, &mut self.members).await?;
         let rows: Vec<_> = self
             .audit
             .iter()
@@ -487,6 +545,59 @@ async fn write_inserts(
             }
             query.execute(&mut *conn).await?;
         }
+    }
+    pending.clear();
+    Ok(())
+}
+
+/// Writes queued dedup members and their keys, a few statements for the lot.
+async fn write_members(
+    conn: &mut AnyConnection,
+    pending: &mut PendingMembers,
+) -> Result<(), StoreError> {
+    let members = &pending.list;
+    if members.is_empty() {
+        return Ok(());
+    }
+    let placeholders = Placeholders::of(conn);
+    for chunk in members.chunks(rows_per_statement(6)) {
+        let sql = format!(
+            "INSERT INTO match_members (id, record_kind, record_id, source_id, match_values, \
+             created_at) VALUES {}",
+            values_clause(placeholders, chunk.len(), 6)
+        );
+        let mut query = sqlx::query(&sql);
+        for member in chunk {
+            query = query
+                .bind(member.id.as_str())
+                .bind(member.record_kind)
+                .bind(member.record_id.as_str())
+                .bind(member.source_id.as_str())
+                .bind(member.values.as_str())
+                .bind(member.created_at.as_str());
+        }
+        query.execute(&mut *conn).await?;
+    }
+    // In arrival order, so `seq` keeps each key's members oldest to newest.
+    let keys: Vec<(i64, &str)> = members
+        .iter()
+        .flat_map(|member| {
+            member
+                .keys
+                .iter()
+                .map(|key| (*key as i64, member.id.as_str()))
+        })
+        .collect();
+    for chunk in keys.chunks(rows_per_statement(2)) {
+        let sql = format!(
+            "INSERT INTO match_keys (key, member_id) VALUES {}",
+            values_clause(placeholders, chunk.len(), 2)
+        );
+        let mut query = sqlx::query(&sql);
+        for (key, member) in chunk {
+            query = query.bind(*key).bind(*member);
+        }
+        query.execute(&mut *conn).await?;
     }
     pending.clear();
     Ok(())
