@@ -69,46 +69,24 @@ pub async fn run(
     if !headers.iter().any(|h| h == id_column) {
         return Err(HarnessError::NoIdColumn(id_column.to_owned()));
     }
-    let mut rows = Vec::new();
-    for (n, record) in reader.records().enumerate() {
-        let record = record.map_err(|e| read_error(format!("row {}: {e}", n + 2)))?;
-        let mut fields = Map::new();
-        let mut id = format!("row-{}", n + 2);
-        for (header, value) in headers.iter().zip(record.iter()) {
-            if header == id_column {
-                id = value.trim().to_owned();
-            } else if !value.trim().is_empty() {
-                fields.insert(header.to_owned(), Value::String(value.trim().to_owned()));
-            }
-        }
-        rows.push(InboxRow {
-            id,
-            source: "dedup:harness".into(),
-            external_id: None,
-            received_at: crate::domain::value::now_timestamp(),
-            fields: Value::Object(fields),
-            status: "processing".into(),
-            attempts: 1,
-            error: None,
-            result: Value::Null,
-            request_id: None,
-            updated_at: String::new(),
-            meta: RequestMeta::default(),
-        });
-    }
-    let mut report = Report {
-        rows: rows.len(),
-        ..Report::default()
-    };
+    let mut report = Report::default();
     let started = Instant::now();
     let chunk = match mode {
         Mode::Stream => 1,
         Mode::Batch => 1000,
     };
-    for batch in rows.chunks(chunk) {
+    // Read a batch at a time: memory follows the batch, not the file.
+    let mut records = reader.records().enumerate().peekable();
+    while records.peek().is_some() {
+        let mut batch = Vec::with_capacity(chunk);
+        for (n, record) in records.by_ref().take(chunk) {
+            let record = record.map_err(|e| read_error(format!("row {}: {e}", n + 2)))?;
+            batch.push(inbox_row(&headers, &record, id_column, n));
+        }
+        report.rows += batch.len();
         let mut tx = store.begin_write().await?;
         let mut journal = Journal::default();
-        for row in batch {
+        for row in &batch {
             let processed = match pipeline.prepare(row) {
                 Ok(draft) => pipeline.persist(&mut tx, &mut journal, row, draft).await,
                 Err(error) => Err(RowError::Row(error)),
@@ -130,6 +108,38 @@ pub async fn run(
     report.seconds = started.elapsed().as_secs_f64();
     write_pairs(store, pipeline, pairs_out, review_out, &mut report).await?;
     Ok(report)
+}
+
+/// One CSV record as the inbox row the pipeline takes; the id column names it.
+fn inbox_row(
+    headers: &csv::StringRecord,
+    record: &csv::StringRecord,
+    id_column: &str,
+    n: usize,
+) -> InboxRow {
+    let mut fields = Map::new();
+    let mut id = format!("row-{}", n + 2);
+    for (header, value) in headers.iter().zip(record.iter()) {
+        if header == id_column {
+            id = value.trim().to_owned();
+        } else if !value.trim().is_empty() {
+            fields.insert(header.to_owned(), Value::String(value.trim().to_owned()));
+        }
+    }
+    InboxRow {
+        id,
+        source: "dedup:harness".into(),
+        external_id: None,
+        received_at: crate::domain::value::now_timestamp(),
+        fields: Value::Object(fields),
+        status: "processing".into(),
+        attempts: 1,
+        error: None,
+        result: Value::Null,
+        request_id: None,
+        updated_at: String::new(),
+        meta: RequestMeta::default(),
+    }
 }
 
 async fn write_pairs(
