@@ -175,13 +175,17 @@ impl Dedup {
         }
         missing.sort_unstable();
         missing.dedup();
+        let placeholders = Placeholders::of(conn);
         for chunk in missing.chunks(MEMBERS_PER_STATEMENT) {
             // Padded to a power of two (repeating the last id), so a few statement
             // shapes serve every count and stay in the connection's statement cache.
             let width = chunk.len().next_power_of_two();
             let sql = format!(
                 "SELECT id, match_values FROM match_members WHERE id IN ({})",
-                parameter_list(Placeholders::of(conn), 1, width)
+                (1..=width)
+                    .map(|n| placeholders.nth(n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             let mut query = sqlx::query(&sql);
             for n in 0..width {
@@ -288,8 +292,8 @@ async fn candidates(
             format!(
                 "SELECT CAST({arm} AS BIGINT) AS arm, seq, member_id FROM (SELECT seq, member_id FROM match_keys \
                  WHERE key = {} ORDER BY seq DESC LIMIT {}) AS k{arm}",
-                parameter_list(placeholders, arm * 2 + 1, 1),
-                parameter_list(placeholders, arm * 2 + 2, 1),
+                placeholders.nth(arm * 2 + 1),
+                placeholders.nth(arm * 2 + 2),
             )
         })
         .collect();
@@ -342,17 +346,6 @@ fn scan_limit(key: u64, blocking: &matching::BlockingConfig) -> usize {
     } else {
         blocking.max_scan
     }
-}
-
-/// `$first, $first+1, …` or `?, ?, …`: `count` parameters.
-fn parameter_list(placeholders: Placeholders, first: usize, count: usize) -> String {
-    let list: Vec<String> = (first..first + count)
-        .map(|n| match placeholders {
-            Placeholders::Numbered => format!("${n}"),
-            Placeholders::Anonymous => "?".to_owned(),
-        })
-        .collect();
-    list.join(", ")
 }
 
 /// Members of `from` now belong to `to` (after a merge of two stored records).

@@ -284,6 +284,14 @@ pub enum Placeholders {
 }
 
 impl Placeholders {
+    /// The `n`th parameter (from 1) of a statement bound in order.
+    pub fn nth(self, n: usize) -> String {
+        match self {
+            Placeholders::Numbered => format!("${n}"),
+            Placeholders::Anonymous => "?".to_owned(),
+        }
+    }
+
     pub fn of(conn: &AnyConnection) -> Self {
         if conn.backend_name().eq_ignore_ascii_case("sqlite") {
             Placeholders::Anonymous
@@ -313,10 +321,7 @@ pub fn values_clause_with(
             if column > 0 {
                 sql.push_str(", ");
             }
-            match placeholders {
-                Placeholders::Numbered => sql.push_str(&format!("${}", row * columns + column + 1)),
-                Placeholders::Anonymous => sql.push('?'),
-            }
+            sql.push_str(&placeholders.nth(row * columns + column + 1));
         }
         sql.push_str(tail);
         sql.push(')');
