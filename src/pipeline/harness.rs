@@ -84,10 +84,11 @@ pub async fn run(
             batch.push(inbox_row(&headers, &record, id_column, n));
         }
         report.rows += batch.len();
+        let prepared = pipeline.prepare_batch(&batch);
         let mut tx = store.begin_write().await?;
         let mut journal = Journal::default();
-        for row in &batch {
-            let processed = match pipeline.prepare(row) {
+        for (row, prepared) in batch.iter().zip(prepared) {
+            let processed = match prepared {
                 Ok(draft) => pipeline.persist(&mut tx, &mut journal, row, draft).await,
                 Err(error) => Err(RowError::Row(error)),
             };

@@ -3,6 +3,7 @@
 //! exactly when its records, their audit rows and its lineage are written.
 
 pub mod assign;
+mod blocking;
 pub mod decay;
 pub mod dedup;
 mod enrich;
@@ -51,6 +52,9 @@ pub struct Draft {
     pub identify_by: Vec<String>,
     /// `(external id, status)`: this arrival updates an earlier activity instead.
     pub activity_update: Option<(String, String)>,
+    /// A lead's values as the matcher sees them, prepared with the other pure stages
+    /// (so a batch prepares them on every core).
+    pub arrival: Option<dedup::Arrival>,
 }
 
 impl Draft {
@@ -65,6 +69,7 @@ impl Draft {
             follow_up: None,
             identify_by: Vec::new(),
             activity_update: None,
+            arrival: None,
         }
     }
 
@@ -316,6 +321,17 @@ impl Pipeline {
         &self.dedup
     }
 
+    /// `prepare` for a batch, spread over the cores: mapping, normalising and preparing
+    /// a lead for matching (phone parsing above all) is most of a row's own CPU, and
+    /// none of it needs the store.
+    pub fn prepare_batch(&self, rows: &[InboxRow]) -> Vec<Result<Draft, PipelineError>> {
+        use rayon::prelude::*;
+        rows.par_iter()
+            .with_min_len(16)
+            .map(|row| self.prepare(row))
+            .collect()
+    }
+
     /// Map and run the pure stages; no store access.
     pub fn prepare(&self, row: &InboxRow) -> Result<Draft, PipelineError> {
         let Value::Object(inbound) = &row.fields else {
@@ -428,6 +444,7 @@ impl Pipeline {
                     "no identifying field: a lead needs an email, phone, name or company".into(),
                 ));
             }
+            draft.arrival = Some(self.dedup.arrival(&draft));
         }
         Ok(draft)
     }
@@ -529,7 +546,10 @@ impl Pipeline {
             .await?;
             return Ok(json!({"action": "created", "kind": draft.kind, "id": id}));
         }
-        let arrival = self.dedup.arrival(&draft);
+        let arrival = match draft.arrival.take() {
+            Some(arrival) => arrival,
+            None => self.dedup.arrival(&draft),
+        };
         let identified = identified_lead(conn, journal, &draft).await?;
         let by_identity = identified.is_some();
         let outcome = match identified {

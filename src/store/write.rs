@@ -130,20 +130,20 @@ pub struct Journal {
     audit: Vec<(Arc<WriteContext>, String, AuditRow)>,
     outbox: Vec<(RecordKind, String, Action, String)>,
     members: PendingMembers,
+    /// Dedup's in-memory blocking index has taken in what was committed before this
+    /// transaction.
+    blocking_caught_up: bool,
 }
 
-/// Dedup members queued in a transaction, findable by blocking key.
+/// Dedup members of a transaction, findable by blocking key for as long as it lasts:
+/// those written early (before a delete or merge) as much as those still queued, since
+/// an in-memory blocking index only takes in members once they are committed.
 #[derive(Default)]
 struct PendingMembers {
     list: Vec<MatchMember>,
     by_key: std::collections::HashMap<u64, Vec<usize>>,
-}
-
-impl PendingMembers {
-    fn clear(&mut self) {
-        self.list.clear();
-        self.by_key.clear();
-    }
+    /// `list[..written]` is in the store already.
+    written: usize,
 }
 
 /// A dedup member (a record's values as the matcher compares them) and its blocking
@@ -360,9 +360,26 @@ impl Journal {
             .map(|at| &self.members.list[*at])
     }
 
-    /// A dedup member queued in this transaction.
-    pub fn pending_member(&self, id: &str) -> Option<&MatchMember> {
-        self.members.list.iter().find(|member| member.id == id)
+    /// A dedup member of this transaction, and whether it is in the store already.
+    pub fn pending_member(&self, id: &str) -> Option<(&MatchMember, bool)> {
+        self.members
+            .list
+            .iter()
+            .position(|member| member.id == id)
+            .map(|at| (&self.members.list[at], at < self.members.written))
+    }
+
+    pub fn blocking_caught_up(&self) -> bool {
+        self.blocking_caught_up
+    }
+
+    pub fn set_blocking_caught_up(&mut self) {
+        self.blocking_caught_up = true;
+    }
+
+    /// Whether this transaction has written dedup members to the store.
+    pub fn wrote_members(&self) -> bool {
+        self.members.written > 0
     }
 
     pub async fn flush(&mut self, conn: &mut AnyConnection) -> Result<(), StoreError> {
@@ -560,7 +577,7 @@ async fn write_members(
     conn: &mut AnyConnection,
     pending: &mut PendingMembers,
 ) -> Result<(), StoreError> {
-    let members = &pending.list;
+    let members = &pending.list[pending.written..];
     if members.is_empty() {
         return Ok(());
     }
@@ -604,7 +621,7 @@ async fn write_members(
         }
         query.execute(&mut *conn).await?;
     }
-    pending.clear();
+    pending.written = pending.list.len();
     Ok(())
 }
 
