@@ -571,7 +571,9 @@ impl Pipeline {
         let mut qualification_change: Option<bool> = None;
         let (lead_id, mut result, changes) = match &outcome {
             Outcome::Merge { into, score } => {
-                journal.settle_inserts(conn).await?;
+                if journal.is_pending(RecordKind::Lead, into) {
+                    journal.settle_inserts(conn).await?;
+                }
                 let existing = load_lead(conn, into).await?;
                 let mut fields = survivorship(
                     &existing,
