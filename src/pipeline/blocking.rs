@@ -9,6 +9,9 @@
 //! transaction holds the one writer lock (`BEGIN IMMEDIATE`), so rows commit in `seq`
 //! order and nothing committed later can carry a lower `seq` than one already taken in.
 //! (PostgreSQL's concurrent workers commit out of `seq` order; they query the store.)
+//! Nothing on SQLite reads `match_keys` by key any more, so it has no index on `key`
+//! there (migration 0016): its inserts were random writes into a B-tree larger than the
+//! page cache.
 //!
 //! Members deleted or moved to another record (a merge, an unmerge) by other
 //! transactions are not seen here; the caller checks the member it chose against the
@@ -54,10 +57,14 @@ pub struct Member {
 impl MemoryIndex {
     /// Takes in members committed since the last call. `fresh` holds the prepared
     /// values of members this process remembered, so they need not be read back.
+    /// `own` says whether a member was written by the caller's transaction (then it
+    /// and everything after it is uncommitted: SQLite's writer is that transaction);
+    /// the catch-up stops there, and the next one takes them in once committed.
     pub async fn catch_up(
         &mut self,
         conn: &mut AnyConnection,
         fresh: &mut HashMap<String, Arc<Prepared>>,
+        own: impl Fn(&str) -> bool,
     ) -> Result<(), StoreError> {
         loop {
             let rows = sqlx::query(
@@ -72,6 +79,9 @@ impl MemoryIndex {
                 let seq: i64 = row.try_get("seq")?;
                 let key: i64 = row.try_get("key")?;
                 let member: String = row.try_get("member_id")?;
+                if own(&member) {
+                    return Ok(());
+                }
                 self.take_in(key as u64, member, fresh);
                 self.caught_up = seq;
             }
@@ -144,6 +154,47 @@ mod tests {
             .with_key(key)
             .map(|at| &*index.member(at).id)
             .collect()
+    }
+
+    #[tokio::test]
+    async fn a_catch_up_stops_at_the_callers_own_uncommitted_members() {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let mut conn = AnyConnection::connect("sqlite::memory:")
+            .await
+            .expect("sqlite");
+        sqlx::query(
+            "CREATE TABLE match_keys (seq INTEGER PRIMARY KEY AUTOINCREMENT, key INTEGER NOT NULL, \
+             member_id TEXT NOT NULL)",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("table");
+        let add = |rows: &'static str| sqlx::query(rows);
+        add("INSERT INTO match_keys (key, member_id) VALUES (1, 'a'), (2, 'a'), (1, 'b')")
+            .execute(&mut conn)
+            .await
+            .expect("committed");
+        // `c` is the caller's own, written in its transaction and not committed.
+        add("INSERT INTO match_keys (key, member_id) VALUES (1, 'c'), (3, 'c')")
+            .execute(&mut conn)
+            .await
+            .expect("own");
+        let mut index = MemoryIndex::default();
+        let mut fresh = HashMap::new();
+        index
+            .catch_up(&mut conn, &mut fresh, |member| member == "c")
+            .await
+            .expect("catch up");
+        assert_eq!(ids(&index, 1), ["b", "a"]);
+        assert_eq!(index.caught_up, 3);
+        // Committed now: the next transaction's catch-up takes it in.
+        index
+            .catch_up(&mut conn, &mut fresh, |_| false)
+            .await
+            .expect("catch up");
+        assert_eq!(ids(&index, 1), ["c", "b", "a"]);
+        assert_eq!(ids(&index, 3), ["c"]);
     }
 
     #[test]

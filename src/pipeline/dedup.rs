@@ -116,10 +116,7 @@ impl Dedup {
             return Ok(Outcome::New);
         }
         let blocking = &self.matcher.config().blocking;
-        // The memory index takes in committed members only, at the start of a
-        // transaction; one that wrote members before its first arrival asks the store.
-        let in_memory = conn.backend_name() == "SQLite"
-            && (journal.blocking_caught_up() || !journal.wrote_members());
+        let in_memory = conn.backend_name() == "SQLite";
         let mut index = match in_memory {
             true => Some(self.memory.lock().await),
             false => None,
@@ -127,7 +124,11 @@ impl Dedup {
         let mut candidates = if let Some(index) = index.as_deref_mut() {
             if !journal.blocking_caught_up() {
                 let mut fresh = self.take_fresh();
-                index.catch_up(conn, &mut fresh).await?;
+                index
+                    .catch_up(conn, &mut fresh, |member| {
+                        journal.pending_member(member).is_some()
+                    })
+                    .await?;
                 journal.set_blocking_caught_up();
             }
             let candidates = from_memory(index, journal, keys, blocking);

@@ -393,11 +393,6 @@ impl Journal {
         self.blocking_caught_up = true;
     }
 
-    /// Whether this transaction has written dedup members to the store.
-    pub fn wrote_members(&self) -> bool {
-        self.members.written > 0
-    }
-
     pub async fn flush(&mut self, conn: &mut AnyConnection) -> Result<(), StoreError> {
         write_inserts(conn, &mut self.inserts).await?;
         write_members(conn, &mut self.members).await?;
