@@ -59,13 +59,16 @@ impl AuditContent<'_> {
             self.user_agent,
             self.request_id,
         ];
+        // Streamed into the hasher: no hex string or JSON text allocated per row.
         let mut hasher = Sha256::new();
-        hasher.update(hex::encode(prev_hash).as_bytes());
-        hasher.update(
-            serde_json::to_string(&values)
-                .unwrap_or_default()
-                .as_bytes(),
-        );
+        let mut link = [0u8; 64];
+        match hex::encode_to_slice(prev_hash, &mut link) {
+            Ok(()) => hasher.update(link),
+            // A stored hash that is not 32 bytes (an edited row) is linked as it was.
+            Err(_) => hasher.update(hex::encode(prev_hash).as_bytes()),
+        }
+        // Strings into a hasher: neither the serialisation nor the writes can fail.
+        let _ = serde_json::to_writer(&mut hasher, &values);
         hasher.finalize().into()
     }
 }
@@ -420,6 +423,32 @@ mod tests {
             hex::encode(content("user:a", Some("\"x\"")).hash(&first)),
             "cb64e07249333ae98740ef902251fa0cfc683b17121d499db20f1b9c421b364b"
         );
+    }
+
+    #[test]
+    fn the_streamed_hash_is_the_one_over_hex_and_json_text() {
+        let mut row = content("user:\"a\"\n", Some("\"\\u00e9 ✓\""));
+        row.ip = Some("10.0.0.1");
+        for link in [GENESIS.to_vec(), vec![7u8; 32], b"not a hash".to_vec()] {
+            let values = [
+                Some(row.at),
+                Some(row.actor),
+                Some(row.channel),
+                Some(row.action),
+                Some(row.record_kind),
+                Some(row.record_id),
+                row.field,
+                row.old_value,
+                row.new_value,
+                row.ip,
+                row.user_agent,
+                row.request_id,
+            ];
+            let mut text = hex::encode(&link);
+            text.push_str(&serde_json::to_string(&values).expect("json"));
+            let expected: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+            assert_eq!(row.hash(&link), expected);
+        }
     }
 
     #[test]
