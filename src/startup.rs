@@ -180,6 +180,26 @@ impl Application {
                 }
             });
         }
+        // The audit trail's lookups by record and by actor follow the log from here, a
+        // second behind (the write path appends rows without them; lookups read the
+        // unindexed tail as well). Any role may run it: batches take the writer's turn
+        // and start from the mark they read under it.
+        {
+            let (store, shutdown) = (store.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let mut every_second = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = every_second.tick() => {
+                            if let Err(error) = store.index_audit().await {
+                                tracing::warn!(%error, "indexing the audit trail failed");
+                            }
+                        }
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+            });
+        }
         let mailbox_shutdown = CancellationToken::new();
         let mailboxes = if role == Role::Worker {
             Vec::new()

@@ -18,6 +18,7 @@ on_both_backends!(
     concurrent_writers_keep_one_unbroken_chain,
     a_team_list_merges_its_owners_in_order_and_pages,
     a_chain_kept_as_hex_text_still_verifies_once_stored_as_bytes,
+    audit_lookups_find_rows_on_both_sides_of_the_indexed_mark,
 );
 
 struct Org {
@@ -851,7 +852,163 @@ async fn concurrent_writers_keep_one_unbroken_chain(backend: Backend) {
     let report = app.store.verify_audit().await.expect("verify");
     assert!(report.broken.is_none(), "{report:?}");
     assert!(report.rows >= 120, "{report:?}");
+    // The server's indexer ran beside the writers: once it has caught up, every row is in
+    // both lookups exactly once (a row committed below the mark after it moved would be
+    // in neither lookup table, and found only while the log's tail still reaches it).
+    app.store.index_audit().await.expect("index");
+    let pool = app.store.pool();
+    let count = |sql: &'static str| async move {
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(pool)
+            .await
+            .expect("count")
+    };
+    let logged = count("SELECT COUNT(*) FROM audit_log").await;
+    assert_eq!(
+        count("SELECT COUNT(*) FROM audit_record_index").await,
+        logged
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM audit_actor_index").await,
+        logged
+    );
+    for writer in 0..8 {
+        let rows = app
+            .store
+            .audit_search(&leadgate::store::audit::AuditFilter {
+                actor: Some(format!("user:w{writer}")),
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .expect("search");
+        assert_eq!(rows.len(), 15, "writer {writer}");
+    }
     app.stop().await;
+}
+
+/// The write path appends audit rows without their lookups (migration 0015); lookups by
+/// record and by actor read the lookup tables up to the indexed mark and the log above it,
+/// in `seq` order, paging across the mark.
+async fn audit_lookups_find_rows_on_both_sides_of_the_indexed_mark(backend: Backend) {
+    use leadgate::domain::RecordKind;
+    use leadgate::store::audit::AuditFilter;
+    use leadgate::store::{Change, Store, WriteContext};
+    let data = tempfile::tempdir().expect("temp dir");
+    let url = match backend {
+        Backend::Sqlite => format!("sqlite://{}/lookups.db?mode=rwc", data.path().display()),
+        Backend::Postgres => common::fresh_postgres_url().await,
+    };
+    let store = Store::connect(&url, 2).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    let (alice, bob) = (
+        WriteContext::new("user:alice", "api", Default::default()),
+        WriteContext::new("user:bob", "api", Default::default()),
+    );
+    let insert = |id: &str| Change::Insert {
+        kind: RecordKind::Lead,
+        id: Some(id.to_owned()),
+        fields: serde_json::Map::from_iter([("email".to_owned(), json!(format!("{id}@x.org")))]),
+    };
+    let update = |id: &str, title: &str| Change::Update {
+        kind: RecordKind::Lead,
+        id: id.to_owned(),
+        fields: serde_json::Map::from_iter([("title".to_owned(), json!(title))]),
+        expected_version: None,
+    };
+    store
+        .write(&alice, vec![insert("lead-a"), insert("lead-b")])
+        .await
+        .expect("insert");
+    store
+        .write(&bob, vec![update("lead-a", "CTO")])
+        .await
+        .expect("update");
+    let trail = |id: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .audit_of(RecordKind::Lead, id, 100)
+                .await
+                .expect("trail")
+                .into_iter()
+                .map(|entry| (entry.actor, entry.action))
+                .collect::<Vec<_>>()
+        }
+    };
+    let pair = |actor: &str, action: &str| (actor.to_owned(), action.to_owned());
+    // Nothing indexed yet: found in the log's tail.
+    assert_eq!(
+        trail("lead-a").await,
+        [pair("user:alice", "insert"), pair("user:bob", "update")]
+    );
+    assert_eq!(store.index_audit().await.expect("index"), 3);
+    assert_eq!(store.index_audit().await.expect("index"), 0);
+    store
+        .write(&alice, vec![update("lead-a", "CEO")])
+        .await
+        .expect("update");
+    // Two rows from the lookup table, one from the tail, in order.
+    assert_eq!(
+        trail("lead-a").await,
+        [
+            pair("user:alice", "insert"),
+            pair("user:bob", "update"),
+            pair("user:alice", "update")
+        ]
+    );
+    assert_eq!(trail("lead-b").await, [pair("user:alice", "insert")]);
+    // Alice's rows a page of one at a time, across the mark, as the API's cursor pages.
+    let mut pages = Vec::new();
+    let mut after_seq = None;
+    loop {
+        let page = store
+            .audit_search(&AuditFilter {
+                actor: Some("user:alice".into()),
+                after_seq,
+                limit: 1,
+                ..Default::default()
+            })
+            .await
+            .expect("page");
+        let Some(entry) = page.first() else { break };
+        after_seq = Some(entry.seq);
+        pages.push((entry.record_id.clone(), entry.action.clone()));
+    }
+    assert_eq!(
+        pages,
+        [
+            ("lead-a".to_owned(), "insert".to_owned()),
+            ("lead-b".to_owned(), "insert".to_owned()),
+            ("lead-a".to_owned(), "update".to_owned())
+        ]
+    );
+    // An actor lookup still applies the other filters, on both sides of the mark.
+    let alice_on_a = store
+        .audit_search(&AuditFilter {
+            actor: Some("user:alice".into()),
+            kind: Some("leads".into()),
+            record_id: Some("lead-a".into()),
+            action: Some("update".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("search");
+    assert_eq!(alice_on_a.len(), 1);
+    let b_by_record = store
+        .audit_search(&AuditFilter {
+            kind: Some("leads".into()),
+            record_id: Some("lead-b".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("search");
+    assert_eq!(b_by_record.len(), 1);
+    assert_eq!(store.index_audit().await.expect("index"), 1);
+    assert_eq!(trail("lead-a").await.len(), 3);
+    store.close().await;
 }
 
 async fn a_team_list_merges_its_owners_in_order_and_pages(backend: Backend) {
@@ -1036,6 +1193,13 @@ async fn a_chain_kept_as_hex_text_still_verifies_once_stored_as_bytes(backend: B
     let report = store.verify_audit().await.expect("verify");
     assert!(report.broken.is_none(), "{report:?}");
     assert_eq!(report.rows, 3);
+    // Migration 0015 put the rows there were into the lookups.
+    assert_eq!(store.index_audit().await.expect("index"), 0);
+    let trail = store
+        .audit_of(leadgate::domain::RecordKind::Lead, "l-1", 10)
+        .await
+        .expect("trail");
+    assert_eq!(trail.len(), 1);
     assert_eq!(report.head, hex::encode(&prev));
     // New rows link onto the migrated chain.
     let ctx = leadgate::store::WriteContext::new("user:a", "api", Default::default());

@@ -10,6 +10,7 @@ use sqlx::Row;
 use utoipa::ToSchema;
 
 use crate::domain::RecordKind;
+use crate::store::audit::AuditLookup;
 use crate::store::imports::import_source;
 use crate::store::{Change, Store, StoreError, WriteContext};
 
@@ -73,14 +74,24 @@ pub async fn undo_import(
     }
     store.set_import_status(import_id, "undoing", None).await?;
 
-    let rows = sqlx::query(
-        "SELECT action, record_kind, record_id, field, old_value, new_value FROM audit_log \
-         WHERE actor = $1 ORDER BY seq",
-    )
-    .bind(import_source(import_id))
-    .fetch_all(store.pool())
-    .await
-    .map_err(StoreError::from)?;
+    let sql = AuditLookup::Actor.query(
+        &[
+            "action",
+            "record_kind",
+            "record_id",
+            "field",
+            "old_value",
+            "new_value",
+        ],
+        "",
+        None,
+        "ORDER BY seq",
+    );
+    let rows = sqlx::query(&sql)
+        .bind(import_source(import_id))
+        .fetch_all(store.pool())
+        .await
+        .map_err(StoreError::from)?;
     let mut touched: Vec<((RecordKind, String), Touched)> = Vec::new();
     let mut index: HashMap<(RecordKind, String), usize> = HashMap::new();
     for row in rows {

@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use super::Pipeline;
 use crate::domain::RecordKind;
 use crate::domain::value::now_timestamp;
+use crate::store::audit::AuditLookup;
 use crate::store::inbox::InboxRow;
 use crate::store::read::fields_in;
 use crate::store::write::{apply, new_id};
@@ -58,14 +59,18 @@ async fn reverse_fields(
     id: &str,
     at: &str,
 ) -> Result<(Map<String, Value>, Vec<String>, Vec<String>), StoreError> {
-    let rows = sqlx::query(
-        "SELECT field, old_value, new_value FROM audit_log WHERE record_kind = 'leads' \
-         AND record_id = $1 AND action = 'merge' AND at = $2 AND field IS NOT NULL",
-    )
-    .bind(id)
-    .bind(at)
-    .fetch_all(&mut *conn)
-    .await?;
+    let sql = AuditLookup::Record.query(
+        &["field", "old_value", "new_value"],
+        " AND a.action = 'merge' AND a.at = $3 AND a.field IS NOT NULL",
+        None,
+        "",
+    );
+    let rows = sqlx::query(&sql)
+        .bind(RecordKind::Lead.path())
+        .bind(id)
+        .bind(at)
+        .fetch_all(&mut *conn)
+        .await?;
     let current = fields_in(conn, RecordKind::Lead, id)
         .await?
         .ok_or_else(|| StoreError::NotFound {
@@ -113,15 +118,19 @@ pub async fn unmerge(
         &request.inbound_id,
     ) {
         (Some(merged), None) => {
-            let row = sqlx::query(
-                "SELECT at, old_value, new_value FROM audit_log WHERE record_kind = 'leads' \
-                     AND record_id = $1 AND action = 'merged_into' ORDER BY seq DESC LIMIT 1",
-            )
-            .bind(merged)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(StoreError::from)?
-            .ok_or_else(|| UnmergeError::NotMerged(format!("{merged} was never merged")))?;
+            let sql = AuditLookup::Record.query(
+                &["at", "old_value", "new_value"],
+                " AND a.action = 'merged_into'",
+                None,
+                "ORDER BY seq DESC LIMIT 1",
+            );
+            let row = sqlx::query(&sql)
+                .bind(RecordKind::Lead.path())
+                .bind(merged)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::from)?
+                .ok_or_else(|| UnmergeError::NotMerged(format!("{merged} was never merged")))?;
             let at: String = row.try_get("at").map_err(StoreError::from)?;
             let into = parse(row.try_get("new_value").map_err(StoreError::from)?);
             if into != json!(id) {
@@ -145,14 +154,22 @@ pub async fn unmerge(
                 ));
             };
             let (restore, restored, kept) = reverse_fields(&mut tx, id, &at).await?;
-            let moved: Vec<String> = sqlx::query_scalar(
-                    "SELECT record_id FROM audit_log WHERE record_kind = 'activities' AND action = 'update' \
-                     AND field = 'lead_id' AND at = $1 AND old_value = $2",
-                )
+            let sql = AuditLookup::Kind.query(
+                &["record_id"],
+                " AND a.action = 'update' AND a.field = 'lead_id' AND a.at = $2 AND a.old_value = $3",
+                None,
+                "",
+            );
+            let moved: Vec<String> = sqlx::query(&sql)
+                .bind(RecordKind::Activity.path())
                 .bind(&at)
                 .bind(json!(merged).to_string())
                 .fetch_all(&mut *tx)
                 .await
+                .map_err(StoreError::from)?
+                .iter()
+                .map(|row| row.try_get("record_id"))
+                .collect::<Result<_, _>>()
                 .map_err(StoreError::from)?;
             let mut changes = vec![Change::Insert {
                 kind: RecordKind::Lead,

@@ -59,13 +59,16 @@ impl AuditContent<'_> {
             self.user_agent,
             self.request_id,
         ];
+        // Streamed into the hasher: no hex string or JSON text allocated per row.
         let mut hasher = Sha256::new();
-        hasher.update(hex::encode(prev_hash).as_bytes());
-        hasher.update(
-            serde_json::to_string(&values)
-                .unwrap_or_default()
-                .as_bytes(),
-        );
+        let mut link = [0u8; 64];
+        match hex::encode_to_slice(prev_hash, &mut link) {
+            Ok(()) => hasher.update(link),
+            // A stored hash that is not 32 bytes (an edited row) is linked as it was.
+            Err(_) => hasher.update(hex::encode(prev_hash).as_bytes()),
+        }
+        // Strings into a hasher: neither the serialisation nor the writes can fail.
+        let _ = serde_json::to_writer(&mut hasher, &values);
         hasher.finalize().into()
     }
 }
@@ -127,6 +130,91 @@ pub async fn chain_head(conn: &mut AnyConnection) -> Result<Vec<u8>, StoreError>
             .await?;
     Ok(head.flatten().unwrap_or_else(|| GENESIS.to_vec()))
 }
+
+/// Audit rows moved into the lookups per transaction by [`Store::index_audit`]: the writer
+/// waits for at most one batch.
+pub const INDEX_BATCH: i64 = 1_000;
+
+/// The ways the audit trail is looked up other than by `seq` (migration 0015): each reads
+/// its table (`audit_record_index`, `audit_actor_index`) for rows up to
+/// `audit_indexed.through` and the log's tail above it, so a row is found from the commit
+/// that wrote it on, whether or not [`Store::index_audit`] has got to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditLookup {
+    /// A record's rows: `$1` is `record_kind`, `$2` `record_id`.
+    Record,
+    /// Every record of a kind: `$1` is `record_kind`.
+    Kind,
+    /// An actor's rows: `$1` is `actor`.
+    Actor,
+}
+
+impl AuditLookup {
+    /// Parameters the lookup's key takes; the caller's own are numbered after them.
+    pub fn key_params(self) -> usize {
+        match self {
+            AuditLookup::Record => 2,
+            AuditLookup::Kind | AuditLookup::Actor => 1,
+        }
+    }
+
+    /// The audit rows the key finds, their `seq` and `columns`, as two arms (the lookup
+    /// table joined to the log, and the log's unindexed tail) and then `tail`, e.g.
+    /// `ORDER BY seq LIMIT $4`. `conditions` name the log as `a`. The first arm's `seq`
+    /// is the lookup table's, so SQLite sees both arms in `seq` order and merges them,
+    /// stopping at a `LIMIT`, rather than sorting all of an actor's rows. `after_seq` is
+    /// the number of a parameter rows must be above, applied to the lookup table's `seq`
+    /// so that paging starts inside it.
+    pub fn query(
+        self,
+        columns: &[&str],
+        conditions: &str,
+        after_seq: Option<usize>,
+        tail: &str,
+    ) -> String {
+        let (table, indexed_key, log_key) = match self {
+            AuditLookup::Record => (
+                "audit_record_index",
+                "x.record_kind = $1 AND x.record_id = $2",
+                "a.record_kind = $1 AND a.record_id = $2",
+            ),
+            AuditLookup::Kind => (
+                "audit_record_index",
+                "x.record_kind = $1",
+                "a.record_kind = $1",
+            ),
+            AuditLookup::Actor => ("audit_actor_index", "x.actor = $1", "a.actor = $1"),
+        };
+        let columns: String = columns.iter().map(|c| format!(", a.{c}")).collect();
+        let (indexed_after, log_after) = after_seq
+            .map(|n| (format!(" AND x.seq > ${n}"), format!(" AND a.seq > ${n}")))
+            .unwrap_or_default();
+        format!(
+            "SELECT x.seq AS seq{columns} FROM {table} x JOIN audit_log a ON a.seq = x.seq \
+             WHERE {indexed_key}{indexed_after}{conditions} \
+             UNION ALL \
+             SELECT a.seq{columns} FROM audit_log a \
+             WHERE a.seq > (SELECT through FROM audit_indexed WHERE id = 1) \
+             AND {log_key}{log_after}{conditions} {tail}"
+        )
+    }
+}
+
+/// The columns of `audit_log` besides `seq` that an [`AuditEntry`] is read from.
+pub const AUDIT_COLUMNS: [&str; 12] = [
+    "at",
+    "actor",
+    "channel",
+    "action",
+    "record_kind",
+    "record_id",
+    "field",
+    "old_value",
+    "new_value",
+    "ip",
+    "user_agent",
+    "request_id",
+];
 
 /// What `leadgate audit verify` found.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -317,6 +405,77 @@ impl Store {
         }
     }
 
+    /// Brings the lookups by record and by actor up to the end of the log: the keys of
+    /// rows above `audit_indexed.through`, [`INDEX_BATCH`] rows per transaction, sorted so
+    /// that a batch's inserts into one page come together. The server runs it every
+    /// second. It does about the work the write path no longer does (`access_bench`
+    /// measures both): the cost is moved off the change's commit, not removed.
+    /// Returns the rows indexed.
+    pub async fn index_audit(&self) -> Result<u64, StoreError> {
+        // Without the writer's turn: nothing to do is the usual answer.
+        let (through, end): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT through, (SELECT MAX(seq) FROM audit_log) FROM audit_indexed WHERE id = 1",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        if end.is_none_or(|end| end <= through) {
+            return Ok(0);
+        }
+        let mut indexed = 0u64;
+        loop {
+            let mut tx = self.begin_write().await?;
+            // On PostgreSQL a row's `seq` is taken under the chain's lock, held until its
+            // commit: under that lock no row below the log's end can still commit, so
+            // moving the mark past it loses none. SQLite's writer is this transaction.
+            if tx.backend_name() == "PostgreSQL" {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(CHAIN_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let through: i64 = sqlx::query_scalar("SELECT through FROM audit_indexed WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await?;
+            let upto: Option<i64> = sqlx::query_scalar(
+                "SELECT MAX(seq) FROM (SELECT seq FROM audit_log WHERE seq > $1 \
+                 ORDER BY seq LIMIT $2) batch",
+            )
+            .bind(through)
+            .bind(INDEX_BATCH)
+            .fetch_one(&mut *tx)
+            .await?;
+            let Some(upto) = upto else {
+                tx.commit().await?;
+                return Ok(indexed);
+            };
+            let rows = sqlx::query(
+                "INSERT INTO audit_record_index (record_kind, record_id, seq) \
+                 SELECT record_kind, record_id, seq FROM audit_log WHERE seq > $1 AND seq <= $2 \
+                 ORDER BY record_kind, record_id, seq",
+            )
+            .bind(through)
+            .bind(upto)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query(
+                "INSERT INTO audit_actor_index (actor, seq) \
+                 SELECT actor, seq FROM audit_log WHERE seq > $1 AND seq <= $2 \
+                 ORDER BY actor, seq",
+            )
+            .bind(through)
+            .bind(upto)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE audit_indexed SET through = $1 WHERE id = 1")
+                .bind(upto)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            indexed += rows;
+        }
+    }
+
     /// Records an event that changes no record (a sign-in, a refused request) on the
     /// chain, in its own transaction.
     pub async fn record_event(
@@ -347,29 +506,62 @@ impl Store {
 
     /// Audit rows by actor, kind, record, action and time, oldest first, from a cursor.
     pub async fn audit_search(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
-        // Only the conditions given, each bound: `($2 IS NULL OR actor = $2)` kept SQLite
-        // from using the actor index, so an actor's rows were found by reading the log
-        // from the cursor on. With `actor = $2 AND seq > $1` the (actor, seq) index pages
-        // through them directly.
-        let mut sql = String::from("SELECT * FROM audit_log WHERE seq > $1");
+        // Only the conditions given, each bound: the actor's or the record's lookup pages
+        // from the cursor through that key's rows; other filters read the log from the
+        // cursor on.
+        let lookup = match (&filter.actor, &filter.kind, &filter.record_id) {
+            (Some(actor), _, _) => Some((AuditLookup::Actor, vec![actor.as_str()])),
+            (None, Some(kind), Some(id)) => {
+                Some((AuditLookup::Record, vec![kind.as_str(), id.as_str()]))
+            }
+            _ => None,
+        };
         let mut values: Vec<&str> = Vec::new();
+        if let Some((_, key)) = &lookup {
+            values.extend(key);
+        }
+        let after_seq = values.len() + 1;
+        let mut conditions = String::new();
+        // The lookup's key is bound already.
+        let keyed: &[&str] = match &lookup {
+            Some((AuditLookup::Actor, _)) => &["a.actor ="],
+            Some(_) => &["a.record_kind =", "a.record_id ="],
+            None => &[],
+        };
         for (condition, value) in [
-            ("actor =", &filter.actor),
-            ("record_kind =", &filter.kind),
-            ("record_id =", &filter.record_id),
-            ("action =", &filter.action),
-            ("at >=", &filter.from),
-            ("at <", &filter.to),
+            ("a.actor =", &filter.actor),
+            ("a.record_kind =", &filter.kind),
+            ("a.record_id =", &filter.record_id),
+            ("a.action =", &filter.action),
+            ("a.at >=", &filter.from),
+            ("a.at <", &filter.to),
         ] {
-            if let Some(value) = value {
+            if let Some(value) = value.as_ref().filter(|_| !keyed.contains(&condition)) {
                 values.push(value);
-                sql.push_str(&format!(" AND {condition} ${}", values.len() + 1));
+                conditions.push_str(&format!(" AND {condition} ${}", values.len() + 1));
             }
         }
-        sql.push_str(&format!(" ORDER BY seq LIMIT ${}", values.len() + 2));
-        let mut query = sqlx::query(&sql).bind(filter.after_seq.unwrap_or(0));
-        for value in values {
-            query = query.bind(value);
+        let limit = values.len() + 2;
+        let sql = match &lookup {
+            Some((lookup, _)) => lookup.query(
+                &AUDIT_COLUMNS,
+                &conditions,
+                Some(after_seq),
+                &format!("ORDER BY seq LIMIT ${limit}"),
+            ),
+            None => format!(
+                "SELECT a.* FROM audit_log a WHERE a.seq > ${after_seq}{conditions} \
+                 ORDER BY a.seq LIMIT ${limit}"
+            ),
+        };
+        let key_len = lookup.as_ref().map_or(0, |(lookup, _)| lookup.key_params());
+        let mut query = sqlx::query(&sql);
+        for value in &values[..key_len] {
+            query = query.bind(*value);
+        }
+        query = query.bind(filter.after_seq.unwrap_or(0));
+        for value in &values[key_len..] {
+            query = query.bind(*value);
         }
         let rows = query.bind(filter.limit).fetch_all(self.pool()).await?;
         rows.iter().map(decode_audit).collect()
@@ -420,6 +612,32 @@ mod tests {
             hex::encode(content("user:a", Some("\"x\"")).hash(&first)),
             "cb64e07249333ae98740ef902251fa0cfc683b17121d499db20f1b9c421b364b"
         );
+    }
+
+    #[test]
+    fn the_streamed_hash_is_the_one_over_hex_and_json_text() {
+        let mut row = content("user:\"a\"\n", Some("\"\\u00e9 ✓\""));
+        row.ip = Some("10.0.0.1");
+        for link in [GENESIS.to_vec(), vec![7u8; 32], b"not a hash".to_vec()] {
+            let values = [
+                Some(row.at),
+                Some(row.actor),
+                Some(row.channel),
+                Some(row.action),
+                Some(row.record_kind),
+                Some(row.record_id),
+                row.field,
+                row.old_value,
+                row.new_value,
+                row.ip,
+                row.user_agent,
+                row.request_id,
+            ];
+            let mut text = hex::encode(&link);
+            text.push_str(&serde_json::to_string(&values).expect("json"));
+            let expected: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+            assert_eq!(row.hash(&link), expected);
+        }
     }
 
     #[test]

@@ -362,14 +362,18 @@ impl Store {
         id: &str,
         limit: i64,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM audit_log WHERE record_kind = $1 AND record_id = $2 ORDER BY seq LIMIT $3",
-        )
-        .bind(kind.path())
-        .bind(id)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
+        let sql = super::audit::AuditLookup::Record.query(
+            &super::audit::AUDIT_COLUMNS,
+            "",
+            None,
+            "ORDER BY seq LIMIT $3",
+        );
+        let rows = sqlx::query(&sql)
+            .bind(kind.path())
+            .bind(id)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
         rows.iter().map(decode_audit).collect()
     }
 }
