@@ -87,6 +87,7 @@ pub async fn run(
         let prepared = pipeline.prepare_batch(&batch);
         let mut tx = store.begin_write().await?;
         let mut journal = Journal::default();
+        pipeline.prefetch(&mut tx, &mut journal, &prepared).await?;
         for (row, prepared) in batch.iter().zip(prepared) {
             let processed = match prepared {
                 Ok(draft) => pipeline.persist(&mut tx, &mut journal, row, draft).await,

@@ -15,6 +15,7 @@ pub mod score;
 pub mod unmerge;
 pub mod worker;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
@@ -25,7 +26,7 @@ use crate::lifecycle::Qualification;
 use crate::mapping::{Mapping, MappingSet};
 use crate::outbound::{Content, WHATSAPP};
 use crate::store::inbox::InboxRow;
-use crate::store::write::{Journal, apply_journaled, new_id};
+use crate::store::write::{Journal, Placeholders, apply_journaled, new_id};
 use crate::store::{Change, StoreError, WriteContext};
 
 pub use assign::Assigner;
@@ -319,6 +320,50 @@ impl Pipeline {
 
     pub fn dedup(&self) -> &Dedup {
         &self.dedup
+    }
+
+    /// Reads, for a batch of prepared leads, what each would otherwise ask the store
+    /// one at a time: the account of a contact with the lead's email.
+    pub async fn prefetch(
+        &self,
+        conn: &mut AnyConnection,
+        journal: &mut Journal,
+        drafts: &[Result<Draft, PipelineError>],
+    ) -> Result<(), StoreError> {
+        use sqlx::Row;
+        let mut emails: Vec<String> = drafts
+            .iter()
+            .flatten()
+            .filter(|draft| draft.kind == RecordKind::Lead && draft.text("account_id").is_none())
+            .filter_map(|draft| draft.text("email"))
+            .collect();
+        emails.sort_unstable();
+        emails.dedup();
+        let placeholders = Placeholders::of(conn);
+        for chunk in emails.chunks(500) {
+            let sql = format!(
+                "SELECT email, account_id FROM contacts WHERE email IN ({}) \
+                 AND account_id IS NOT NULL",
+                (1..=chunk.len())
+                    .map(|n| placeholders.nth(n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for email in chunk {
+                query = query.bind(email.as_str());
+            }
+            let mut known: HashMap<String, Option<String>> =
+                chunk.iter().map(|email| (email.clone(), None)).collect();
+            for row in query.fetch_all(&mut *conn).await? {
+                let email: String = row.try_get("email")?;
+                if let Some(account @ None) = known.get_mut(&email) {
+                    *account = Some(row.try_get("account_id")?);
+                }
+            }
+            journal.remember_contact_accounts(known);
+        }
+        Ok(())
     }
 
     /// `prepare` for a batch, spread over the cores: mapping, normalising and preparing
@@ -798,14 +843,16 @@ async fn link_account(
         return Ok(());
     }
     if let Some(email) = draft.text("email") {
-        let contact = sqlx::query(
-            "SELECT account_id FROM contacts WHERE email = $1 AND account_id IS NOT NULL LIMIT 1",
-        )
-        .bind(&email)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let Some(row) = contact {
-            let account: String = row.try_get("account_id")?;
+        let account = match journal.contact_account(&email) {
+            Some(known) => known.map(str::to_owned),
+            None => sqlx::query_scalar(
+                "SELECT account_id FROM contacts WHERE email = $1 AND account_id IS NOT NULL LIMIT 1",
+            )
+            .bind(&email)
+            .fetch_optional(&mut *conn)
+            .await?,
+        };
+        if let Some(account) = account {
             draft.set("account_id", account);
             return Ok(());
         }

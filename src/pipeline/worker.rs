@@ -182,6 +182,7 @@ pub(crate) async fn process_rows(
     }
     let started = Instant::now();
     let mut journal = Journal::default();
+    pipeline.prefetch(tx, &mut journal, &prepared).await?;
     let mut done = Vec::with_capacity(rows.len());
     let mut outcomes = Vec::with_capacity(rows.len());
     for (row, prepared) in rows.iter().zip(prepared) {

@@ -133,6 +133,9 @@ pub struct Journal {
     /// Dedup's in-memory blocking index has taken in what was committed before this
     /// transaction.
     blocking_caught_up: bool,
+    /// Accounts of contacts by email, read for a whole batch in a few statements; an
+    /// email missing here was not asked. Any contact change in the transaction drops it.
+    contact_accounts: std::collections::HashMap<String, Option<String>>,
 }
 
 /// Dedup members of a transaction, findable by blocking key for as long as it lasts:
@@ -199,6 +202,16 @@ pub async fn apply_journaled(
     for change in changes {
         // Whatever reads the store must see the inserts queued before it; an update
         // reads only its own row.
+        let touches_contacts = match &change {
+            Change::Insert { kind, .. }
+            | Change::Update { kind, .. }
+            | Change::Delete { kind, .. }
+            | Change::MergeIncoming { kind, .. }
+            | Change::Merge { kind, .. } => *kind == RecordKind::Contact,
+        };
+        if touches_contacts {
+            journal.contact_accounts.clear();
+        }
         let settle_first = match &change {
             Change::Insert { .. } => false,
             Change::Update { kind, id, .. } => journal.is_pending(*kind, id),
@@ -383,6 +396,20 @@ impl Journal {
             .iter()
             .position(|member| member.id == id)
             .map(|at| (&self.members.list[at], at < self.members.written))
+    }
+
+    /// A contact's account by email, when the batch's prefetch asked for it.
+    pub fn contact_account(&self, email: &str) -> Option<Option<&str>> {
+        self.contact_accounts
+            .get(email)
+            .map(|account| account.as_deref())
+    }
+
+    pub fn remember_contact_accounts(
+        &mut self,
+        known: impl IntoIterator<Item = (String, Option<String>)>,
+    ) {
+        self.contact_accounts.extend(known);
     }
 
     pub fn blocking_caught_up(&self) -> bool {
