@@ -14,6 +14,7 @@ on_both_backends!(
     leads_are_assigned_round_robin_within_capacity_by_the_first_rule_that_holds,
     merges_are_undone_from_the_audit_trail,
     a_trusted_source_and_a_persons_edit_survive_later_arrivals,
+    dedup_follows_merges_and_deletes_made_after_it_remembered_the_members,
 );
 
 async fn merges_are_undone_from_the_audit_trail(backend: Backend) {
@@ -498,6 +499,54 @@ async fn a_review_pair_is_decided_once(backend: Backend) {
     assert_eq!(queue["items"].as_array().unwrap().len(), 0);
     let missing = decide("no-such-pair".into(), "merge").await.unwrap();
     assert_eq!(missing.status(), 404);
+    app.stop().await;
+}
+
+/// The worker has already taken both Okafor arrivals into its blocking memory when a
+/// steward merges them and an admin later deletes the survivor: a later arrival must
+/// merge into the survivor, not the lead merged away, and after the delete into nothing.
+async fn dedup_follows_merges_and_deletes_made_after_it_remembered_the_members(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = app.partner_token("acme").await;
+    let sam = |email: &str| json!({"first_name": "Sam", "last_name": "Okafor", "email": email});
+    let a = submit(&app, &key, sam("sam@okafor.example")).await;
+    let b = submit(&app, &key, sam("sokafor@bello.example")).await;
+    assert_eq!(b["result"]["action"], "review", "{b}");
+    let (survivor, merged_away) = (
+        a["result"]["id"].as_str().unwrap().to_owned(),
+        b["result"]["id"].as_str().unwrap().to_owned(),
+    );
+    let (_, queue) = app.get_json("/v1/review").await;
+    let pair = queue["items"][0]["id"].as_str().unwrap().to_owned();
+    let merged = app
+        .client
+        .post(format!("{}/v1/review/{pair}", app.base))
+        .bearer_auth(&app.admin_token)
+        .json(&json!({"decision": "merge"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(merged.status(), 200);
+
+    // The best match is the member that arrived as the lead merged away.
+    let again = submit(&app, &key, sam("sokafor@bello.example")).await;
+    assert_eq!(again["result"]["action"], "merged", "{again}");
+    assert_eq!(
+        again["result"]["id"],
+        survivor.as_str(),
+        "not {merged_away}"
+    );
+
+    let deleted = app
+        .client
+        .delete(format!("{}/v1/leads/{survivor}", app.base))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+    let after = submit(&app, &key, sam("sokafor@bello.example")).await;
+    assert_eq!(after["result"]["action"], "created", "{after}");
     app.stop().await;
 }
 

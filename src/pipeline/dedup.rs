@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use sqlx::{AnyConnection, Row};
 
 use super::Draft;
+use super::blocking::MemoryIndex;
 use crate::domain::RecordKind;
 use crate::domain::value::now_timestamp;
 use crate::store::StoreError;
@@ -47,6 +48,7 @@ pub enum Outcome {
 }
 
 /// An arriving record, prepared for matching once.
+#[derive(Debug, Clone)]
 pub struct Arrival {
     pub record: Record,
     pub prepared: Arc<Prepared>,
@@ -58,7 +60,11 @@ pub struct Dedup {
     /// Members' prepared (normalised) values by member id. Members never change their
     /// values, so the cache needs no invalidation; it only saves re-normalising (phone
     /// parsing above all) a candidate every time it is compared.
+    ///
+    /// On SQLite the memory index keeps members' prepared values instead, and this map
+    /// only hands those of newly remembered members to its next catch-up.
     prepared: std::sync::Mutex<HashMap<String, Arc<Prepared>>>,
+    memory: tokio::sync::Mutex<MemoryIndex>,
 }
 
 /// Prepared members kept at most (about 250 bytes each); the cache starts over past this.
@@ -72,6 +78,7 @@ impl Dedup {
         Ok(Self {
             matcher: Matcher::new(config)?,
             prepared: Default::default(),
+            memory: Default::default(),
         })
     }
 
@@ -96,85 +103,223 @@ impl Dedup {
     }
 
     /// Compares the arrival with every remembered member sharing a blocking key.
-    /// Members of this transaction not yet written (`journal`) count as much as stored
-    /// ones: two rows of one batch for the same person become one record.
+    /// Members of this transaction (`journal`) count as much as stored ones: two rows
+    /// of one batch for the same person become one record.
     pub async fn decide(
         &self,
         conn: &mut AnyConnection,
-        journal: &Journal,
+        journal: &mut Journal,
         arrival: &Arrival,
     ) -> Result<Outcome, StoreError> {
         let (record, prepared, keys) = (&arrival.record, &*arrival.prepared, &arrival.keys);
         if keys.is_empty() {
             return Ok(Outcome::New);
         }
-        let members = candidates(conn, journal, keys, &self.matcher.config().blocking).await?;
-        let compared = self.prepared_members(conn, &members).await?;
-        let mut best: Option<(f64, &str, &str)> = None;
-        for (member, record_id) in &members {
-            let Some(candidate) = compared.get(member.as_str()) else {
-                continue;
-            };
-            let floor = best
-                .as_ref()
-                .map_or(self.matcher.config().review, |(score, _, _)| *score);
-            if let Some(score) = self.matcher.total_above(prepared, candidate, floor)
-                && best.as_ref().is_none_or(|(top, _, _)| score > *top)
-            {
-                best = Some((score, member, record_id));
-            }
-        }
-        let Some((score, member, id)) = best else {
-            return Ok(Outcome::New);
+        let blocking = &self.matcher.config().blocking;
+        let in_memory = conn.backend_name() == "SQLite";
+        let mut index = match in_memory {
+            true => Some(self.memory.lock().await),
+            false => None,
         };
-        Ok(match self.matcher.band(score) {
-            Band::Merge => Outcome::Merge {
-                into: id.to_owned(),
-                score,
-            },
-            Band::Review => {
-                let pending = journal.pending_member(member);
-                let values: String = match pending {
-                    Some(pending) => pending.values.clone(),
-                    None => {
-                        sqlx::query_scalar("SELECT match_values FROM match_members WHERE id = $1")
-                            .bind(member)
+        let mut candidates = if let Some(index) = index.as_deref_mut() {
+            if !journal.blocking_caught_up() {
+                let mut fresh = self.take_fresh();
+                index
+                    .catch_up(conn, &mut fresh, |member| {
+                        journal.pending_member(member).is_some()
+                    })
+                    .await?;
+                journal.set_blocking_caught_up();
+            }
+            let candidates = from_memory(index, journal, keys, blocking);
+            self.fill_from_memory(conn, index, candidates).await?
+        } else {
+            let members = from_store(conn, journal, keys, blocking).await?;
+            self.fill_prepared(conn, members).await?
+        };
+        loop {
+            let mut best: Option<(f64, usize)> = None;
+            for (at, candidate) in candidates.iter().enumerate() {
+                let floor = best.map_or(self.matcher.config().review, |(score, _)| score);
+                if let Some(score) = self
+                    .matcher
+                    .total_above(prepared, &candidate.prepared, floor)
+                    && best.is_none_or(|(top, _)| score > top)
+                {
+                    best = Some((score, at));
+                }
+            }
+            let Some((score, at)) = best else {
+                return Ok(Outcome::New);
+            };
+            let candidate = &candidates[at];
+            let id = match &candidate.record {
+                Some(id) => id.clone(),
+                None => {
+                    // Chosen from memory: the store says whether it still belongs to a
+                    // record, and to which (a merge or an unmerge may have moved it).
+                    let record: Option<String> =
+                        sqlx::query_scalar("SELECT record_id FROM match_members WHERE id = $1")
+                            .bind(&*candidate.member)
+                            .fetch_optional(&mut *conn)
+                            .await?;
+                    match record {
+                        Some(record) => record,
+                        None => {
+                            if let (Some(slot), Some(index)) =
+                                (candidate.slot, index.as_deref_mut())
+                            {
+                                index.member_mut(slot).gone = true;
+                            }
+                            candidates.swap_remove(at);
+                            continue;
+                        }
+                    }
+                }
+            };
+            return Ok(match self.matcher.band(score) {
+                Band::Merge => Outcome::Merge { into: id, score },
+                Band::Review => {
+                    let values: String = match journal.pending_member(&candidate.member) {
+                        Some((pending, _)) => pending.values.clone(),
+                        None => {
+                            sqlx::query_scalar(
+                                "SELECT match_values FROM match_members WHERE id = $1",
+                            )
+                            .bind(&*candidate.member)
                             .fetch_one(&mut *conn)
                             .await?
+                        }
+                    };
+                    let other = serde_json::from_str::<Record>(&values).unwrap_or_default();
+                    Outcome::Review {
+                        with: id,
+                        score,
+                        breakdown: self.breakdown(record, &other),
                     }
-                };
-                let other = serde_json::from_str::<Record>(&values).unwrap_or_default();
-                Outcome::Review {
-                    with: id.to_owned(),
-                    score,
-                    breakdown: self.breakdown(record, &other),
                 }
-            }
-            Band::New => Outcome::New,
-        })
+                Band::New => Outcome::New,
+            });
+        }
     }
 
-    /// The prepared values of `members`, from the cache or, for those it lacks, from
-    /// the store in one statement.
-    async fn prepared_members(
+    /// Prepared values of members this process remembered and the memory index has not
+    /// taken in yet; what is left after a catch-up was rolled back or has no keys.
+    fn take_fresh(&self) -> HashMap<String, Arc<Prepared>> {
+        self.prepared
+            .lock()
+            .map(|mut fresh| std::mem::take(&mut *fresh))
+            .unwrap_or_default()
+    }
+
+    /// Candidates found in memory with their prepared values, loading those the index
+    /// lacks (members taken in at start) from the store.
+    async fn fill_from_memory(
         &self,
         conn: &mut AnyConnection,
-        members: &[(String, String)],
-    ) -> Result<HashMap<String, Arc<Prepared>>, StoreError> {
-        let mut found = HashMap::with_capacity(members.len());
-        let mut missing = Vec::new();
-        if let Ok(cache) = self.prepared.lock() {
-            for (member, _) in members {
-                match cache.get(member) {
-                    Some(prepared) => {
-                        found.insert(member.clone(), prepared.clone());
+        index: &mut MemoryIndex,
+        found: Vec<Found<'_>>,
+    ) -> Result<Vec<Candidate>, StoreError> {
+        let missing: Vec<&str> = found
+            .iter()
+            .filter_map(|found| match found {
+                Found::Memory(slot) if index.member(*slot).prepared.is_none() => {
+                    Some(&*index.member(*slot).id)
+                }
+                _ => None,
+            })
+            .collect();
+        let mut loaded = self.load_prepared(conn, &missing).await?;
+        let fresh = self.prepared.lock().ok();
+        let mut candidates = Vec::with_capacity(found.len());
+        for found in found {
+            match found {
+                Found::Journal(member, written) => {
+                    let Some(prepared) = fresh.as_ref().and_then(|f| f.get(&member.id)) else {
+                        continue;
+                    };
+                    candidates.push(Candidate {
+                        member: member.id.clone().into_boxed_str(),
+                        record: (!written).then(|| member.record_id.clone()),
+                        prepared: prepared.clone(),
+                        slot: None,
+                    });
+                }
+                Found::Memory(slot) => {
+                    let member = index.member_mut(slot);
+                    if member.prepared.is_none() {
+                        member.prepared = loaded.remove(&*member.id);
                     }
-                    None => missing.push(member.as_str()),
+                    let Some(prepared) = member.prepared.clone() else {
+                        // Its values are gone from the store: so is the member.
+                        member.gone = true;
+                        continue;
+                    };
+                    candidates.push(Candidate {
+                        member: member.id.clone(),
+                        record: None,
+                        prepared,
+                        slot: Some(slot),
+                    });
                 }
             }
         }
+        Ok(candidates)
+    }
+
+    /// Candidates found in the store with their prepared values, from the cache or, for
+    /// those it lacks, from the store.
+    async fn fill_prepared(
+        &self,
+        conn: &mut AnyConnection,
+        members: Vec<StoredMember>,
+    ) -> Result<Vec<Candidate>, StoreError> {
+        let mut missing = Vec::new();
+        let mut cached = HashMap::with_capacity(members.len());
+        if let Ok(cache) = self.prepared.lock() {
+            for member in &members {
+                match cache.get(&member.id) {
+                    Some(prepared) => {
+                        cached.insert(member.id.clone(), prepared.clone());
+                    }
+                    None => missing.push(member.id.as_str()),
+                }
+            }
+        }
+        let loaded = self.load_prepared(conn, &missing).await?;
+        if let Ok(mut cache) = self.prepared.lock() {
+            if cache.len() + loaded.len() > PREPARED_CACHE {
+                cache.clear();
+            }
+            for (member, prepared) in &loaded {
+                cache.insert(member.clone(), prepared.clone());
+            }
+        }
+        cached.extend(loaded);
+        Ok(members
+            .into_iter()
+            .filter_map(|member| {
+                let prepared = cached.get(&member.id)?.clone();
+                Some(Candidate {
+                    member: member.id.into_boxed_str(),
+                    record: member.record_id,
+                    prepared,
+                    slot: None,
+                })
+            })
+            .collect())
+    }
+
+    /// Members' values read from the store and prepared, in a few statements.
+    async fn load_prepared(
+        &self,
+        conn: &mut AnyConnection,
+        members: &[&str],
+    ) -> Result<HashMap<String, Arc<Prepared>>, StoreError> {
+        let mut missing = members.to_vec();
         missing.sort_unstable();
         missing.dedup();
+        let mut loaded = HashMap::with_capacity(missing.len());
         let placeholders = Placeholders::of(conn);
         for chunk in missing.chunks(MEMBERS_PER_STATEMENT) {
             // Padded to a power of two (repeating the last id), so a few statement
@@ -191,27 +336,16 @@ impl Dedup {
             for n in 0..width {
                 query = query.bind(chunk[n.min(chunk.len() - 1)]);
             }
-            let rows = query.fetch_all(&mut *conn).await?;
-            let mut loaded = Vec::with_capacity(rows.len());
-            for row in rows {
+            for row in query.fetch_all(&mut *conn).await? {
                 let member: String = row.try_get("id")?;
                 let values: String = row.try_get("match_values")?;
                 let Ok(other) = serde_json::from_str::<Record>(&values) else {
                     continue;
                 };
-                loaded.push((member, Arc::new(self.matcher.prepare(&other))));
+                loaded.insert(member, Arc::new(self.matcher.prepare(&other)));
             }
-            if let Ok(mut cache) = self.prepared.lock() {
-                if cache.len() + loaded.len() > PREPARED_CACHE {
-                    cache.clear();
-                }
-                for (member, prepared) in &loaded {
-                    cache.insert(member.clone(), prepared.clone());
-                }
-            }
-            found.extend(loaded);
         }
-        Ok(found)
+        Ok(loaded)
     }
 
     /// Field-by-field comparison, as stewards see it.
@@ -276,16 +410,74 @@ impl Dedup {
     }
 }
 
-/// Members sharing a key with the arrival, as `(member id, record id)`: each key's most
+/// A member to compare the arrival with.
+struct Candidate {
+    member: Box<str>,
+    /// Its record, when known to be current (`None`: ask the store before acting).
+    record: Option<String>,
+    prepared: Arc<Prepared>,
+    /// Its place in the memory index.
+    slot: Option<usize>,
+}
+
+/// A member found under one of the arrival's keys, before its values are at hand.
+enum Found<'j> {
+    /// This transaction's, and whether it is written to the store already (then a
+    /// delete or merge later in the transaction may have moved it).
+    Journal(&'j MatchMember, bool),
+    Memory(usize),
+}
+
+/// Members sharing a key with the arrival: per key this transaction's members (newest
+/// first), then the index's, up to the key's scan limit together.
+fn from_memory<'j>(
+    index: &MemoryIndex,
+    journal: &'j Journal,
+    keys: &[u64],
+    blocking: &matching::BlockingConfig,
+) -> Vec<Found<'j>> {
+    let mut seen = HashSet::new();
+    let mut found = Vec::new();
+    for key in keys {
+        let limit = scan_limit(*key, blocking);
+        let mut taken = 0;
+        for pending in journal.members_with_key(*key).take(limit) {
+            taken += 1;
+            if seen.insert(pending.id.as_str()) {
+                let written = journal.pending_member(&pending.id).is_some_and(|(_, w)| w);
+                found.push(Found::Journal(pending, written));
+            }
+        }
+        for slot in index.with_key(*key) {
+            if taken == limit {
+                break;
+            }
+            taken += 1;
+            let member = index.member(slot);
+            if !member.gone && seen.insert(&*member.id) {
+                found.push(Found::Memory(slot));
+            }
+        }
+    }
+    found
+}
+
+/// A member found in the store, with its record when that is current.
+struct StoredMember {
+    id: String,
+    record_id: Option<String>,
+}
+
+/// Members sharing a key with the arrival, as the store has them: each key's most
 /// recent members up to its scan limit, keys in order, newest first within a key. One
 /// statement for all keys (a `UNION ALL` of per-key scans): a statement per key cost a
 /// round trip to the store's thread each.
-async fn candidates(
+async fn from_store(
     conn: &mut AnyConnection,
     journal: &Journal,
     keys: &[u64],
     blocking: &matching::BlockingConfig,
-) -> Result<Vec<(String, String)>, StoreError> {
+) -> Result<Vec<StoredMember>, StoreError> {
     let placeholders = Placeholders::of(conn);
     let arms: Vec<String> = (0..keys.len())
         .map(|arm| {
@@ -310,7 +502,8 @@ async fn candidates(
     }
     let stored = query.fetch_all(&mut *conn).await?;
     // Per key: this transaction's members (newest first), then stored ones, up to the
-    // key's scan limit together.
+    // key's scan limit together. Members this transaction wrote already are among the
+    // stored rows too; they count once, as the transaction's.
     let mut seen = HashSet::new();
     let mut members = Vec::new();
     let mut rows = stored.iter().peekable();
@@ -320,19 +513,26 @@ async fn candidates(
         for pending in journal.members_with_key(*key).take(limit) {
             taken += 1;
             if seen.insert(pending.id.clone()) {
-                members.push((pending.id.clone(), pending.record_id.clone()));
+                let written = journal.pending_member(&pending.id).is_some_and(|(_, w)| w);
+                members.push(StoredMember {
+                    id: pending.id.clone(),
+                    record_id: (!written).then(|| pending.record_id.clone()),
+                });
             }
         }
         while let Some(row) =
             rows.next_if(|row| row.try_get::<i64, _>("arm").ok() == Some(arm as i64))
         {
-            if taken == limit {
+            let member: String = row.try_get("member_id")?;
+            if taken == limit || journal.pending_member(&member).is_some() {
                 continue;
             }
             taken += 1;
-            let member: String = row.try_get("member_id")?;
             if seen.insert(member.clone()) {
-                members.push((member, row.try_get("record_id")?));
+                members.push(StoredMember {
+                    id: member,
+                    record_id: Some(row.try_get("record_id")?),
+                });
             }
         }
     }

@@ -2,10 +2,10 @@
 //! written out as the duplicate pairs it found — the harness for tuning weights and the
 //! source of the accuracy figures.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
+use futures_util::TryStreamExt;
 use serde_json::{Map, Value};
 use sqlx::Row;
 
@@ -84,10 +84,12 @@ pub async fn run(
             batch.push(inbox_row(&headers, &record, id_column, n));
         }
         report.rows += batch.len();
+        let prepared = pipeline.prepare_batch(&batch);
         let mut tx = store.begin_write().await?;
         let mut journal = Journal::default();
-        for row in &batch {
-            let processed = match pipeline.prepare(row) {
+        pipeline.prefetch(&mut tx, &mut journal, &prepared).await?;
+        for (row, prepared) in batch.iter().zip(prepared) {
+            let processed = match prepared {
                 Ok(draft) => pipeline.persist(&mut tx, &mut journal, row, draft).await,
                 Err(error) => Err(RowError::Row(error)),
             };
@@ -153,59 +155,71 @@ async fn write_pairs(
         file: file.display().to_string(),
         reason,
     };
-    let members = sqlx::query(
-        "SELECT record_id, source_id, match_values FROM match_members ORDER BY created_at",
-    )
-    .fetch_all(store.pool())
-    .await
-    .map_err(StoreError::from)?;
-    let mut clusters: HashMap<String, Vec<(String, matching::Record)>> = HashMap::new();
-    for row in members {
-        let record_id: String = row.try_get("record_id").map_err(StoreError::from)?;
-        let source: String = row.try_get("source_id").map_err(StoreError::from)?;
-        let values: String = row.try_get("match_values").map_err(StoreError::from)?;
-        let record = serde_json::from_str(&values).unwrap_or_default();
-        clusters
-            .entry(record_id)
-            .or_default()
-            .push((source, record));
-    }
     let matcher = pipeline.dedup().matcher();
     let mut out =
         csv::Writer::from_path(pairs_out).map_err(|e| write_error(pairs_out, e.to_string()))?;
     out.write_record(["id_a", "id_b", "score"])
         .map_err(|e| write_error(pairs_out, e.to_string()))?;
-    for members in clusters.values() {
-        for (i, (a, record_a)) in members.iter().enumerate() {
-            for (b, record_b) in &members[i + 1..] {
-                let score = matcher.total(&matcher.prepare(record_a), &matcher.prepare(record_b));
+    // One record's members at a time, in the order of the (record_kind, record_id)
+    // index: memory follows the largest cluster, not the store (holding every member
+    // was two thirds of the harness's peak at a million rows).
+    let mut members = sqlx::query(
+        "SELECT record_id, source_id, match_values FROM match_members \
+         ORDER BY record_kind, record_id, created_at",
+    )
+    .fetch(store.pool());
+    let mut cluster: Vec<(String, matching::Prepared)> = Vec::new();
+    let mut cluster_of = String::new();
+    let mut write_cluster = |cluster: &mut Vec<(String, matching::Prepared)>,
+                             report: &mut Report|
+     -> Result<(), HarnessError> {
+        for (i, (a, record_a)) in cluster.iter().enumerate() {
+            for (b, record_b) in &cluster[i + 1..] {
+                let score = matcher.total(record_a, record_b);
                 out.write_record([a.as_str(), b.as_str(), &format!("{score:.2}")])
                     .map_err(|e| write_error(pairs_out, e.to_string()))?;
                 report.pairs += 1;
             }
         }
+        cluster.clear();
+        Ok(())
+    };
+    while let Some(row) = members.try_next().await.map_err(StoreError::from)? {
+        let record_id: String = row.try_get("record_id").map_err(StoreError::from)?;
+        let source: String = row.try_get("source_id").map_err(StoreError::from)?;
+        let values: String = row.try_get("match_values").map_err(StoreError::from)?;
+        if record_id != cluster_of {
+            write_cluster(&mut cluster, report)?;
+            cluster_of = record_id;
+        }
+        let record = serde_json::from_str(&values).unwrap_or_default();
+        cluster.push((source, matcher.prepare(&record)));
     }
+    write_cluster(&mut cluster, report)?;
+    drop(members);
     out.flush()
         .map_err(|e| write_error(pairs_out, e.to_string()))?;
-    let reviews = sqlx::query("SELECT record_a, record_b, score FROM review_pairs")
-        .fetch_all(store.pool())
-        .await
-        .map_err(StoreError::from)?;
+    // A record is named by its first member's row id.
+    let reviews = sqlx::query(
+        "SELECT r.score, \
+         (SELECT source_id FROM match_members m WHERE m.record_kind = r.record_kind \
+          AND m.record_id = r.record_a ORDER BY m.created_at LIMIT 1) AS a, \
+         (SELECT source_id FROM match_members m WHERE m.record_kind = r.record_kind \
+          AND m.record_id = r.record_b ORDER BY m.created_at LIMIT 1) AS b \
+         FROM review_pairs r",
+    )
+    .fetch_all(store.pool())
+    .await
+    .map_err(StoreError::from)?;
     let mut out =
         csv::Writer::from_path(review_out).map_err(|e| write_error(review_out, e.to_string()))?;
     out.write_record(["id_a", "id_b", "score"])
         .map_err(|e| write_error(review_out, e.to_string()))?;
-    let first = |id: &str| {
-        clusters
-            .get(id)
-            .and_then(|m| m.first())
-            .map(|(s, _)| s.clone())
-    };
     for row in reviews {
-        let a: String = row.try_get("record_a").map_err(StoreError::from)?;
-        let b: String = row.try_get("record_b").map_err(StoreError::from)?;
+        let a: Option<String> = row.try_get("a").map_err(StoreError::from)?;
+        let b: Option<String> = row.try_get("b").map_err(StoreError::from)?;
         let score: f64 = row.try_get("score").map_err(StoreError::from)?;
-        if let (Some(a), Some(b)) = (first(&a), first(&b)) {
+        if let (Some(a), Some(b)) = (a, b) {
             out.write_record([a, b, format!("{score:.2}")])
                 .map_err(|e| write_error(review_out, e.to_string()))?;
             report.review_pairs += 1;

@@ -3,6 +3,7 @@
 //! exactly when its records, their audit rows and its lineage are written.
 
 pub mod assign;
+mod blocking;
 pub mod decay;
 pub mod dedup;
 mod enrich;
@@ -14,6 +15,7 @@ pub mod score;
 pub mod unmerge;
 pub mod worker;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
@@ -24,7 +26,7 @@ use crate::lifecycle::Qualification;
 use crate::mapping::{Mapping, MappingSet};
 use crate::outbound::{Content, WHATSAPP};
 use crate::store::inbox::InboxRow;
-use crate::store::write::{Journal, apply_journaled, new_id};
+use crate::store::write::{Journal, Placeholders, apply_journaled, new_id};
 use crate::store::{Change, StoreError, WriteContext};
 
 pub use assign::Assigner;
@@ -51,6 +53,9 @@ pub struct Draft {
     pub identify_by: Vec<String>,
     /// `(external id, status)`: this arrival updates an earlier activity instead.
     pub activity_update: Option<(String, String)>,
+    /// A lead's values as the matcher sees them, prepared with the other pure stages
+    /// (so a batch prepares them on every core).
+    pub arrival: Option<dedup::Arrival>,
 }
 
 impl Draft {
@@ -65,6 +70,7 @@ impl Draft {
             follow_up: None,
             identify_by: Vec::new(),
             activity_update: None,
+            arrival: None,
         }
     }
 
@@ -316,6 +322,61 @@ impl Pipeline {
         &self.dedup
     }
 
+    /// Reads, for a batch of prepared leads, what each would otherwise ask the store
+    /// one at a time: the account of a contact with the lead's email.
+    pub async fn prefetch(
+        &self,
+        conn: &mut AnyConnection,
+        journal: &mut Journal,
+        drafts: &[Result<Draft, PipelineError>],
+    ) -> Result<(), StoreError> {
+        use sqlx::Row;
+        let mut emails: Vec<String> = drafts
+            .iter()
+            .flatten()
+            .filter(|draft| draft.kind == RecordKind::Lead && draft.text("account_id").is_none())
+            .filter_map(|draft| draft.text("email"))
+            .collect();
+        emails.sort_unstable();
+        emails.dedup();
+        let placeholders = Placeholders::of(conn);
+        for chunk in emails.chunks(500) {
+            let sql = format!(
+                "SELECT email, account_id FROM contacts WHERE email IN ({}) \
+                 AND account_id IS NOT NULL",
+                (1..=chunk.len())
+                    .map(|n| placeholders.nth(n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for email in chunk {
+                query = query.bind(email.as_str());
+            }
+            let mut known: HashMap<String, Option<String>> =
+                chunk.iter().map(|email| (email.clone(), None)).collect();
+            for row in query.fetch_all(&mut *conn).await? {
+                let email: String = row.try_get("email")?;
+                if let Some(account @ None) = known.get_mut(&email) {
+                    *account = Some(row.try_get("account_id")?);
+                }
+            }
+            journal.remember_contact_accounts(known);
+        }
+        Ok(())
+    }
+
+    /// `prepare` for a batch, spread over the cores: mapping, normalising and preparing
+    /// a lead for matching (phone parsing above all) is most of a row's own CPU, and
+    /// none of it needs the store.
+    pub fn prepare_batch(&self, rows: &[InboxRow]) -> Vec<Result<Draft, PipelineError>> {
+        use rayon::prelude::*;
+        rows.par_iter()
+            .with_min_len(16)
+            .map(|row| self.prepare(row))
+            .collect()
+    }
+
     /// Map and run the pure stages; no store access.
     pub fn prepare(&self, row: &InboxRow) -> Result<Draft, PipelineError> {
         let Value::Object(inbound) = &row.fields else {
@@ -428,6 +489,7 @@ impl Pipeline {
                     "no identifying field: a lead needs an email, phone, name or company".into(),
                 ));
             }
+            draft.arrival = Some(self.dedup.arrival(&draft));
         }
         Ok(draft)
     }
@@ -529,7 +591,10 @@ impl Pipeline {
             .await?;
             return Ok(json!({"action": "created", "kind": draft.kind, "id": id}));
         }
-        let arrival = self.dedup.arrival(&draft);
+        let arrival = match draft.arrival.take() {
+            Some(arrival) => arrival,
+            None => self.dedup.arrival(&draft),
+        };
         let identified = identified_lead(conn, journal, &draft).await?;
         let by_identity = identified.is_some();
         let outcome = match identified {
@@ -551,7 +616,9 @@ impl Pipeline {
         let mut qualification_change: Option<bool> = None;
         let (lead_id, mut result, changes) = match &outcome {
             Outcome::Merge { into, score } => {
-                journal.settle_inserts(conn).await?;
+                if journal.is_pending(RecordKind::Lead, into) {
+                    journal.settle_inserts(conn).await?;
+                }
                 let existing = load_lead(conn, into).await?;
                 let mut fields = survivorship(
                     &existing,
@@ -776,14 +843,16 @@ async fn link_account(
         return Ok(());
     }
     if let Some(email) = draft.text("email") {
-        let contact = sqlx::query(
-            "SELECT account_id FROM contacts WHERE email = $1 AND account_id IS NOT NULL LIMIT 1",
-        )
-        .bind(&email)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let Some(row) = contact {
-            let account: String = row.try_get("account_id")?;
+        let account = match journal.contact_account(&email) {
+            Some(known) => known.map(str::to_owned),
+            None => sqlx::query_scalar(
+                "SELECT account_id FROM contacts WHERE email = $1 AND account_id IS NOT NULL LIMIT 1",
+            )
+            .bind(&email)
+            .fetch_optional(&mut *conn)
+            .await?,
+        };
+        if let Some(account) = account {
             draft.set("account_id", account);
             return Ok(());
         }

@@ -167,7 +167,7 @@ pub(crate) async fn process_rows(
     rows: &[InboxRow],
 ) -> Result<Vec<Result<(), String>>, StoreError> {
     let started = Instant::now();
-    let prepared: Vec<_> = rows.iter().map(|row| pipeline.prepare(row)).collect();
+    let prepared = pipeline.prepare_batch(rows);
     observe(metrics, "map_normalise", started.elapsed());
     if store.backend() == Backend::Postgres {
         let mut keys: Vec<u64> = prepared
@@ -182,6 +182,7 @@ pub(crate) async fn process_rows(
     }
     let started = Instant::now();
     let mut journal = Journal::default();
+    pipeline.prefetch(tx, &mut journal, &prepared).await?;
     let mut done = Vec::with_capacity(rows.len());
     let mut outcomes = Vec::with_capacity(rows.len());
     for (row, prepared) in rows.iter().zip(prepared) {
