@@ -1,6 +1,10 @@
 //! Search benchmark: the embedded index with N synthetic leads (default 1,000,000).
 //!
 //! cargo run --release --example search_bench -- [N] [--queries Q] [--seed S] [--dir DIR]
+//!     [--no-scopes] (skip the permission-scope table)
+//!
+//! SEARCH_BENCH_MISSES=1 prints each name query missed, its top five with their channel
+//! costs, and why it was missed (cut from the candidates, ranked below, not found).
 //!
 //! Prints the build time, latency p50/p99 (one query at a time, limit 10, stored fields
 //! and highlights included) for exact, one-typo and two-typo name queries, phone numbers
@@ -433,7 +437,35 @@ struct Outcome {
     latencies: Vec<f64>,
     name_hits: usize,
     strict_hits: usize,
+    /// The very record anywhere on the page (limit 10).
+    page_hits: usize,
     found: usize,
+    /// With SEARCH_BENCH_MISSES: misses by cause.
+    miss_causes: std::collections::BTreeMap<&'static str, usize>,
+}
+
+fn hit_text(hit: &leadgate::search::SearchHit, field: &str) -> String {
+    hit.fields
+        .get(field)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_lowercase()
+}
+
+/// The ranking's channel cost of a name for a query, on the name's words only (the
+/// index's cost also sees the company and email, which repeat the surname).
+fn bench_cost(query: &str, name: &str) -> f32 {
+    use leadgate::search::analysis::{typo_cost, words};
+    let name_words = words(name);
+    words(query)
+        .iter()
+        .map(|q| {
+            name_words
+                .iter()
+                .map(|w| typo_cost(q, w))
+                .fold(3.0 * typo_cost::WRONG_LETTER, f32::min)
+        })
+        .sum()
 }
 
 fn run(
@@ -446,7 +478,9 @@ fn run(
         latencies: Vec::with_capacity(queries.len()),
         name_hits: 0,
         strict_hits: 0,
+        page_hits: 0,
         found: 0,
+        miss_causes: Default::default(),
     };
     for (target, q) in queries {
         let mut query = SearchQuery::new(q.clone());
@@ -464,24 +498,43 @@ fn run(
         if top5.iter().any(|h| h.id == p.id) {
             outcome.strict_hits += 1;
         }
+        if hits.iter().any(|h| h.id == p.id) {
+            outcome.page_hits += 1;
+        }
         let same_name = |h: &leadgate::search::SearchHit| {
-            let text = |f: &str| {
-                h.fields
-                    .get(f)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_lowercase()
-            };
-            text("first_name") == p.first && text("last_name") == p.last
+            hit_text(h, "first_name") == p.first && hit_text(h, "last_name") == p.last
         };
         if top5.iter().any(same_name) {
             outcome.name_hits += 1;
         } else if std::env::var_os("SEARCH_BENCH_MISSES").is_some() {
+            // Why it was missed: the same query re-ranking 500 candidates (limit 100)
+            // tells a name cut from the 50 candidates from one ranked below others, or
+            // not found at all.
+            let mut wide = SearchQuery::new(q.clone());
+            wide.limit = 100;
+            let wider = index.search_now(&wide, scope).unwrap_or_default();
+            let rank = wider.iter().position(same_name);
+            let cause = match rank {
+                Some(r) if r < 5 => "cut from the candidates",
+                Some(_) => "ranked below",
+                None => "not found",
+            };
+            *outcome.miss_causes.entry(cause).or_default() += 1;
+            let target_cost = bench_cost(q, &format!("{} {}", p.first, p.last));
             let shown: Vec<String> = top5
                 .iter()
-                .map(|h| format!("{} {}", h.fields["first_name"], h.fields["last_name"]))
+                .map(|h| {
+                    let name =
+                        format!("{} {}", hit_text(h, "first_name"), hit_text(h, "last_name"));
+                    format!("{name} ({:.2})", bench_cost(q, &name))
+                })
                 .collect();
-            eprintln!("miss: {q:?} for {} {}: {shown:?}", p.first, p.last);
+            eprintln!(
+                "miss ({cause}, rank {}): {q:?} for {} {} ({target_cost:.2}): {shown:?}",
+                rank.map_or("-".to_owned(), |r| (r + 1).to_string()),
+                p.first,
+                p.last
+            );
         }
     }
     outcome
@@ -511,7 +564,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 dir = Some(args.get(i + 1).ok_or("--dir DIR")?.into());
                 i += 1;
             }
-            "--no-merge" => {}
+            "--no-merge" | "--no-scopes" => {}
             other => n = other.replace('_', "").parse()?,
         }
         i += 1;
@@ -664,9 +717,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
     ];
     println!(
-        "\n| query set ({queries_per_set} queries, limit 10) | p50 ms | p99 ms | max ms | found | recall@5 (same name) | recall@5 (that record) |"
+        "\n| query set ({queries_per_set} queries, limit 10) | p50 ms | p99 ms | max ms | found | recall@5 (same name) | recall@5 (that record) | that record in the 10 |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     for (name, queries, by_name) in &sets {
         let outcome = run(&index, &people, queries, &SearchScope::everything());
         let total = queries.len() as f64;
@@ -676,18 +729,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "—".to_owned()
         };
         println!(
-            "| {name} | {:.2} | {:.2} | {:.2} | {:.3} | {recall} | {:.3} |",
+            "| {name} | {:.2} | {:.2} | {:.2} | {:.3} | {recall} | {:.3} | {:.3} |",
             percentile(&outcome.latencies, 50.0),
             percentile(&outcome.latencies, 99.0),
             outcome.latencies.last().copied().unwrap_or_default(),
             outcome.found as f64 / total,
             outcome.strict_hits as f64 / total,
+            outcome.page_hits as f64 / total,
         );
+        if !outcome.miss_causes.is_empty() {
+            eprintln!("misses of {name:?}: {:?}", outcome.miss_causes);
+        }
     }
     // The cost of permission filtering: name queries for records each caller may see, as
     // an admin (no filter), a manager (20 of the 50 owners, a hidden field) and a rep (one
     // owner). A query for a record outside the scope finds nothing and pays for the
     // one-more-typo and any-word retries as well.
+    if args.iter().any(|a| a == "--no-scopes") {
+        return Ok(());
+    }
     let hidden = vec![(leadgate::domain::RecordKind::Lead, "company".to_owned())];
     let owners = |k: usize| Some((0..k).map(|i| format!("user-{i}")).collect::<Vec<_>>());
     let scopes = [

@@ -306,12 +306,22 @@ pub fn typo_cost(typed: &str, word: &str) -> f32 {
     whole.min(begun)
 }
 
+/// Edits a query word was allowed from a word of a field analysed as given, as decided
+/// by the backend that answered (its pass, the query's other words): highlights mark
+/// what matched, no more and no less.
+pub type Reach<'a> = &'a dyn Fn(&str, Analysis) -> u8;
+
+/// A query word's typo budget in every word field (Meilisearch's own rule, see `meili`).
+pub fn budget_reach(query: &str, _: Analysis) -> u8 {
+    typo_budget(query)
+}
+
 /// True when an indexed word is what a query word asked for: equal, a prefix of it (as
-/// you type), or within the query word's typo budget.
-pub fn word_matches(query: &str, word: &str) -> bool {
+/// you type), or within `edits` of it.
+pub fn word_matches(query: &str, word: &str, edits_allowed: u8) -> bool {
     word == query
         || (query.chars().count() >= 2 && word.starts_with(query))
-        || edits(query, word) <= usize::from(typo_budget(query))
+        || edits(query, word) <= usize::from(edits_allowed)
 }
 
 fn escape_html(text: &str, out: &mut String) {
@@ -344,11 +354,13 @@ pub fn mark(text: &str, ranges: &[std::ops::Range<usize>]) -> String {
     out
 }
 
-/// The highlighted searchable fields of a document for a query, hidden fields left out.
+/// The highlighted searchable fields of a document for a query, hidden fields left out;
+/// a word is marked when it is within `reach` of a query word.
 pub fn highlights(
     doc: &SearchDoc,
     terms: &QueryTerms,
     scope: &SearchScope,
+    reach: Reach<'_>,
 ) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let Some(spec) = spec(doc.kind) else {
@@ -381,7 +393,7 @@ pub fn highlights(
                 {
                     vec![whole]
                 } else {
-                    word_ranges(&text, terms)
+                    word_ranges(&text, analysis, terms, reach)
                 }
             }
             Analysis::Code => {
@@ -400,7 +412,7 @@ pub fn highlights(
                     Vec::new()
                 }
             }
-            Analysis::Words | Analysis::MinorWords => word_ranges(&text, terms),
+            Analysis::Words | Analysis::MinorWords => word_ranges(&text, analysis, terms, reach),
         };
         if !ranges.is_empty() {
             out.insert(name.to_owned(), mark(&text, &ranges));
@@ -409,10 +421,20 @@ pub fn highlights(
     out
 }
 
-fn word_ranges(text: &str, terms: &QueryTerms) -> Vec<std::ops::Range<usize>> {
+fn word_ranges(
+    text: &str,
+    analysis: Analysis,
+    terms: &QueryTerms,
+    reach: Reach<'_>,
+) -> Vec<std::ops::Range<usize>> {
     word_spans(text)
         .into_iter()
-        .filter(|(_, word)| terms.words.iter().any(|q| word_matches(q, word)))
+        .filter(|(_, word)| {
+            terms
+                .words
+                .iter()
+                .any(|q| word_matches(q, word, reach(q, analysis)))
+        })
         .map(|(range, _)| range)
         .collect()
 }
@@ -497,7 +519,24 @@ mod tests {
             "a&lt;<mark>b</mark>"
         );
         let terms = QueryTerms::parse("lovlace");
-        let ranges = word_ranges("Ada Lovelace", &terms);
+        let ranges = word_ranges("Ada Lovelace", Analysis::Words, &terms, &budget_reach);
         assert_eq!(ranges, vec![4..12]);
+    }
+
+    #[test]
+    fn highlights_mark_a_word_as_far_off_as_the_backend_matched_it() {
+        // "kxnb" is two edits from "Kong": beyond a four-letter word's budget, so not
+        // marked under it, and marked when the answering backend allowed two.
+        let terms = QueryTerms::parse("ada kxnb");
+        let budget = word_ranges("Ada Kong", Analysis::Words, &terms, &budget_reach);
+        assert_eq!(budget, vec![0..3]);
+        let two_for_names = |_: &str, analysis: Analysis| match analysis {
+            Analysis::Words => 2,
+            _ => 0,
+        };
+        let wider = word_ranges("Ada Kong", Analysis::Words, &terms, &two_for_names);
+        assert_eq!(wider, vec![0..3, 4..8]);
+        let in_a_title = word_ranges("Kong", Analysis::MinorWords, &terms, &two_for_names);
+        assert!(in_a_title.is_empty(), "{in_a_title:?}");
     }
 }

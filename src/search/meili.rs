@@ -407,7 +407,7 @@ impl SearchIndex for MeiliIndex {
                     id: doc.id.clone(),
                     score,
                     updated_at: doc.updated_at.clone(),
-                    highlights: analysis::highlights(&doc, &terms, scope),
+                    highlights: analysis::highlights(&doc, &terms, scope, &analysis::budget_reach),
                     fields: doc.fields,
                 };
                 scope.redact(&mut hit);

@@ -346,6 +346,8 @@ impl Embedded {
         };
         let searcher = self.reader.searcher();
         let mut found = Vec::new();
+        // The pass that answered, so highlights mark what it matched.
+        let mut answered = (true, 0);
         // Every word within its typo budget; when nothing matches, every word with one
         // typo more; then any word.
         for (all_words, extra_typo) in [(true, 0), (true, 1), (false, 0)] {
@@ -368,9 +370,17 @@ impl Embedded {
                 });
             found = searcher.search(&built, &collector).map_err(backend_error)?;
             if !found.is_empty() {
+                answered = (all_words, extra_typo);
                 break;
             }
         }
+        let (all_words, extra_typo) = answered;
+        let beside_others = all_words && terms.parts() > 1;
+        let highlight_reach = |word: &str, analysis: Analysis| {
+            // Words of a compound are matched as on their own (`compound_query`).
+            let with_others = beside_others && terms.single_words().any(|w| w == word);
+            reach(word, analysis, extra_typo, with_others)
+        };
         let mut ranked = found
             .into_iter()
             .map(|((score, updated), address)| {
@@ -399,7 +409,7 @@ impl Embedded {
                     id: doc.id.clone(),
                     score,
                     updated_at: doc.updated_at.clone(),
-                    highlights: analysis::highlights(&doc, &terms, scope),
+                    highlights: analysis::highlights(&doc, &terms, scope, &highlight_reach),
                     fields: doc.fields,
                 };
                 scope.redact(&mut hit);
@@ -574,6 +584,31 @@ fn fuzzy(field: Field, text: &str, distance: u8, score: Score) -> Box<dyn Query>
     )
 }
 
+/// A word's typo budget in a pass that allows `extra_typo` more (never past two, never
+/// for a word too short for any).
+fn pass_budget(word: &str, extra_typo: u8) -> u8 {
+    match typo_budget(word) {
+        0 => 0,
+        budget => (budget + extra_typo).min(2),
+    }
+}
+
+/// Edits at which a query word matches a word of a field analysed as `analysis` in a
+/// pass (`extra_typo`, and whether the word stands beside other required words): what
+/// [`word_query`] asks the index for, and so what highlights mark.
+fn reach(word: &str, analysis: Analysis, extra_typo: u8, with_others: bool) -> u8 {
+    let budget = pass_budget(word, extra_typo);
+    match analysis {
+        // Alone, a three- or four-letter word two edits away from a name is most names;
+        // beside the query's other words, which the record must also have, it is a
+        // handful, and `channel_cost` ranks them.
+        Analysis::Words if budget == 1 && with_others => 2,
+        Analysis::Words | Analysis::MinorWords => budget,
+        Analysis::Email if budget >= 2 => 1,
+        Analysis::Email | Analysis::Code | Analysis::Phone => 0,
+    }
+}
+
 /// What one query word matches in the visible fields, best kind of match counted.
 fn word_query(
     word: &str,
@@ -581,11 +616,7 @@ fn word_query(
     extra_typo: u8,
     with_others: bool,
 ) -> Option<Box<dyn Query>> {
-    let budget = if extra_typo > 0 && typo_budget(word) > 0 {
-        (typo_budget(word) + extra_typo).min(2)
-    } else {
-        typo_budget(word)
-    };
+    let budget = pass_budget(word, extra_typo);
     let length = word.chars().count();
     let numeric = word.chars().all(|c| c.is_ascii_digit());
     let mut options: Vec<Box<dyn Query>> = Vec::new();
@@ -597,20 +628,18 @@ fn word_query(
                 } else {
                     0.5
                 };
+                let edits = reach(word, analysis, extra_typo, with_others);
                 options.push(exact(field, word, 4.0 * weight));
                 if length >= 2 {
                     options.push(prefix(field, word, 3.0 * weight));
                 }
-                if budget >= 1 {
+                if edits >= 1 {
                     options.push(fuzzy(field, word, 1, 2.0 * weight));
                 }
-                if budget >= 2 {
-                    options.push(fuzzy(field, word, 2, 1.0 * weight));
-                } else if budget == 1 && with_others && analysis == Analysis::Words {
-                    // Alone, a three- or four-letter word two edits away from a name is
-                    // most names; beside the query's other words, which the record must
-                    // also have, it is a handful, and `channel_cost` ranks them.
-                    options.push(fuzzy(field, word, 2, 0.5));
+                if edits >= 2 {
+                    // Two edits beyond the word's own budget count least.
+                    let score = if budget >= 2 { 1.0 * weight } else { 0.5 };
+                    options.push(fuzzy(field, word, 2, score));
                 }
             }
             Analysis::Email => {
@@ -618,7 +647,7 @@ fn word_query(
                 if length >= 3 {
                     options.push(prefix(field, word, 2.5));
                 }
-                if budget >= 2 {
+                if reach(word, analysis, extra_typo, with_others) >= 1 {
                     options.push(fuzzy(field, word, 1, 1.5));
                 }
             }
@@ -888,6 +917,43 @@ mod tests {
             updated_at: "2025-01-01T00:00:00.000000Z".into(),
             fields,
         }
+    }
+
+    #[test]
+    fn a_short_word_matched_two_edits_off_is_highlighted() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = TantivyIndex::open(&dir.path().join("search")).unwrap();
+        let mut kong = lead("kong");
+        kong.fields.insert("last_name".into(), "Kong".into());
+        kong.fields.insert("title".into(), "Kong expert".into());
+        index
+            .apply_blocking(IndexBatch {
+                upserts: vec![kong],
+                deletes: vec![],
+                checkpoint: None,
+            })
+            .unwrap();
+        let all = SearchScope::everything();
+        // Beside another word, in the first pass; alone, in the one-more-typo pass.
+        for q in ["ada kxnb", "kxnb"] {
+            let hits = index.search_blocking(&SearchQuery::new(q), &all).unwrap();
+            assert_eq!(hits.len(), 1, "{q}");
+            assert_eq!(
+                hits[0].highlights.get("last_name").map(String::as_str),
+                Some("<mark>Kong</mark>"),
+                "{q}: {:?}",
+                hits[0].highlights
+            );
+        }
+        // A title is not searched two edits off, so not marked so either.
+        let hits = index
+            .search_blocking(&SearchQuery::new("ada kxnb"), &all)
+            .unwrap();
+        assert!(
+            !hits[0].highlights.contains_key("title"),
+            "{:?}",
+            hits[0].highlights
+        );
     }
 
     #[test]
