@@ -11,7 +11,7 @@ use super::AppState;
 use super::caller::Caller;
 use super::error::ApiError;
 use crate::access::{AUDIT, Action, Reach};
-use crate::store::audit::AuditFilter;
+use crate::store::audit::{AUDIT_COLUMNS, AuditFilter};
 use crate::store::read::AuditEntry;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -112,22 +112,8 @@ pub async fn search_audit(
     }
     let mut out = csv::Writer::from_writer(Vec::new());
     let csv_error = |e: csv::Error| ApiError::Internal(e.to_string());
-    out.write_record([
-        "seq",
-        "at",
-        "actor",
-        "channel",
-        "action",
-        "record_kind",
-        "record_id",
-        "field",
-        "old_value",
-        "new_value",
-        "ip",
-        "user_agent",
-        "request_id",
-    ])
-    .map_err(csv_error)?;
+    out.write_record(std::iter::once("seq").chain(AUDIT_COLUMNS))
+        .map_err(csv_error)?;
     let text = |value: &Value| match value {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),

@@ -360,23 +360,10 @@ impl Store {
             let mut head = before.flatten().unwrap_or_else(|| GENESIS.to_vec());
             for row in &pending {
                 let text = |name: &str| row.try_get::<Option<String>, _>(name);
-                let owned: Vec<Option<String>> = [
-                    "at",
-                    "actor",
-                    "channel",
-                    "action",
-                    "record_kind",
-                    "record_id",
-                    "field",
-                    "old_value",
-                    "new_value",
-                    "ip",
-                    "user_agent",
-                    "request_id",
-                ]
-                .iter()
-                .map(|name| text(name))
-                .collect::<Result<_, _>>()?;
+                let owned: Vec<Option<String>> = AUDIT_COLUMNS
+                    .iter()
+                    .map(|name| text(name))
+                    .collect::<Result<_, _>>()?;
                 let get = |n: usize| owned[n].as_deref();
                 let content = AuditContent {
                     at: get(0).unwrap_or_default(),
