@@ -171,7 +171,8 @@ impl Dedup {
                             {
                                 index.member_mut(slot).gone = true;
                             }
-                            candidates.swap_remove(at);
+                            // `remove`, not `swap_remove`: ties go to the earlier candidate.
+                            candidates.remove(at);
                             continue;
                         }
                     }
