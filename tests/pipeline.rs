@@ -90,17 +90,7 @@ async fn merges_are_undone_from_the_audit_trail(backend: Backend) {
         json!({"first_name": "Sam", "last_name": "Okafor", "email": "sokafor@bello.example"}),
     )
     .await;
-    let (_, queue) = app.get_json("/v1/review").await;
-    let pair = queue["items"][0]["id"].as_str().unwrap().to_owned();
-    let merged = app
-        .client
-        .post(format!("{}/v1/review/{pair}", app.base))
-        .bearer_auth(&app.admin_token)
-        .json(&json!({"decision": "merge"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(merged.status(), 200);
+    merge_first_review_pair(&app).await;
     let (a_id, b_id) = (
         a["result"]["id"].as_str().unwrap().to_owned(),
         b["result"]["id"].as_str().unwrap().to_owned(),
@@ -303,6 +293,21 @@ async fn leads_are_enriched_and_linked_to_their_account_by_domain(backend: Backe
         "a free-mail domain is nobody's account"
     );
     app.stop().await;
+}
+
+/// A steward merges the first pair of the review queue.
+async fn merge_first_review_pair(app: &common::TestApp) {
+    let (_, queue) = app.get_json("/v1/review").await;
+    let pair = queue["items"][0]["id"].as_str().unwrap().to_owned();
+    let merged = app
+        .client
+        .post(format!("{}/v1/review/{pair}", app.base))
+        .bearer_auth(&app.admin_token)
+        .json(&json!({"decision": "merge"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(merged.status(), 200);
 }
 
 async fn submit(app: &common::TestApp, key: &str, lead: Value) -> Value {
@@ -516,17 +521,7 @@ async fn dedup_follows_merges_and_deletes_made_after_it_remembered_the_members(b
         a["result"]["id"].as_str().unwrap().to_owned(),
         b["result"]["id"].as_str().unwrap().to_owned(),
     );
-    let (_, queue) = app.get_json("/v1/review").await;
-    let pair = queue["items"][0]["id"].as_str().unwrap().to_owned();
-    let merged = app
-        .client
-        .post(format!("{}/v1/review/{pair}", app.base))
-        .bearer_auth(&app.admin_token)
-        .json(&json!({"decision": "merge"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(merged.status(), 200);
+    merge_first_review_pair(&app).await;
 
     // The best match is the member that arrived as the lead merged away.
     let again = submit(&app, &key, sam("sokafor@bello.example")).await;

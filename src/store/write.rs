@@ -145,6 +145,8 @@ pub struct Journal {
 struct PendingMembers {
     list: Vec<MatchMember>,
     by_key: std::collections::HashMap<u64, Vec<usize>>,
+    /// Positions in `list` by member id: dedup asks for each candidate it finds.
+    by_id: std::collections::HashMap<String, usize>,
     /// `list[..written]` is in the store already.
     written: usize,
 }
@@ -376,6 +378,7 @@ impl Journal {
         for key in &member.keys {
             self.members.by_key.entry(*key).or_default().push(at);
         }
+        self.members.by_id.insert(member.id.clone(), at);
         self.members.list.push(member);
     }
 
@@ -392,10 +395,9 @@ impl Journal {
     /// A dedup member of this transaction, and whether it is in the store already.
     pub fn pending_member(&self, id: &str) -> Option<(&MatchMember, bool)> {
         self.members
-            .list
-            .iter()
-            .position(|member| member.id == id)
-            .map(|at| (&self.members.list[at], at < self.members.written))
+            .by_id
+            .get(id)
+            .map(|&at| (&self.members.list[at], at < self.members.written))
     }
 
     /// A contact's account by email, when the batch's prefetch asked for it.
