@@ -93,6 +93,10 @@ pub struct InboxDepth {
 const ROW_COLUMNS: &str = "id, source, external_id, received_at, fields, status, attempts, \
                            error, result, request_id, ip, user_agent, updated_at";
 
+/// The condition of the `inbox_open_idx` partial index, word for word: SQLite only uses a
+/// partial index whose WHERE terms appear in the query's own.
+const OPEN_ROWS: &str = "status IN ('pending', 'processing')";
+
 fn decode_row(row: &AnyRow) -> Result<InboxRow, StoreError> {
     let json = |text: Option<String>| {
         text.and_then(|t| serde_json::from_str(&t).ok())
@@ -136,9 +140,11 @@ impl Store {
             Backend::Sqlite => "",
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         };
+        // Without OPEN_ROWS every claim scanned the done rows from the start of the inbox.
         let sql = format!(
             "UPDATE inbox SET status = 'processing', attempts = attempts + 1, updated_at = $1 \
-             WHERE seq IN (SELECT seq FROM inbox WHERE status = 'pending' ORDER BY seq LIMIT $2{lock}) \
+             WHERE seq IN (SELECT seq FROM inbox WHERE {OPEN_ROWS} AND status = 'pending' \
+             ORDER BY seq LIMIT $2{lock}) \
              RETURNING seq, {ROW_COLUMNS}"
         );
         let mut tx = self.begin_write().await?;
@@ -158,13 +164,36 @@ impl Store {
 
     /// Rows left `processing` by a process that died go back to `pending`.
     pub async fn requeue_in_flight(&self) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE inbox SET status = 'pending', updated_at = $1 WHERE status = 'processing'",
-        )
-        .bind(now_timestamp())
-        .execute(self.pool())
-        .await?;
+        let sql = format!(
+            "UPDATE inbox SET status = 'pending', updated_at = $1 \
+             WHERE {OPEN_ROWS} AND status = 'processing'"
+        );
+        let done = sqlx::query(&sql)
+            .bind(now_timestamp())
+            .execute(self.pool())
+            .await?;
         Ok(done.rows_affected())
+    }
+
+    /// Claimed rows back to `pending`: a worker that cannot process what it claimed.
+    pub async fn release_claimed(&self, ids: &[&str]) -> Result<(), StoreError> {
+        // A rare path: numbered parameters on both backends, a few hundred at a time.
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "UPDATE inbox SET status = 'pending', updated_at = $1 \
+                 WHERE {OPEN_ROWS} AND status = 'processing' AND id IN ({})",
+                (2..=chunk.len() + 1)
+                    .map(|n| format!("${n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(now_timestamp());
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            query.execute(self.pool()).await?;
+        }
+        Ok(())
     }
 
     pub async fn mark_inbox_failed(&self, id: &str, error: &str) -> Result<(), StoreError> {
@@ -226,8 +255,17 @@ impl Store {
     }
 
     pub async fn inbox_rows(&self, status: &str, limit: i64) -> Result<Vec<InboxRow>, StoreError> {
-        let sql =
-            format!("SELECT {ROW_COLUMNS} FROM inbox WHERE status = $1 ORDER BY seq LIMIT $2");
+        // The partial indexes' own terms, so a listing of the few open or failed rows
+        // among a million done ones reads only those.
+        let index_terms = match status {
+            "pending" | "processing" => OPEN_ROWS,
+            "failed" => "status = 'failed'",
+            _ => "TRUE",
+        };
+        let sql = format!(
+            "SELECT {ROW_COLUMNS} FROM inbox WHERE {index_terms} AND status = $1 \
+             ORDER BY seq LIMIT $2"
+        );
         let rows = sqlx::query(&sql)
             .bind(status)
             .bind(limit)
