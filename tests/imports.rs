@@ -22,6 +22,7 @@ on_both_backends!(
     an_oversize_upload_is_refused_with_a_clear_message,
     an_import_is_undone_from_the_audit_trail,
     a_zoom_attendee_report_makes_attendance_on_leads_with_the_event_as_campaign,
+    rows_of_one_upload_share_their_domains_account,
 );
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -139,6 +140,59 @@ async fn an_xlsx_import_ends_with_every_row_processed_and_leads_readable(backend
         csv.starts_with("row,column,reason\n7,E-mail Address,"),
         "{csv}"
     );
+    app.stop().await;
+}
+
+/// The pipeline reads a batch's accounts by domain at once and keeps the ones it creates
+/// in the transaction's journal: rows of one upload from a new domain make one account,
+/// a known domain's account keeps its owner, free mail joins nothing.
+async fn rows_of_one_upload_share_their_domains_account(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let response = app
+        .post_json(
+            &app.admin_token,
+            "/v1/accounts",
+            &serde_json::json!({"name": "Owned Ltd", "domain": "owned.example", "owner_id": "u-owner"}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let owned: Value = response.json().await.unwrap();
+    let csv = "First Name,Last Name,Email\n\
+               Ana,Lima,ana@newco.example\n\
+               Bo,Berg,bo@newco.example\n\
+               Cy,Cole,cy@owned.example\n\
+               Di,Dunn,di@newco.example\n\
+               Ed,Eady,ed.eady@gmail.com\n";
+    let (status, body) = upload(&app, "domains.csv", csv.as_bytes().to_vec(), &[]).await;
+    assert_eq!(status, 202, "{body}");
+    let done = settled_import(&app, body["id"].as_str().unwrap()).await;
+    assert_eq!(done["processed"]["created"], 5, "{done}");
+
+    let mut by_email = std::collections::HashMap::new();
+    for row in sqlx::query("SELECT email, account_id, owner_id FROM leads")
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap()
+    {
+        let email: String = row.get(0);
+        let account: Option<String> = row.get(1);
+        let owner: Option<String> = row.get(2);
+        by_email.insert(email, (account, owner));
+    }
+    let newco = by_email["ana@newco.example"].0.clone().expect("linked");
+    assert_ne!(newco, owned["id"].as_str().unwrap());
+    assert_eq!(by_email["bo@newco.example"].0.as_ref(), Some(&newco));
+    assert_eq!(by_email["di@newco.example"].0.as_ref(), Some(&newco));
+    assert_eq!(
+        by_email["cy@owned.example"],
+        (
+            owned["id"].as_str().map(str::to_owned),
+            Some("u-owner".to_owned())
+        ),
+        "a known account's owner is kept"
+    );
+    assert_eq!(by_email["ed.eady@gmail.com"].0, None);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM accounts").await, 2);
     app.stop().await;
 }
 

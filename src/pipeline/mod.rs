@@ -26,7 +26,7 @@ use crate::lifecycle::Qualification;
 use crate::mapping::{Mapping, MappingSet};
 use crate::outbound::{Content, WHATSAPP};
 use crate::store::inbox::InboxRow;
-use crate::store::write::{Journal, Placeholders, apply_journaled, new_id};
+use crate::store::write::{DomainAccount, Journal, Placeholders, apply_journaled, new_id};
 use crate::store::{Change, StoreError, WriteContext};
 
 pub use assign::Assigner;
@@ -323,7 +323,8 @@ impl Pipeline {
     }
 
     /// Reads, for a batch of prepared leads, what each would otherwise ask the store
-    /// one at a time: the account of a contact with the lead's email.
+    /// one at a time: the account of a contact with the lead's email, and the account of
+    /// its domain.
     pub async fn prefetch(
         &self,
         conn: &mut AnyConnection,
@@ -363,6 +364,17 @@ impl Pipeline {
             }
             journal.remember_contact_accounts(known);
         }
+        // The accounts of the batch's domains, for leads no contact links.
+        let mut domains: Vec<String> = drafts
+            .iter()
+            .flatten()
+            .filter(|draft| draft.kind == RecordKind::Lead && draft.text("account_id").is_none())
+            .filter_map(account_domain)
+            .collect();
+        domains.sort_unstable();
+        domains.dedup();
+        let known = accounts_by_domain(conn, &domains).await?;
+        journal.remember_domain_accounts(known);
         Ok(())
     }
 
@@ -838,7 +850,6 @@ async fn link_account(
     ctx: &Arc<WriteContext>,
     draft: &mut Draft,
 ) -> Result<(), StoreError> {
-    use sqlx::Row;
     if draft.text("account_id").is_some() {
         return Ok(());
     }
@@ -857,32 +868,29 @@ async fn link_account(
             return Ok(());
         }
     }
-    let corporate = draft.text("email_type").as_deref() == Some("corporate");
-    let domain = draft
-        .text("email")
-        .filter(|_| corporate)
-        .as_deref()
-        .and_then(enrich::email_domain)
-        .or_else(|| {
-            draft
-                .text("website")
-                .as_deref()
-                .and_then(enrich::website_domain)
-        });
-    let Some(domain) = domain else {
+    let Some(domain) = account_domain(draft) else {
         return Ok(());
     };
-    let found = sqlx::query("SELECT id, owner_id FROM accounts WHERE domain = $1 LIMIT 1")
-        .bind(&domain)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let found = match journal.domain_account(&domain) {
+        Some(known) => known.cloned(),
+        None => {
+            // Not prefetched (or dropped by an account change): the store must see this
+            // transaction's queued accounts.
+            journal.settle_inserts(conn).await?;
+            let found = accounts_by_domain(conn, std::slice::from_ref(&domain))
+                .await?
+                .remove(&domain)
+                .flatten();
+            journal.remember_domain_accounts([(domain.clone(), found.clone())]);
+            found
+        }
+    };
     let account = match found {
-        Some(row) => {
-            let owner: Option<String> = row.try_get("owner_id")?;
-            if let Some(owner) = owner.filter(|_| draft.text("owner_id").is_none()) {
+        Some(DomainAccount { id, owner_id }) => {
+            if let Some(owner) = owner_id.filter(|_| draft.text("owner_id").is_none()) {
                 draft.set("owner_id", owner);
             }
-            row.try_get::<String, _>("id")?
+            id
         }
         None => {
             let id = new_id();
@@ -904,13 +912,65 @@ async fn link_account(
                 journal,
             )
             .await?;
-            // Later rows of this batch must find it.
-            journal.settle_inserts(conn).await?;
+            // Later rows of this batch find it in the journal, which took it in.
             id
         }
     };
     draft.set("account_id", account);
     Ok(())
+}
+
+/// The domain whose account a lead joins: its corporate email's, else its website's.
+fn account_domain(draft: &Draft) -> Option<String> {
+    let corporate = draft.text("email_type").as_deref() == Some("corporate");
+    draft
+        .text("email")
+        .filter(|_| corporate)
+        .as_deref()
+        .and_then(enrich::email_domain)
+        .or_else(|| {
+            draft
+                .text("website")
+                .as_deref()
+                .and_then(enrich::website_domain)
+        })
+}
+
+/// The account of each domain (the oldest where several share one), `None` for a domain
+/// without; every domain asked is in the answer.
+async fn accounts_by_domain(
+    conn: &mut AnyConnection,
+    domains: &[String],
+) -> Result<HashMap<String, Option<DomainAccount>>, StoreError> {
+    use sqlx::Row;
+    let placeholders = Placeholders::of(conn);
+    let mut known: HashMap<String, Option<DomainAccount>> = domains
+        .iter()
+        .map(|domain| (domain.clone(), None))
+        .collect();
+    for chunk in domains.chunks(500) {
+        let sql = format!(
+            "SELECT domain, id, owner_id FROM accounts WHERE domain IN ({}) ORDER BY id",
+            (1..=chunk.len())
+                .map(|n| placeholders.nth(n))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for domain in chunk {
+            query = query.bind(domain.as_str());
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let domain: String = row.try_get("domain")?;
+            if let Some(account @ None) = known.get_mut(&domain) {
+                *account = Some(DomainAccount {
+                    id: row.try_get("id")?,
+                    owner_id: row.try_get("owner_id")?,
+                });
+            }
+        }
+    }
+    Ok(known)
 }
 
 impl Pipeline {

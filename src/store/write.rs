@@ -136,6 +136,17 @@ pub struct Journal {
     /// Accounts of contacts by email, read for a whole batch in a few statements; an
     /// email missing here was not asked. Any contact change in the transaction drops it.
     contact_accounts: std::collections::HashMap<String, Option<String>>,
+    /// Accounts by domain (id and owner), read for a whole batch like `contact_accounts`;
+    /// an account inserted here takes a domain found empty, any other account change
+    /// drops them all.
+    domain_accounts: std::collections::HashMap<String, Option<DomainAccount>>,
+}
+
+/// An account as a lead's domain finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainAccount {
+    pub id: String,
+    pub owner_id: Option<String>,
 }
 
 /// Dedup members of a transaction, findable by blocking key for as long as it lasts:
@@ -204,15 +215,18 @@ pub async fn apply_journaled(
     for change in changes {
         // Whatever reads the store must see the inserts queued before it; an update
         // reads only its own row.
-        let touches_contacts = match &change {
+        let kind = match &change {
             Change::Insert { kind, .. }
             | Change::Update { kind, .. }
             | Change::Delete { kind, .. }
             | Change::MergeIncoming { kind, .. }
-            | Change::Merge { kind, .. } => *kind == RecordKind::Contact,
+            | Change::Merge { kind, .. } => *kind,
         };
-        if touches_contacts {
+        if kind == RecordKind::Contact {
             journal.contact_accounts.clear();
+        }
+        if kind == RecordKind::Account && !matches!(change, Change::Insert { .. }) {
+            journal.domain_accounts.clear();
         }
         let settle_first = match &change {
             Change::Insert { .. } => false,
@@ -230,6 +244,9 @@ pub async fn apply_journaled(
         let (result, audit) = match change {
             Change::Insert { kind, id, fields } => {
                 let (written, audit, pending) = insert(kind, id, &fields, &now)?;
+                if kind == RecordKind::Account {
+                    journal.account_inserted(&written.id, &fields);
+                }
                 journal.inserts.push(pending);
                 (written, audit)
             }
@@ -412,6 +429,37 @@ impl Journal {
         known: impl IntoIterator<Item = (String, Option<String>)>,
     ) {
         self.contact_accounts.extend(known);
+    }
+
+    /// An account by domain, when the batch's prefetch (or an earlier row) asked for it.
+    pub fn domain_account(&self, domain: &str) -> Option<Option<&DomainAccount>> {
+        self.domain_accounts
+            .get(domain)
+            .map(|account| account.as_ref())
+    }
+
+    pub fn remember_domain_accounts(
+        &mut self,
+        known: impl IntoIterator<Item = (String, Option<DomainAccount>)>,
+    ) {
+        self.domain_accounts.extend(known);
+    }
+
+    /// A domain asked for and found empty now has this transaction's new account. One
+    /// not asked for stays unknown: the store may hold another account of it.
+    fn account_inserted(&mut self, id: &str, fields: &Fields) {
+        let Some(domain) = fields.get("domain").and_then(Value::as_str) else {
+            return;
+        };
+        if let Some(entry @ None) = self.domain_accounts.get_mut(domain) {
+            *entry = Some(DomainAccount {
+                id: id.to_owned(),
+                owner_id: fields
+                    .get("owner_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            });
+        }
     }
 
     pub fn blocking_caught_up(&self) -> bool {
