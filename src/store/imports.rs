@@ -219,6 +219,18 @@ impl Store {
         Ok(())
     }
 
+    /// Whether any of the import's rows still waits for the pipeline: one step through
+    /// the open rows' index, where counting them reads every row of the import.
+    pub async fn import_has_open_rows(&self, id: &str) -> Result<bool, StoreError> {
+        let open: Option<i64> = sqlx::query_scalar(
+            "SELECT seq FROM inbox WHERE status IN ('pending', 'processing') AND source = $1 LIMIT 1",
+        )
+        .bind(import_source(id))
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(open.is_some())
+    }
+
     /// The import's inbox rows by state, done rows by the pipeline's `action`.
     pub async fn import_processing(&self, id: &str) -> Result<ImportProcessing, StoreError> {
         let rows = sqlx::query(
