@@ -273,7 +273,7 @@ async fn main() -> anyhow::Result<()> {
             let review_pairs = review_pairs.unwrap_or_else(|| pairs.with_extension("review.csv"));
             let report = harness::run(
                 &store,
-                &pipeline,
+                std::sync::Arc::new(pipeline),
                 &file,
                 &id_column,
                 mode,

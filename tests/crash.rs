@@ -187,6 +187,9 @@ async fn survives(signal: &str) {
         .unwrap();
     if signal == "-TERM" {
         assert!(exit.success(), "graceful stop exits 0, got {exit:?}");
+        // The worker finished its batch and gave back the one it had claimed ahead.
+        let depth: Value = serde_json::from_str(&cli(data.path(), &["inbox", "status"])).unwrap();
+        assert_eq!(depth["processing"], 0, "{depth}");
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

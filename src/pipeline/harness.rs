@@ -3,13 +3,14 @@
 //! source of the accuracy figures.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::TryStreamExt;
 use serde_json::{Map, Value};
 use sqlx::Row;
 
-use super::{Pipeline, RowError};
+use super::{Draft, Pipeline, PipelineError, RowError};
 use crate::store::inbox::InboxRow;
 use crate::store::write::Journal;
 use crate::store::{RequestMeta, Store, StoreError};
@@ -50,7 +51,7 @@ pub struct Report {
 /// and writes `id_a,id_b,score` pairs by the file's `id_column`.
 pub async fn run(
     store: &Store,
-    pipeline: &Pipeline,
+    pipeline: Arc<Pipeline>,
     file: &Path,
     id_column: &str,
     mode: Mode,
@@ -75,16 +76,26 @@ pub async fn run(
         Mode::Stream => 1,
         Mode::Batch => 1000,
     };
-    // Read a batch at a time: memory follows the batch, not the file.
-    let mut records = reader.records().enumerate().peekable();
-    while records.peek().is_some() {
-        let mut batch = Vec::with_capacity(chunk);
-        for (n, record) in records.by_ref().take(chunk) {
-            let record = record.map_err(|e| read_error(format!("row {}: {e}", n + 2)))?;
-            batch.push(inbox_row(&headers, &record, id_column, n));
+    // Read a batch at a time: memory follows the batch, not the file. The next batch is
+    // read and prepared on the other core while this one is decided and written.
+    let mut reading = Reading {
+        records: reader.into_records().enumerate(),
+        headers,
+        id_column: id_column.to_owned(),
+        chunk,
+    };
+    let mut ahead = Some(read_ahead(reading, pipeline.clone()));
+    while let Some(next) = ahead.take() {
+        let (returned, batch, prepared) = next
+            .await
+            .map_err(|e| read_error(format!("reader stopped: {e}")))?;
+        reading = returned;
+        let batch = batch.map_err(read_error)?;
+        if batch.is_empty() {
+            break;
         }
+        ahead = Some(read_ahead(reading, pipeline.clone()));
         report.rows += batch.len();
-        let prepared = pipeline.prepare_batch(&batch);
         let mut tx = store.begin_write().await?;
         let mut journal = Journal::default();
         pipeline.prefetch(&mut tx, &mut journal, &prepared).await?;
@@ -108,8 +119,39 @@ pub async fn run(
         tx.commit().await?;
     }
     report.seconds = started.elapsed().as_secs_f64();
-    write_pairs(store, pipeline, pairs_out, review_out, &mut report).await?;
+    write_pairs(store, &pipeline, pairs_out, review_out, &mut report).await?;
     Ok(report)
+}
+
+/// The CSV being read, handed to the blocking thread that reads the next batch and back.
+struct Reading {
+    records: std::iter::Enumerate<csv::StringRecordsIntoIter<std::fs::File>>,
+    headers: csv::StringRecord,
+    id_column: String,
+    chunk: usize,
+}
+
+type Prepared = Vec<Result<Draft, PipelineError>>;
+
+/// Reads the next batch (empty at the end of the file) and prepares it, off the async
+/// thread; hands the reader back with it.
+fn read_ahead(
+    mut reading: Reading,
+    pipeline: Arc<Pipeline>,
+) -> tokio::task::JoinHandle<(Reading, Result<Vec<InboxRow>, String>, Prepared)> {
+    tokio::task::spawn_blocking(move || {
+        let mut batch = Vec::with_capacity(reading.chunk);
+        for (n, record) in reading.records.by_ref().take(reading.chunk) {
+            match record {
+                Ok(record) => {
+                    batch.push(inbox_row(&reading.headers, &record, &reading.id_column, n))
+                }
+                Err(e) => return (reading, Err(format!("row {}: {e}", n + 2)), Vec::new()),
+            }
+        }
+        let prepared = pipeline.prepare_batch(&batch);
+        (reading, Ok(batch), prepared)
+    })
 }
 
 /// One CSV record as the inbox row the pipeline takes; the id column names it.

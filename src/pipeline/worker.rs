@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use sqlx::AnyConnection;
 
-use super::{Pipeline, RowError};
+use super::{Draft, Pipeline, PipelineError, RowError};
 use crate::queue::partition::identity_of;
 use crate::store::inbox::{InboxRow, mark_done, mark_failed};
 use crate::store::write::Journal;
@@ -40,8 +40,9 @@ impl Worker {
             Ok(n) => tracing::info!(rows = n, "requeued inbox rows left in flight"),
             Err(error) => tracing::warn!(%error, "could not requeue in-flight inbox rows"),
         }
+        let mut ahead = None;
         loop {
-            match self.drain_once().await {
+            match self.drain_once(&mut ahead).await {
                 Ok(0) => {}
                 Ok(_) if !self.shutdown.is_cancelled() => continue,
                 Ok(_) => {}
@@ -49,6 +50,11 @@ impl Worker {
                     tracing::warn!(%error, "inbox worker pass failed; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
+            }
+            // A batch claimed ahead is finished first, at a stop too (none is claimed
+            // once the stop is asked), so a stopped worker holds no rows.
+            if ahead.is_some() {
+                continue;
             }
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
@@ -59,18 +65,56 @@ impl Worker {
         tracing::info!("inbox worker stopped");
     }
 
-    /// Processes one claimed batch; answers how many rows it took.
-    pub async fn drain_once(&self) -> Result<usize, StoreError> {
-        let rows = self.store.claim_inbox(self.batch).await?;
-        if rows.is_empty() {
-            return Ok(0);
+    /// Processes one claimed batch; answers how many rows it took. Before writing it,
+    /// claims the next batch into `ahead` and prepares that on the other core meanwhile
+    /// (mapping, normalising and preparing for dedup need no store).
+    async fn drain_once(&self, ahead: &mut Option<Ahead>) -> Result<usize, StoreError> {
+        let (rows, prepared) = match ahead.take() {
+            Some(claimed) => {
+                let prepared = claimed.prepared.await;
+                (claimed.rows, prepared)
+            }
+            None => {
+                let rows: Arc<[InboxRow]> = self.store.claim_inbox(self.batch).await?.into();
+                if rows.is_empty() {
+                    return Ok(0);
+                }
+                let prepared = self.prepare(rows.clone()).await;
+                (rows, prepared)
+            }
+        };
+        let prepared = match prepared {
+            Ok(prepared) => prepared,
+            Err(error) => {
+                // The preparing thread panicked: the rows go back and the pass fails.
+                self.release(&rows).await;
+                return Err(StoreError::Unavailable(format!(
+                    "preparing a batch: {error}"
+                )));
+            }
+        };
+        if !self.shutdown.is_cancelled() {
+            match self.store.claim_inbox(self.batch).await {
+                Ok(next) if next.is_empty() => {}
+                Ok(next) => {
+                    let next: Arc<[InboxRow]> = next.into();
+                    *ahead = Some(Ahead {
+                        prepared: self.prepare(next.clone()),
+                        rows: next,
+                    });
+                }
+                Err(error) => {
+                    self.release(&rows).await;
+                    return Err(error);
+                }
+            }
         }
         let timer = self
             .metrics
             .stage_seconds
             .with_label_values(&["batch"])
             .start_timer();
-        let committed = self.commit(&rows).await;
+        let committed = self.commit(&rows, Some(prepared)).await;
         timer.observe_duration();
         match committed {
             Ok(outcomes) => {
@@ -80,13 +124,16 @@ impl Worker {
             }
             Err(StoreError::Unavailable(why)) => {
                 self.release(&rows).await;
+                if let Some(Ahead { rows, .. }) = ahead.take() {
+                    self.release(&rows).await;
+                }
                 return Err(StoreError::Unavailable(why));
             }
             // One row broke the batch: isolate it by committing rows one at a time.
             Err(error) => {
                 tracing::warn!(%error, "batch commit failed; committing rows one by one");
-                for row in &rows {
-                    match self.commit(std::slice::from_ref(row)).await {
+                for row in rows.iter() {
+                    match self.commit(std::slice::from_ref(row), None).await {
                         Ok(mut outcome) => self.record(row, outcome.remove(0)),
                         Err(error) => {
                             self.record(row, Err(error.to_string()));
@@ -101,12 +148,37 @@ impl Worker {
         Ok(rows.len())
     }
 
-    /// Runs the rows through the pipeline in one transaction. A row whose own data fails
-    /// is marked failed in the same transaction; a store error fails the whole batch.
-    async fn commit(&self, rows: &[InboxRow]) -> Result<Vec<Result<(), String>>, StoreError> {
+    /// The rows' drafts, prepared on the blocking pool (which rayon spreads over the cores).
+    fn prepare(&self, rows: Arc<[InboxRow]>) -> JoinHandle<Prepared> {
+        let pipeline = self.pipeline.clone();
+        let metrics = self.metrics.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let prepared = pipeline.prepare_batch(&rows);
+            observe(&metrics, "map_normalise", started.elapsed());
+            prepared
+        })
+    }
+
+    /// Runs the rows through the pipeline in one transaction (their drafts prepared
+    /// already, or here). A row whose own data fails is marked failed in the same
+    /// transaction; a store error fails the whole batch.
+    async fn commit(
+        &self,
+        rows: &[InboxRow],
+        prepared: Option<Prepared>,
+    ) -> Result<Vec<Result<(), String>>, StoreError> {
+        let prepared = prepared.unwrap_or_else(|| self.pipeline.prepare_batch(rows));
         let mut tx = self.store.begin_write().await?;
-        let outcomes =
-            process_rows(&self.store, &self.pipeline, &self.metrics, &mut tx, rows).await?;
+        let outcomes = process_prepared(
+            &self.store,
+            &self.pipeline,
+            &self.metrics,
+            &mut tx,
+            rows,
+            prepared,
+        )
+        .await?;
         let started = Instant::now();
         tx.commit().await?;
         observe(&self.metrics, "write_commit", started.elapsed());
@@ -131,12 +203,22 @@ impl Worker {
         }
     }
 
+    /// Puts claimed rows back in the queue (only these: other workers' stay theirs).
     async fn release(&self, rows: &[InboxRow]) {
-        if let Err(error) = self.store.requeue_in_flight().await {
+        let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
+        if let Err(error) = self.store.release_claimed(&ids).await {
             tracing::warn!(%error, rows = rows.len(), "could not release claimed rows; they are requeued at next start");
         }
     }
 }
+
+/// A batch claimed while the one before it is being written, its drafts being prepared.
+struct Ahead {
+    rows: Arc<[InboxRow]>,
+    prepared: JoinHandle<Prepared>,
+}
+
+type Prepared = Vec<Result<Draft, PipelineError>>;
 
 /// `partner:acme` → `partner`: bounded label values for metrics.
 pub fn source_family(source: &str) -> &str {
@@ -169,6 +251,18 @@ pub(crate) async fn process_rows(
     let started = Instant::now();
     let prepared = pipeline.prepare_batch(rows);
     observe(metrics, "map_normalise", started.elapsed());
+    process_prepared(store, pipeline, metrics, tx, rows, prepared).await
+}
+
+/// `process_rows` for rows whose drafts are prepared already (in the same order).
+async fn process_prepared(
+    store: &Store,
+    pipeline: &Pipeline,
+    metrics: &Metrics,
+    tx: &mut AnyConnection,
+    rows: &[InboxRow],
+    prepared: Prepared,
+) -> Result<Vec<Result<(), String>>, StoreError> {
     if store.backend() == Backend::Postgres {
         let mut keys: Vec<u64> = prepared
             .iter()
