@@ -359,15 +359,23 @@ async fn the_same_person_twice_becomes_one_lead_with_both_arrivals_on_its_timeli
         .filter(|a| a["fields"]["activity_type"] == "inbound")
         .count();
     assert_eq!(inbound, 2);
+    let first_score: Vec<&Value> = items
+        .iter()
+        .filter_map(|a| a["fields"]["data"].get("score"))
+        .collect();
+    assert_eq!(first_score.len(), 1, "the first arrival tells the first score");
+    assert_eq!(first_score[0]["to"], 15);
+    assert_eq!(
+        first_score[0]["rules"],
+        json!(["corporate email", "reachable by phone"])
+    );
     let changes: Vec<&Value> = items
         .iter()
         .filter(|a| a["fields"]["activity_type"] == "score_change")
         .collect();
-    assert_eq!(changes.len(), 2, "0 → 15, then 15 → 20");
-    let latest = changes
-        .iter()
-        .find(|a| a["fields"]["data"]["to"] == 20)
-        .expect("15 → 20");
+    assert_eq!(changes.len(), 1, "then 15 → 20");
+    let latest = changes[0];
+    assert_eq!(latest["fields"]["data"]["to"], 20);
     assert_eq!(latest["fields"]["data"]["from"], 15);
     assert!(
         latest["fields"]["data"]["rules"]

@@ -624,6 +624,7 @@ impl Pipeline {
             .entry("source")
             .or_insert_with(|| Value::from(row.source.clone()));
         let mut score_change: Option<(i64, Scored)> = None;
+        let mut initial_score: Option<Value> = None;
         let mut assignment = None;
         let mut qualification_change: Option<bool> = None;
         let (lead_id, mut result, changes) = match &outcome {
@@ -684,9 +685,10 @@ impl Pipeline {
                     qualification_change = qualified.get("qualified").and_then(Value::as_bool);
                     fields.extend(qualified);
                 }
-                if scored.score != 0 {
-                    score_change = Some((0, scored));
-                }
+                // A new record's first score is told by its arrival on the timeline (one
+                // activity, not two per lead); later changes are `score_change`s.
+                initial_score = Some(json!({"to": scored.score, "fit": scored.fit.total,
+                    "behaviour": scored.behaviour, "rules": scored.rules}));
                 if !fields.contains_key("owner_id")
                     && let Some(assigned) = self.assigner.assign(conn, &fields, &row.source).await?
                 {
@@ -732,6 +734,10 @@ impl Pipeline {
             ("data", json!({"dedup": result["action"]})),
         ] {
             activity.insert(key.into(), value);
+        }
+        if let (Some(score), Some(Value::Object(data))) = (initial_score, activity.get_mut("data"))
+        {
+            data.insert("score".into(), score);
         }
         let mut changes = changes;
         changes.push(Change::Insert {
