@@ -946,6 +946,60 @@ mod tests {
         );
     }
 
+    /// The prefix walk over an email field skips the addresses and local parts that go on
+    /// past a `.`, `+`, `_` or `@` (`word::EMAIL_SEPARATORS`): a record is still found by
+    /// the start of its address, of any piece of its local part and of its domain.
+    #[test]
+    fn an_email_is_found_by_the_start_of_each_of_its_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = TantivyIndex::open(&dir.path().join("search")).unwrap();
+        let mut docs = Vec::new();
+        for (id, email) in [
+            ("dot", "marigold.xu@acme-labs.io"),
+            ("underscore", "quillon_vantrew12@zephyrine.com"),
+            ("plus", "oberyn+crm@dornish.example"),
+            ("hyphen", "kestrel-fawn@heron.example"),
+        ] {
+            let mut doc = lead(id);
+            doc.fields.insert("email".into(), email.into());
+            docs.push(doc);
+        }
+        index
+            .apply_blocking(IndexBatch {
+                upserts: docs,
+                deletes: vec![],
+                checkpoint: None,
+            })
+            .unwrap();
+        let all = SearchScope::everything();
+        for (q, id) in [
+            ("mari", "dot"),
+            ("marigold", "dot"),
+            ("marigold.x", "dot"),
+            ("xu", "dot"),
+            ("acm", "dot"),
+            ("acme-labs", "dot"),
+            ("quil", "underscore"),
+            ("quillon", "underscore"),
+            ("vantrew", "underscore"),
+            ("vantrew1", "underscore"),
+            ("zephyr", "underscore"),
+            ("ober", "plus"),
+            ("oberyn", "plus"),
+            ("oberyn+crm@dor", "plus"),
+            ("dorn", "plus"),
+            ("kestrel", "hyphen"),
+            ("kestrel-f", "hyphen"),
+            ("kes", "hyphen"),
+            ("fawn", "hyphen"),
+            ("hero", "hyphen"),
+        ] {
+            let hits = index.search_blocking(&SearchQuery::new(q), &all).unwrap();
+            let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+            assert_eq!(ids.first(), Some(&id), "{q}: {ids:?}");
+        }
+    }
+
     #[test]
     fn rebuild_then_replay_keeps_every_document() {
         for round in 0..30 {

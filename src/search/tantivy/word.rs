@@ -29,8 +29,9 @@ pub struct FieldMatch {
     pub exact: Option<Score>,
     /// A longer indexed word starting with the query word (as it is typed).
     pub prefix: Option<Score>,
-    /// Bytes that, right after the query word, end a term the prefix need not find: it
-    /// finds the same record through a shorter term as well (see [`EMAIL_SEPARATORS`]).
+    /// Bytes that, anywhere after the query word, end a term the prefix need not find:
+    /// the term's start up to that byte is a term of the same record too, and starts with
+    /// the word (see [`EMAIL_SEPARATORS`]).
     pub redundant_after: &'static [u8],
     /// Within one edit (a swap of neighbours is one).
     pub one_edit: Option<Score>,
@@ -88,15 +89,18 @@ impl FieldMatch {
 }
 
 /// An email field is indexed under the address, its local part, the local part's pieces
-/// (split at `.`, `_`, `-`, `+`), its domain and the domain's name (`analysis::email_terms`).
-/// A word (letters and digits) followed in a term by one of these bytes is a piece or the
-/// domain's name of that same address, indexed on its own: "jacob" is a term of every
-/// "jacob.smith@…", "jacob_smith12@…" and "jacob@…". So the prefix walk need not list
-/// those addresses and local parts, thousands for a common first name, which was most of a
-/// name query's time; every record they belong to is found through the word itself, scored
-/// as an exact match, higher than a prefix. (A value without an `@` or with two, or with
-/// `_` or `+` in its domain, is not split that way: its record is no longer found through
-/// this field by a word its value starts with, followed by one of these bytes.)
+/// (split at `.`, `_`, `-`, after a `+` cut off), its domain and the domain's name
+/// (`analysis::email_terms`). In a term that starts with a query word (letters and
+/// digits), the part before the first of these bytes is itself a term of the same
+/// address (its local part, its first piece or its domain's name, as far as a `-`), and
+/// starts with the word too: "jacob" and "jacobs" are terms of every "jacob.smith@…",
+/// "jacob_smith12@…", "jacobs+crm@…". So the prefix walk need not list the addresses and
+/// local parts that go on past one of these bytes — thousands for a common first name or
+/// a three-letter start ("mar": every mary.…, mark_…, marie…@), most of a name query's
+/// time — and every record they belong to is still found through the shorter term, with
+/// the same score or an exact match's. (An email value without an `@` or with two, or
+/// with `_` or `+` in its domain, is not split that way: its record is no longer found
+/// through that field by a start of it that goes on past one of these bytes.)
 pub const EMAIL_SEPARATORS: &[u8] = b".+_@";
 
 /// The disjunction of every [`FieldMatch`] of one word; a document scores its best match.
@@ -158,8 +162,8 @@ struct WordWeight {
     two_edits: Option<Arc<DFA>>,
 }
 
-/// Terms within a Levenshtein automaton's distance, or starting with a prefix (and not
-/// going on with one of `redundant_after`).
+/// Terms within a Levenshtein automaton's distance, or starting with a prefix and holding
+/// none of `redundant_after` after it.
 struct WordAutomaton<'a> {
     dfa: Option<&'a DFA>,
     prefix: Option<&'a [u8]>,
@@ -170,8 +174,8 @@ struct WordAutomaton<'a> {
 const PREFIX_OFF: u32 = u32::MAX;
 
 impl tantivy_fst::Automaton for WordAutomaton<'_> {
-    /// The automaton's state, and how many bytes of the prefix were read (its length plus
-    /// one once past its end, [`PREFIX_OFF`] once the term left it).
+    /// The automaton's state, and how many bytes of the prefix were read (its length from
+    /// its end on, [`PREFIX_OFF`] once the term left it).
     type State = (u32, u32);
 
     fn start(&self) -> (u32, u32) {
@@ -184,10 +188,7 @@ impl tantivy_fst::Automaton for WordAutomaton<'_> {
         let within = self
             .dfa
             .is_some_and(|d| matches!(d.distance(dfa), Distance::Exact(_)));
-        within
-            || self
-                .prefix
-                .is_some_and(|p| prefix != PREFIX_OFF && prefix as usize >= p.len())
+        within || self.prefix.is_some_and(|p| prefix as usize == p.len())
     }
 
     fn can_match(&self, &(dfa, prefix): &(u32, u32)) -> bool {
@@ -201,12 +202,11 @@ impl tantivy_fst::Automaton for WordAutomaton<'_> {
         };
         let prefix = match self.prefix {
             Some(_) if prefix == PREFIX_OFF => PREFIX_OFF,
-            Some(p) if prefix as usize > p.len() => prefix,
             Some(p) if prefix as usize == p.len() => {
                 if self.redundant_after.contains(&byte) {
                     PREFIX_OFF
                 } else {
-                    prefix + 1
+                    prefix
                 }
             }
             Some(p) if p[prefix as usize] == byte => prefix + 1,
@@ -217,11 +217,24 @@ impl tantivy_fst::Automaton for WordAutomaton<'_> {
 }
 
 impl WordWeight {
-    /// Every matching document with its best score, in document order.
-    fn matches(&self, reader: &SegmentReader) -> ::tantivy::Result<Vec<(DocId, Score)>> {
+    /// The distinct scores the word's options give, lowest first: a document keeps the
+    /// rank of its best (1 for the lowest; 0 for none).
+    fn score_ranks(&self) -> Vec<Score> {
+        let mut scores: Vec<Score> = self
+            .fields
+            .iter()
+            .flat_map(|f| [f.exact, f.prefix, f.one_edit, f.two_edits])
+            .flatten()
+            .collect();
+        scores.sort_by(Score::total_cmp);
+        scores.dedup();
+        scores
+    }
+
+    /// Every matching document with its best score.
+    fn matches(&self, reader: &SegmentReader) -> ::tantivy::Result<Found> {
         let word = self.word.as_bytes();
-        // Document and score in one sortable key: a positive float's bits order as it does.
-        let mut found: Vec<u64> = Vec::new();
+        let mut found = Found::new(self.score_ranks(), reader.max_doc());
         for field in &self.fields {
             let inverted = reader.inverted_index(field.field)?;
             let terms = inverted.terms();
@@ -230,13 +243,13 @@ impl WordWeight {
              -> ::tantivy::Result<()> {
                 let mut postings = inverted
                     .read_block_postings_from_terminfo(term_info, IndexRecordOption::Basic)?;
-                let bits = u64::from(score.max(0.0).to_bits());
+                let rank = found.rank(score);
                 loop {
                     let docs = postings.docs();
                     if docs.is_empty() {
                         break;
                     }
-                    found.extend(docs.iter().map(|&doc| (u64::from(doc) << 32) | bits));
+                    found.add(docs, rank);
                     postings.advance();
                 }
                 Ok(())
@@ -270,28 +283,126 @@ impl WordWeight {
                 }
             }
         }
-        found.sort_unstable();
-        let mut out: Vec<(DocId, Score)> = Vec::with_capacity(found.len());
-        for key in found {
-            let doc = (key >> 32) as DocId;
-            let score = Score::from_bits(key as u32);
-            match out.last_mut() {
-                // Sorted, so a later entry of the same document scores at least as much.
-                Some(last) if last.0 == doc => last.1 = score,
-                _ => out.push((doc, score)),
-            }
-        }
-        Ok(out)
+        Ok(found)
     }
+}
+
+/// The documents a word matched so far, each with the rank of its best score: a list
+/// while they are few (sorted at the end), a byte per document of the segment once they
+/// are many (a short word two edits off matches a tenth of a million names' records,
+/// and sorting those cost more than the walk).
+struct Found {
+    scores: Vec<Score>,
+    max_doc: DocId,
+    /// `(doc << 8) | rank`.
+    list: Vec<u64>,
+    dense: Option<Vec<u8>>,
+}
+
+impl Found {
+    fn new(scores: Vec<Score>, max_doc: DocId) -> Self {
+        Found {
+            scores,
+            max_doc,
+            list: Vec::new(),
+            dense: None,
+        }
+    }
+
+    fn rank(&self, score: Score) -> u8 {
+        let at = self.scores.partition_point(|s| *s < score);
+        u8::try_from(at + 1).unwrap_or(u8::MAX)
+    }
+
+    /// Past this many entries a byte per document is cheaper than sorting them.
+    fn dense_from(&self) -> usize {
+        (self.max_doc as usize / 64).max(4096)
+    }
+
+    fn add(&mut self, docs: &[DocId], rank: u8) {
+        if self.dense.is_none() && self.list.len() + docs.len() > self.dense_from() {
+            let mut dense = vec![0u8; self.max_doc as usize];
+            for entry in self.list.drain(..) {
+                let (doc, rank) = ((entry >> 8) as usize, entry as u8);
+                dense[doc] = dense[doc].max(rank);
+            }
+            self.dense = Some(dense);
+        }
+        match &mut self.dense {
+            Some(dense) => {
+                for &doc in docs {
+                    if let Some(slot) = dense.get_mut(doc as usize) {
+                        *slot = (*slot).max(rank);
+                    }
+                }
+            }
+            None => self.list.extend(
+                docs.iter()
+                    .map(|&doc| (u64::from(doc) << 8) | u64::from(rank)),
+            ),
+        }
+    }
+
+    fn into_scorer(self, boost: Score) -> WordScorer {
+        let docs = match self.dense {
+            Some(dense) => Docs::Dense(dense),
+            None => {
+                let mut list = self.list;
+                list.sort_unstable();
+                let mut out: Vec<(DocId, u8)> = Vec::with_capacity(list.len());
+                for entry in list {
+                    let (doc, rank) = ((entry >> 8) as DocId, entry as u8);
+                    match out.last_mut() {
+                        // Sorted, so a later entry of the same document ranks as high.
+                        Some(last) if last.0 == doc => last.1 = rank,
+                        _ => out.push((doc, rank)),
+                    }
+                }
+                Docs::List(out)
+            }
+        };
+        let mut scorer = WordScorer {
+            docs,
+            at: 0,
+            scores: self.scores,
+            boost,
+        };
+        if let Docs::Dense(dense) = &scorer.docs {
+            scorer.at = next_set(dense, 0);
+        }
+        scorer
+    }
+}
+
+/// The first index at or after `from` whose byte is not 0 (`bytes.len()` if none).
+fn next_set(bytes: &[u8], from: usize) -> usize {
+    let mut at = from;
+    // Byte by byte to a multiple of eight, then eight at a time over the zeros.
+    while at < bytes.len() && at % 8 != 0 {
+        if bytes[at] != 0 {
+            return at;
+        }
+        at += 1;
+    }
+    while at + 8 <= bytes.len() {
+        let chunk = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]));
+        if chunk != 0 {
+            return at + (chunk.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    while at < bytes.len() {
+        if bytes[at] != 0 {
+            return at;
+        }
+        at += 1;
+    }
+    bytes.len()
 }
 
 impl Weight for WordWeight {
     fn scorer(&self, reader: &SegmentReader, boost: Score) -> ::tantivy::Result<Box<dyn Scorer>> {
-        Ok(Box::new(ListScorer {
-            docs: self.matches(reader)?,
-            at: 0,
-            boost,
-        }))
+        Ok(Box::new(self.matches(reader)?.into_scorer(boost)))
     }
 
     fn explain(&self, reader: &SegmentReader, doc: DocId) -> ::tantivy::Result<Explanation> {
@@ -305,16 +416,37 @@ impl Weight for WordWeight {
     }
 }
 
-/// Documents in order, each with its score.
-struct ListScorer {
-    docs: Vec<(DocId, Score)>,
+enum Docs {
+    /// Documents in order, with their ranks.
+    List(Vec<(DocId, u8)>),
+    /// A rank per document of the segment.
+    Dense(Vec<u8>),
+}
+
+/// The documents of a [`Found`] in order, each scored its best.
+struct WordScorer {
+    docs: Docs,
+    /// The position in the list, or the document (dense).
     at: usize,
+    scores: Vec<Score>,
     boost: Score,
 }
 
-impl DocSet for ListScorer {
+impl WordScorer {
+    fn rank(&self) -> u8 {
+        match &self.docs {
+            Docs::List(list) => list.get(self.at).map_or(0, |&(_, rank)| rank),
+            Docs::Dense(dense) => dense.get(self.at).copied().unwrap_or(0),
+        }
+    }
+}
+
+impl DocSet for WordScorer {
     fn advance(&mut self) -> DocId {
-        self.at = (self.at + 1).min(self.docs.len());
+        match &self.docs {
+            Docs::List(list) => self.at = (self.at + 1).min(list.len()),
+            Docs::Dense(dense) => self.at = next_set(dense, (self.at + 1).min(dense.len())),
+        }
         self.doc()
     }
 
@@ -322,23 +454,40 @@ impl DocSet for ListScorer {
         if self.doc() >= target {
             return self.doc();
         }
-        let rest = &self.docs[self.at..];
-        self.at += rest.partition_point(|&(doc, _)| doc < target);
+        match &self.docs {
+            Docs::List(list) => {
+                self.at += list[self.at..].partition_point(|&(doc, _)| doc < target);
+            }
+            Docs::Dense(dense) => {
+                self.at = next_set(dense, (target as usize).min(dense.len()));
+            }
+        }
         self.doc()
     }
 
     fn doc(&self) -> DocId {
-        self.docs.get(self.at).map_or(TERMINATED, |&(doc, _)| doc)
+        match &self.docs {
+            Docs::List(list) => list.get(self.at).map_or(TERMINATED, |&(doc, _)| doc),
+            Docs::Dense(dense) if self.at < dense.len() => self.at as DocId,
+            Docs::Dense(_) => TERMINATED,
+        }
     }
 
     fn size_hint(&self) -> u32 {
-        self.docs.len() as u32
+        match &self.docs {
+            Docs::List(list) => list.len() as u32,
+            // An estimate, as the trait allows: a tenth of the segment.
+            Docs::Dense(dense) => (dense.len() / 10) as u32,
+        }
     }
 }
 
-impl Scorer for ListScorer {
+impl Scorer for WordScorer {
     fn score(&mut self) -> Score {
-        self.docs.get(self.at).map_or(0.0, |&(_, s)| s * self.boost)
+        match self.rank() {
+            0 => 0.0,
+            rank => self.scores[usize::from(rank) - 1] * self.boost,
+        }
     }
 }
 
@@ -444,8 +593,10 @@ mod tests {
         for (term, matched) in [
             ("smith", true),
             ("smiths", true),
-            ("smithson.jo", true),
-            ("smithson@example.com", true),
+            ("smithson", true),
+            ("smith-jones", true),
+            ("smithson.jo", false),
+            ("smithson@example.com", false),
             ("smith.jo", false),
             ("smith_jo12", false),
             ("smith+crm@example.com", false),
@@ -456,20 +607,99 @@ mod tests {
         }
     }
 
+    fn scorer_of(found: &[(DocId, Score)], max_doc: DocId) -> WordScorer {
+        let mut ranks: Vec<Score> = found.iter().map(|&(_, s)| s).collect();
+        ranks.sort_by(Score::total_cmp);
+        ranks.dedup();
+        let mut acc = Found::new(ranks, max_doc);
+        for &(doc, score) in found {
+            let rank = acc.rank(score);
+            acc.add(&[doc], rank);
+        }
+        acc.into_scorer(1.0)
+    }
+
+    /// A few documents are a sorted list, many a byte per document: both give every
+    /// document once, in order, with its best score.
     #[test]
-    fn the_list_scorer_seeks_and_scores() {
-        let mut scorer = ListScorer {
-            docs: vec![(2, 1.0), (5, 4.0), (9, 2.0)],
-            at: 0,
+    fn found_documents_come_out_in_order_with_their_best_score() {
+        let found = [
+            (9, 1.0),
+            (2, 1.0),
+            (5, 4.0),
+            (2, 3.0),
+            (9, 0.5),
+            (70_000, 2.0),
+        ];
+        let mut scorer = scorer_of(&found, 100_000);
+        assert!(matches!(scorer.docs, Docs::List(_)));
+        let mut seen = Vec::new();
+        while scorer.doc() != TERMINATED {
+            seen.push((scorer.doc(), scorer.score()));
+            scorer.advance();
+        }
+        assert_eq!(seen, vec![(2, 3.0), (5, 4.0), (9, 1.0), (70_000, 2.0)]);
+        // Past the list's limit: dense, and the same answers.
+        let many: Vec<(DocId, Score)> = (0..10_000u32)
+            .map(|i| (i * 7 % 20_000, if i % 3 == 0 { 2.0 } else { 1.0 }))
+            .collect();
+        let mut dense = scorer_of(&many, 20_000);
+        assert!(matches!(dense.docs, Docs::Dense(_)));
+        let mut expected: Vec<(DocId, Score)> = Vec::new();
+        let mut sorted = many.clone();
+        sorted.sort_by_key(|&(doc, _)| doc);
+        for (doc, score) in sorted {
+            match expected.last_mut() {
+                Some(last) if last.0 == doc => last.1 = last.1.max(score),
+                _ => expected.push((doc, score)),
+            }
+        }
+        let mut seen = Vec::new();
+        while dense.doc() != TERMINATED {
+            seen.push((dense.doc(), dense.score()));
+            dense.advance();
+        }
+        assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn the_scorer_seeks_and_scores() {
+        for max_doc in [20, 1_000_000] {
+            let mut scorer = scorer_of(&[(2, 1.0), (5, 4.0), (9, 2.0)], max_doc);
+            assert_eq!(scorer.doc(), 2);
+            assert_eq!(scorer.seek(3), 5);
+            assert_eq!(scorer.score(), 4.0);
+            assert_eq!(scorer.seek(5), 5);
+            assert_eq!(scorer.advance(), 9);
+            assert_eq!(scorer.seek(10), TERMINATED);
+            assert_eq!(scorer.advance(), TERMINATED);
+            assert_eq!(scorer.score(), 0.0);
+        }
+        let mut ranks = vec![0u8; 19];
+        ranks[2] = 1;
+        ranks[17] = 2;
+        let mut dense = WordScorer {
+            at: next_set(&ranks, 0),
+            docs: Docs::Dense(ranks),
+            scores: vec![1.0, 4.0],
             boost: 1.0,
         };
-        assert_eq!(scorer.doc(), 2);
-        assert_eq!(scorer.seek(3), 5);
-        assert_eq!(scorer.score(), 4.0);
-        assert_eq!(scorer.seek(5), 5);
-        assert_eq!(scorer.advance(), 9);
-        assert_eq!(scorer.seek(10), TERMINATED);
-        assert_eq!(scorer.advance(), TERMINATED);
-        assert_eq!(scorer.score(), 0.0);
+        assert_eq!(dense.doc(), 2);
+        assert_eq!(dense.advance(), 17);
+        assert_eq!(dense.score(), 4.0);
+        assert_eq!(dense.seek(18), TERMINATED);
+    }
+
+    #[test]
+    fn next_set_finds_the_next_non_zero_byte() {
+        let mut bytes = vec![0u8; 40];
+        assert_eq!(next_set(&bytes, 0), 40);
+        bytes[3] = 1;
+        bytes[8] = 2;
+        bytes[39] = 1;
+        assert_eq!(next_set(&bytes, 0), 3);
+        assert_eq!(next_set(&bytes, 4), 8);
+        assert_eq!(next_set(&bytes, 9), 39);
+        assert_eq!(next_set(&bytes, 40), 40);
     }
 }
