@@ -810,7 +810,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|&t| (t, corrupt(&mut rng, &people[t], 1)))
             .collect();
         for (name, queries) in [("name, exact", &exact), ("name, 1 edit", &one_edit)] {
-            let outcome = run(&index, &people, queries, scope, None);
+            let set = format!("{label}: {name}");
+            let outcome = run(
+                &index,
+                &people,
+                queries,
+                scope,
+                dump.as_mut().map(|f| (set.as_str(), f)),
+            );
             println!(
                 "| {label} | {name} | {:.2} | {:.2} | {:.3} |",
                 percentile(&outcome.latencies, 50.0),
