@@ -468,29 +468,16 @@ impl Embedded {
             if owners.is_empty() {
                 return None;
             }
-            let set = TermSetQuery::new(owners.iter().map(|o| Term::from_field_text(f.owner, o)));
-            clauses.push((
-                Occur::Must,
-                Box::new(ConstScoreQuery::new(Box::new(set), 0.0)),
-            ));
+            clauses.push((Occur::Must, any_of(f.owner, owners)));
         }
         let mut groups: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         let every_kind = indexed_kinds().count();
         for (kinds, hidden) in scope.kind_groups(query) {
             // Only records of an indexed kind have searchable terms, so a group of every
-            // indexed kind needs no kind filter; otherwise a union of the kinds' postings
-            // (a `TermSetQuery` marks every record of its kinds in a bitset, per query).
-            let kind_filter: Option<Box<dyn Query>> = (kinds.len() < every_kind).then(|| {
-                let kind_terms = kinds
-                    .iter()
-                    .map(|k| {
-                        let term = Term::from_field_text(f.kind, k.path());
-                        let term = TermQuery::new(term, IndexRecordOption::Basic);
-                        (Occur::Should, Box::new(term) as Box<dyn Query>)
-                    })
-                    .collect();
-                let union = BooleanQuery::new(kind_terms);
-                Box::new(ConstScoreQuery::new(Box::new(union), 0.0)) as Box<dyn Query>
+            // indexed kind needs no kind filter.
+            let kind_filter = (kinds.len() < every_kind).then(|| {
+                let paths: Vec<&str> = kinds.iter().map(|k| k.path()).collect();
+                any_of(f.kind, &paths)
             });
             let visible: Vec<(&'static str, Analysis, Field)> = f
                 .searchable
@@ -518,6 +505,31 @@ impl Embedded {
         clauses.push((Occur::Must, Box::new(BooleanQuery::new(groups))));
         Some(Box::new(BooleanQuery::new(clauses)))
     }
+}
+
+/// Past this many values a filter is one `TermSetQuery` rather than a union of postings.
+const UNION_OF_TERMS_UP_TO: usize = 64;
+
+/// Records with any of `values` in `field`, scoring 0. A union of the values' postings,
+/// which the query's words seek into: a `TermSetQuery` marks every record with any of
+/// them in a bitset as large as the segment, per query — a million for the kind `leads`,
+/// all of a phone lookup's 1.1 ms — and is kept for long lists of values.
+fn any_of<S: AsRef<str>>(field: Field, values: &[S]) -> Box<dyn Query> {
+    let terms = values
+        .iter()
+        .map(|value| Term::from_field_text(field, value.as_ref()));
+    let filter: Box<dyn Query> = if values.len() > UNION_OF_TERMS_UP_TO {
+        Box::new(TermSetQuery::new(terms))
+    } else {
+        let union = terms
+            .map(|term| {
+                let term = TermQuery::new(term, IndexRecordOption::Basic);
+                (Occur::Should, Box::new(term) as Box<dyn Query>)
+            })
+            .collect();
+        Box::new(BooleanQuery::new(union))
+    };
+    Box::new(ConstScoreQuery::new(filter, 0.0))
 }
 
 /// How unlikely it is that a rep looking for this record typed the query's words: for
