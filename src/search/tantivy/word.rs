@@ -378,7 +378,7 @@ impl Found {
 fn next_set(bytes: &[u8], from: usize) -> usize {
     let mut at = from;
     // Byte by byte to a multiple of eight, then eight at a time over the zeros.
-    while at < bytes.len() && at % 8 != 0 {
+    while at < bytes.len() && !at.is_multiple_of(8) {
         if bytes[at] != 0 {
             return at;
         }
