@@ -5,6 +5,9 @@
 //!
 //! SEARCH_BENCH_MISSES=1 prints each name query missed, its top five with their channel
 //! costs, and why it was missed (cut from the candidates, ranked below, not found).
+//! SEARCH_BENCH_DUMP=FILE writes every query's hits (ids, scores, highlights, in order) and
+//! its time in ms to FILE, one query a line, so two builds' answers can be compared
+//! (`diff <(cut -f1-3 A) <(cut -f1-3 B)`).
 //!
 //! Prints the build time, latency p50/p99 (one query at a time, limit 10, stored fields
 //! and highlights included) for exact, one-typo and two-typo name queries, phone numbers
@@ -473,6 +476,7 @@ fn run(
     people: &[Person],
     queries: &[(usize, String)],
     scope: &SearchScope,
+    mut dump: Option<(&str, &mut std::fs::File)>,
 ) -> Outcome {
     let mut outcome = Outcome {
         latencies: Vec::with_capacity(queries.len()),
@@ -487,9 +491,16 @@ fn run(
         query.limit = 10;
         let started = Instant::now();
         let hits = index.search_now(&query, scope).unwrap_or_default();
-        outcome
-            .latencies
-            .push(started.elapsed().as_secs_f64() * 1000.0);
+        let millis = started.elapsed().as_secs_f64() * 1000.0;
+        outcome.latencies.push(millis);
+        if let Some((set, file)) = dump.as_mut() {
+            use std::io::Write as _;
+            let page: Vec<String> = hits
+                .iter()
+                .map(|h| format!("{}:{}:{:?}", h.id, h.score, h.highlights))
+                .collect();
+            let _ = writeln!(file, "{set}\t{q}\t{}\t{millis:.2}", page.join(" "));
+        }
         let p = &people[*target];
         if !hits.is_empty() {
             outcome.found += 1;
@@ -720,8 +731,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "\n| query set ({queries_per_set} queries, limit 10) | p50 ms | p99 ms | max ms | found | recall@5 (same name) | recall@5 (that record) | that record in the 10 |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    let mut dump = match std::env::var_os("SEARCH_BENCH_DUMP") {
+        Some(path) => Some(std::fs::File::create(path)?),
+        None => None,
+    };
     for (name, queries, by_name) in &sets {
-        let outcome = run(&index, &people, queries, &SearchScope::everything());
+        let outcome = run(
+            &index,
+            &people,
+            queries,
+            &SearchScope::everything(),
+            dump.as_mut().map(|f| (*name, f)),
+        );
         let total = queries.len() as f64;
         let recall = if *by_name {
             format!("{:.3}", outcome.name_hits as f64 / total)
@@ -789,7 +810,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|&t| (t, corrupt(&mut rng, &people[t], 1)))
             .collect();
         for (name, queries) in [("name, exact", &exact), ("name, 1 edit", &one_edit)] {
-            let outcome = run(&index, &people, queries, scope);
+            let set = format!("{label}: {name}");
+            let outcome = run(
+                &index,
+                &people,
+                queries,
+                scope,
+                dump.as_mut().map(|f| (set.as_str(), f)),
+            );
             println!(
                 "| {label} | {name} | {:.2} | {:.2} | {:.3} |",
                 percentile(&outcome.latencies, 50.0),

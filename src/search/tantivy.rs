@@ -15,8 +15,7 @@ use ::tantivy::collector::TopDocs;
 use ::tantivy::directory::{Directory, INDEX_WRITER_LOCK, MmapDirectory};
 use ::tantivy::indexer::{LogMergePolicy, NoMergePolicy};
 use ::tantivy::query::{
-    BooleanQuery, ConstScoreQuery, DisjunctionMaxQuery, FuzzyTermQuery, Occur, Query, TermQuery,
-    TermSetQuery,
+    BooleanQuery, ConstScoreQuery, DisjunctionMaxQuery, Occur, Query, TermQuery, TermSetQuery,
 };
 use ::tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, Value as _,
@@ -26,9 +25,12 @@ use ::tantivy::{SegmentReader, TantivyDocument, TantivyError, Term};
 use serde::{Deserialize, Serialize};
 
 use super::analysis::{self, Compound, MIN_PHONE_DIGITS, QueryTerms, typo_budget};
+use word::{FieldMatch, WordQuery};
+
+mod word;
 use super::{
     Analysis, IndexBatch, IndexStats, OutboxConsumer, SearchDoc, SearchError, SearchHit,
-    SearchIndex, SearchQuery, SearchScope, searchable_fields, spec,
+    SearchIndex, SearchQuery, SearchScope, indexed_kinds, searchable_fields, spec,
 };
 use crate::domain::RecordKind;
 
@@ -466,19 +468,17 @@ impl Embedded {
             if owners.is_empty() {
                 return None;
             }
-            let set = TermSetQuery::new(owners.iter().map(|o| Term::from_field_text(f.owner, o)));
-            clauses.push((
-                Occur::Must,
-                Box::new(ConstScoreQuery::new(Box::new(set), 0.0)),
-            ));
+            clauses.push((Occur::Must, any_of(f.owner, owners)));
         }
         let mut groups: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let every_kind = indexed_kinds().count();
         for (kinds, hidden) in scope.kind_groups(query) {
-            let kind_set = TermSetQuery::new(
-                kinds
-                    .iter()
-                    .map(|k| Term::from_field_text(f.kind, k.path())),
-            );
+            // Only records of an indexed kind have searchable terms, so a group of every
+            // indexed kind needs no kind filter.
+            let kind_filter = (kinds.len() < every_kind).then(|| {
+                let paths: Vec<&str> = kinds.iter().map(|k| k.path()).collect();
+                any_of(f.kind, &paths)
+            });
             let visible: Vec<(&'static str, Analysis, Field)> = f
                 .searchable
                 .iter()
@@ -493,16 +493,11 @@ impl Embedded {
             let Some(text) = text_query(terms, &visible, all_words, extra_typo) else {
                 continue;
             };
-            groups.push((
-                Occur::Should,
-                Box::new(BooleanQuery::new(vec![
-                    (
-                        Occur::Must,
-                        Box::new(ConstScoreQuery::new(Box::new(kind_set), 0.0)),
-                    ),
-                    (Occur::Must, text),
-                ])),
-            ));
+            let mut group = vec![(Occur::Must, text)];
+            if let Some(kind_filter) = kind_filter {
+                group.push((Occur::Must, kind_filter));
+            }
+            groups.push((Occur::Should, Box::new(BooleanQuery::new(group))));
         }
         if groups.is_empty() {
             return None;
@@ -510,6 +505,31 @@ impl Embedded {
         clauses.push((Occur::Must, Box::new(BooleanQuery::new(groups))));
         Some(Box::new(BooleanQuery::new(clauses)))
     }
+}
+
+/// Past this many values a filter is one `TermSetQuery` rather than a union of postings.
+const UNION_OF_TERMS_UP_TO: usize = 64;
+
+/// Records with any of `values` in `field`, scoring 0. A union of the values' postings,
+/// which the query's words seek into: a `TermSetQuery` marks every record with any of
+/// them in a bitset as large as the segment, per query — a million for the kind `leads`,
+/// all of a phone lookup's 1.1 ms — and is kept for long lists of values.
+fn any_of<S: AsRef<str>>(field: Field, values: &[S]) -> Box<dyn Query> {
+    let terms = values
+        .iter()
+        .map(|value| Term::from_field_text(field, value.as_ref()));
+    let filter: Box<dyn Query> = if values.len() > UNION_OF_TERMS_UP_TO {
+        Box::new(TermSetQuery::new(terms))
+    } else {
+        let union = terms
+            .map(|term| {
+                let term = TermQuery::new(term, IndexRecordOption::Basic);
+                (Occur::Should, Box::new(term) as Box<dyn Query>)
+            })
+            .collect();
+        Box::new(BooleanQuery::new(union))
+    };
+    Box::new(ConstScoreQuery::new(filter, 0.0))
 }
 
 /// How unlikely it is that a rep looking for this record typed the query's words: for
@@ -559,31 +579,6 @@ fn read_payload(index: &Index) -> Result<Option<Payload>, SearchError> {
     }
 }
 
-fn constant(query: impl Query + 'static, score: Score) -> Box<dyn Query> {
-    Box::new(ConstScoreQuery::new(Box::new(query), score))
-}
-
-fn exact(field: Field, text: &str, score: Score) -> Box<dyn Query> {
-    constant(
-        TermQuery::new(Term::from_field_text(field, text), IndexRecordOption::Basic),
-        score,
-    )
-}
-
-fn prefix(field: Field, text: &str, score: Score) -> Box<dyn Query> {
-    constant(
-        FuzzyTermQuery::new_prefix(Term::from_field_text(field, text), 0, true),
-        score,
-    )
-}
-
-fn fuzzy(field: Field, text: &str, distance: u8, score: Score) -> Box<dyn Query> {
-    constant(
-        FuzzyTermQuery::new(Term::from_field_text(field, text), distance, true),
-        score,
-    )
-}
-
 /// A word's typo budget in a pass that allows `extra_typo` more (never past two, never
 /// for a word too short for any).
 fn pass_budget(word: &str, extra_typo: u8) -> u8 {
@@ -619,8 +614,9 @@ fn word_query(
     let budget = pass_budget(word, extra_typo);
     let length = word.chars().count();
     let numeric = word.chars().all(|c| c.is_ascii_digit());
-    let mut options: Vec<Box<dyn Query>> = Vec::new();
+    let mut options: Vec<FieldMatch> = Vec::new();
     for &(_, analysis, field) in fields {
+        let mut option = FieldMatch::new(field);
         match analysis {
             Analysis::Words | Analysis::MinorWords => {
                 let weight = if analysis == Analysis::Words {
@@ -629,71 +625,79 @@ fn word_query(
                     0.5
                 };
                 let edits = reach(word, analysis, extra_typo, with_others);
-                options.push(exact(field, word, 4.0 * weight));
+                option.exact = Some(4.0 * weight);
                 if length >= 2 {
-                    options.push(prefix(field, word, 3.0 * weight));
+                    option.prefix = Some(3.0 * weight);
                 }
                 if edits >= 1 {
-                    options.push(fuzzy(field, word, 1, 2.0 * weight));
+                    option.one_edit = Some(2.0 * weight);
                 }
                 if edits >= 2 {
                     // Two edits beyond the word's own budget count least.
-                    let score = if budget >= 2 { 1.0 * weight } else { 0.5 };
-                    options.push(fuzzy(field, word, 2, score));
+                    option.two_edits = Some(if budget >= 2 { 1.0 * weight } else { 0.5 });
                 }
             }
             Analysis::Email => {
-                options.push(exact(field, word, 3.0));
+                option.exact = Some(3.0);
                 if length >= 3 {
-                    options.push(prefix(field, word, 2.5));
+                    option.prefix = Some(2.5);
+                    option.redundant_after = word::EMAIL_SEPARATORS;
                 }
                 if reach(word, analysis, extra_typo, with_others) >= 1 {
-                    options.push(fuzzy(field, word, 1, 1.5));
+                    option.one_edit = Some(1.5);
                 }
             }
             Analysis::Code => {
-                options.push(exact(field, word, 4.0));
+                option.exact = Some(4.0);
                 if length >= 3 {
-                    options.push(prefix(field, word, 3.0));
+                    option.prefix = Some(3.0);
                 }
             }
             Analysis::Phone if numeric && length >= MIN_PHONE_DIGITS => {
-                options.push(exact(field, word, 4.0));
+                option.exact = Some(4.0);
                 if length >= 6 {
-                    options.push(prefix(field, word, 3.0));
+                    option.prefix = Some(3.0);
                 }
             }
-            Analysis::Phone => {}
+            Analysis::Phone => continue,
         }
+        options.push(option);
     }
-    (!options.is_empty()).then(|| Box::new(DisjunctionMaxQuery::new(options)) as Box<dyn Query>)
+    WordQuery::new(word, options).map(|q| Box::new(q) as Box<dyn Query>)
+}
+
+/// `text` whole (`exact`) or as the start of a longer term (`prefix`) in every field
+/// `wanted`.
+fn whole_or_start(
+    text: &str,
+    fields: &[(&'static str, Analysis, Field)],
+    wanted: impl Fn(Analysis) -> bool,
+    exact: Score,
+    prefix: Option<Score>,
+) -> Option<WordQuery> {
+    let options = fields
+        .iter()
+        .filter(|(_, analysis, _)| wanted(*analysis))
+        .map(|&(_, _, field)| FieldMatch {
+            exact: Some(exact),
+            prefix,
+            ..FieldMatch::new(field)
+        })
+        .collect();
+    WordQuery::new(text, options)
 }
 
 /// A phone number in any format: exact digit forms, or the start of one as it is typed.
 fn phone_query(digits: &str, fields: &[(&'static str, Analysis, Field)]) -> Option<Box<dyn Query>> {
-    let mut options: Vec<Box<dyn Query>> = Vec::new();
-    for &(_, analysis, field) in fields {
-        if matches!(analysis, Analysis::Phone | Analysis::Code) {
-            options.push(exact(field, digits, 8.0));
-            if digits.len() >= 6 {
-                options.push(prefix(field, digits, 6.0));
-            }
-        }
-    }
-    (!options.is_empty()).then(|| Box::new(DisjunctionMaxQuery::new(options)) as Box<dyn Query>)
+    let prefix = (digits.len() >= 6).then_some(6.0);
+    let wanted = |a| matches!(a, Analysis::Phone | Analysis::Code);
+    whole_or_start(digits, fields, wanted, 8.0, prefix).map(|q| Box::new(q) as Box<dyn Query>)
 }
 
 fn email_query(email: &str, fields: &[(&'static str, Analysis, Field)]) -> Option<Box<dyn Query>> {
-    let mut options: Vec<Box<dyn Query>> = Vec::new();
-    for &(_, analysis, field) in fields {
-        if analysis == Analysis::Email {
-            options.push(exact(field, email, 8.0));
-            if email.len() >= 3 {
-                options.push(prefix(field, email, 6.0));
-            }
-        }
-    }
-    (!options.is_empty()).then(|| Box::new(DisjunctionMaxQuery::new(options)) as Box<dyn Query>)
+    let prefix = (email.len() >= 3).then_some(6.0);
+    let wanted = |a| a == Analysis::Email;
+    whole_or_start(email, fields, wanted, 8.0, prefix).map(|q| Box::new(q) as Box<dyn Query>)
 }
 
 /// A token with inner punctuation: whole against emails and codes, or all its words.
@@ -703,11 +707,9 @@ fn compound_query(
     extra_typo: u8,
 ) -> Option<Box<dyn Query>> {
     let mut options: Vec<Box<dyn Query>> = Vec::new();
-    for &(_, analysis, field) in fields {
-        if matches!(analysis, Analysis::Email | Analysis::Code) {
-            options.push(exact(field, &compound.raw, 8.0));
-            options.push(prefix(field, &compound.raw, 6.0));
-        }
+    let wanted = |a| matches!(a, Analysis::Email | Analysis::Code);
+    if let Some(whole) = whole_or_start(&compound.raw, fields, wanted, 8.0, Some(6.0)) {
+        options.push(Box::new(whole));
     }
     let words: Option<Vec<(Occur, Box<dyn Query>)>> = compound
         .words
@@ -954,6 +956,60 @@ mod tests {
             "{:?}",
             hits[0].highlights
         );
+    }
+
+    /// The prefix walk over an email field skips the addresses and local parts that go on
+    /// past a `.`, `+`, `_` or `@` (`word::EMAIL_SEPARATORS`): a record is still found by
+    /// the start of its address, of any piece of its local part and of its domain.
+    #[test]
+    fn an_email_is_found_by_the_start_of_each_of_its_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = TantivyIndex::open(&dir.path().join("search")).unwrap();
+        let mut docs = Vec::new();
+        for (id, email) in [
+            ("dot", "marigold.xu@acme-labs.io"),
+            ("underscore", "quillon_vantrew12@zephyrine.com"),
+            ("plus", "oberyn+crm@dornish.example"),
+            ("hyphen", "kestrel-fawn@heron.example"),
+        ] {
+            let mut doc = lead(id);
+            doc.fields.insert("email".into(), email.into());
+            docs.push(doc);
+        }
+        index
+            .apply_blocking(IndexBatch {
+                upserts: docs,
+                deletes: vec![],
+                checkpoint: None,
+            })
+            .unwrap();
+        let all = SearchScope::everything();
+        for (q, id) in [
+            ("mari", "dot"),
+            ("marigold", "dot"),
+            ("marigold.x", "dot"),
+            ("xu", "dot"),
+            ("acm", "dot"),
+            ("acme-labs", "dot"),
+            ("quil", "underscore"),
+            ("quillon", "underscore"),
+            ("vantrew", "underscore"),
+            ("vantrew1", "underscore"),
+            ("zephyr", "underscore"),
+            ("ober", "plus"),
+            ("oberyn", "plus"),
+            ("oberyn+crm@dor", "plus"),
+            ("dorn", "plus"),
+            ("kestrel", "hyphen"),
+            ("kestrel-f", "hyphen"),
+            ("kes", "hyphen"),
+            ("fawn", "hyphen"),
+            ("hero", "hyphen"),
+        ] {
+            let hits = index.search_blocking(&SearchQuery::new(q), &all).unwrap();
+            let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+            assert_eq!(ids.first(), Some(&id), "{q}: {ids:?}");
+        }
     }
 
     #[test]
