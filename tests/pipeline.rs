@@ -363,7 +363,11 @@ async fn the_same_person_twice_becomes_one_lead_with_both_arrivals_on_its_timeli
         .iter()
         .filter_map(|a| a["fields"]["data"].get("score"))
         .collect();
-    assert_eq!(first_score.len(), 1, "the first arrival tells the first score");
+    assert_eq!(
+        first_score.len(),
+        1,
+        "the first arrival tells the first score"
+    );
     assert_eq!(first_score[0]["to"], 15);
     assert_eq!(
         first_score[0]["rules"],
