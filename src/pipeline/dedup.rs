@@ -328,10 +328,7 @@ impl Dedup {
             let width = chunk.len().next_power_of_two();
             let sql = format!(
                 "SELECT id, match_values FROM match_members WHERE id IN ({})",
-                (1..=width)
-                    .map(|n| placeholders.nth(n))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                placeholders.list(width)
             );
             let mut query = sqlx::query(&sql);
             for n in 0..width {

@@ -345,10 +345,7 @@ impl Pipeline {
             let sql = format!(
                 "SELECT email, account_id FROM contacts WHERE email IN ({}) \
                  AND account_id IS NOT NULL",
-                (1..=chunk.len())
-                    .map(|n| placeholders.nth(n))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                placeholders.list(chunk.len())
             );
             let mut query = sqlx::query(&sql);
             for email in chunk {
@@ -957,10 +954,7 @@ async fn accounts_by_domain(
     for chunk in domains.chunks(500) {
         let sql = format!(
             "SELECT domain, id, owner_id FROM accounts WHERE domain IN ({}) ORDER BY id",
-            (1..=chunk.len())
-                .map(|n| placeholders.nth(n))
-                .collect::<Vec<_>>()
-                .join(", ")
+            placeholders.list(chunk.len())
         );
         let mut query = sqlx::query(&sql);
         for domain in chunk {

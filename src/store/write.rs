@@ -333,6 +333,14 @@ impl Placeholders {
         }
     }
 
+    /// `count` parameters from the first, comma-separated: an `IN (…)` list.
+    pub fn list(self, count: usize) -> String {
+        (1..=count)
+            .map(|n| self.nth(n))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     pub fn of(conn: &AnyConnection) -> Self {
         if conn.backend_name().eq_ignore_ascii_case("sqlite") {
             Placeholders::Anonymous
