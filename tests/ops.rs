@@ -8,7 +8,48 @@ use common::{Backend, spawn_app};
 use serde_json::{Value, json};
 use sqlx::Connection;
 
-on_both_backends!(probes_metrics_and_openapi_answer);
+on_both_backends!(
+    probes_metrics_and_openapi_answer,
+    the_inbox_depth_counts_each_state
+);
+
+/// `inbox_depth` reads the open and failed rows from their indexes and the rest from a
+/// count of the table: each state still comes out right.
+async fn the_inbox_depth_counts_each_state(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = app.partner_token("acme").await;
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let receipt: Value = app
+            .post_json(
+                &key,
+                "/v1/partner/leads",
+                &json!({"email": format!("depth{n}@example.org")}),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        let id = receipt["id"].as_str().unwrap().to_owned();
+        app.settled_inbound(&id).await;
+        ids.push(id);
+    }
+    // The worker claims only pending rows: these two states stay as set.
+    for (id, status) in [(&ids[0], "failed"), (&ids[1], "processing")] {
+        sqlx::query("UPDATE inbox SET status = $1 WHERE id = $2")
+            .bind(status)
+            .bind(id.as_str())
+            .execute(app.store.pool())
+            .await
+            .unwrap();
+    }
+    let depth = app.store.inbox_depth().await.unwrap();
+    assert_eq!(
+        (depth.pending, depth.processing, depth.failed, depth.done),
+        (0, 1, 1, 2)
+    );
+    app.stop().await;
+}
 
 async fn probes_metrics_and_openapi_answer(backend: Backend) {
     let app = spawn_app(backend).await;
