@@ -48,6 +48,15 @@ async fn the_inbox_depth_counts_each_state(backend: Backend) {
         (depth.pending, depth.processing, depth.failed, depth.done),
         (0, 1, 1, 2)
     );
+    // Released rows go back to the queue (and through the worker); a failed row is not
+    // claimed, so releasing it changes nothing.
+    app.store
+        .release_claimed(&[ids[1].as_str(), ids[0].as_str()])
+        .await
+        .unwrap();
+    assert_eq!(app.settled_inbound(&ids[1]).await["status"], "done");
+    let (_, failed) = app.get_json(&format!("/v1/inbound/{}", ids[0])).await;
+    assert_eq!(failed["status"], "failed");
     app.stop().await;
 }
 

@@ -6,6 +6,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use utoipa::ToSchema;
 
+use super::inbox::OPEN_ROWS;
 use super::write::{Placeholders, new_id, rows_per_statement, values_clause};
 use super::{Store, StoreError};
 use crate::domain::value::now_timestamp;
@@ -222,12 +223,11 @@ impl Store {
     /// Whether any of the import's rows still waits for the pipeline: one step through
     /// the open rows' index, where counting them reads every row of the import.
     pub async fn import_has_open_rows(&self, id: &str) -> Result<bool, StoreError> {
-        let open: Option<i64> = sqlx::query_scalar(
-            "SELECT seq FROM inbox WHERE status IN ('pending', 'processing') AND source = $1 LIMIT 1",
-        )
-        .bind(import_source(id))
-        .fetch_optional(self.pool())
-        .await?;
+        let sql = format!("SELECT seq FROM inbox WHERE {OPEN_ROWS} AND source = $1 LIMIT 1");
+        let open: Option<i64> = sqlx::query_scalar(&sql)
+            .bind(import_source(id))
+            .fetch_optional(self.pool())
+            .await?;
         Ok(open.is_some())
     }
 

@@ -95,7 +95,7 @@ const ROW_COLUMNS: &str = "id, source, external_id, received_at, fields, status,
 
 /// The condition of the `inbox_open_idx` partial index, word for word: SQLite only uses a
 /// partial index whose WHERE terms appear in the query's own.
-const OPEN_ROWS: &str = "status IN ('pending', 'processing')";
+pub(super) const OPEN_ROWS: &str = "status IN ('pending', 'processing')";
 
 fn decode_row(row: &AnyRow) -> Result<InboxRow, StoreError> {
     let json = |text: Option<String>| {
@@ -180,18 +180,16 @@ impl Store {
         // A rare path: numbered parameters on both backends, a few hundred at a time.
         for chunk in ids.chunks(500) {
             let sql = format!(
-                "UPDATE inbox SET status = 'pending', updated_at = $1 \
+                "UPDATE inbox SET status = 'pending', updated_at = ${} \
                  WHERE {OPEN_ROWS} AND status = 'processing' AND id IN ({})",
-                (2..=chunk.len() + 1)
-                    .map(|n| format!("${n}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                chunk.len() + 1,
+                Placeholders::Numbered.list(chunk.len())
             );
-            let mut query = sqlx::query(&sql).bind(now_timestamp());
+            let mut query = sqlx::query(&sql);
             for id in chunk {
                 query = query.bind(*id);
             }
-            query.execute(self.pool()).await?;
+            query.bind(now_timestamp()).execute(self.pool()).await?;
         }
         Ok(())
     }
