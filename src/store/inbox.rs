@@ -305,29 +305,29 @@ impl Store {
     /// Rows by state, read from the open and failed rows' partial indexes and a count of
     /// the table (SQLite counts it on its smallest index): grouping every row by status
     /// read the whole inbox, payloads included — seconds at a million rows, on every
-    /// `/readyz`.
+    /// `/readyz`. One statement, so one snapshot: a row arriving or settling between
+    /// separate reads would be counted as done.
     pub async fn inbox_depth(&self) -> Result<InboxDepth, StoreError> {
-        let mut depth = InboxDepth::default();
-        let sql =
-            format!("SELECT status, COUNT(*) AS n FROM inbox WHERE {OPEN_ROWS} GROUP BY status");
-        for row in sqlx::query(&sql).fetch_all(self.pool()).await? {
-            let status: String = row.try_get("status")?;
-            let n: i64 = row.try_get("n")?;
-            match status.as_str() {
-                "pending" => depth.pending = n,
-                "processing" => depth.processing = n,
-                _ => {}
-            }
-        }
-        depth.failed = sqlx::query_scalar("SELECT COUNT(*) FROM inbox WHERE status = 'failed'")
-            .fetch_one(self.pool())
-            .await?;
-        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox")
-            .fetch_one(self.pool())
-            .await?;
-        // Read in three statements: a row settling between them must not make it negative.
-        depth.done = (total - depth.pending - depth.processing - depth.failed).max(0);
-        Ok(depth)
+        let sql = format!(
+            "SELECT \
+             (SELECT COUNT(*) FROM inbox WHERE {OPEN_ROWS} AND status = 'pending') AS pending, \
+             (SELECT COUNT(*) FROM inbox WHERE {OPEN_ROWS} AND status = 'processing') AS processing, \
+             (SELECT COUNT(*) FROM inbox WHERE status = 'failed') AS failed, \
+             (SELECT COUNT(*) FROM inbox) AS total"
+        );
+        let row = sqlx::query(&sql).fetch_one(self.pool()).await?;
+        let (pending, processing, failed, total): (i64, i64, i64, i64) = (
+            row.try_get("pending")?,
+            row.try_get("processing")?,
+            row.try_get("failed")?,
+            row.try_get("total")?,
+        );
+        Ok(InboxDepth {
+            pending,
+            processing,
+            failed,
+            done: total - pending - processing - failed,
+        })
     }
 }
 
