@@ -118,7 +118,10 @@ pub fn keys(p: &Prepared, out: &mut Vec<u64>) {
 
 /// Keys are already hashes: pass them through.
 #[derive(Default)]
-struct IdHasher(u64);
+pub struct IdHasher(u64);
+
+/// A map by blocking key, hashed by [`IdHasher`] (keys are FNV hashes already).
+pub type KeyMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -138,7 +141,7 @@ const END: u32 = u32::MAX;
 
 /// Inverted index from blocking key to records, plus candidate de-duplication.
 pub struct Candidates {
-    heads: HashMap<u64, (u32, u32), BuildHasherDefault<IdHasher>>,
+    heads: KeyMap<(u32, u32)>,
     /// (record, next entry) — singly linked, newest first.
     entries: Vec<(u32, u32)>,
     seen: Vec<u32>,

@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use matching::Prepared;
+use matching::blocking::KeyMap;
 use sqlx::{AnyConnection, Row};
 
 use crate::store::StoreError;
@@ -35,9 +36,13 @@ pub struct MemoryIndex {
     /// The highest `match_keys.seq` taken in.
     caught_up: i64,
     /// Per key, its newest link.
-    heads: HashMap<u64, u32>,
+    heads: KeyMap<u32>,
     links: Vec<Link>,
     members: Vec<Member>,
+    /// Per member, the visit it was last found in: an arrival's keys share members,
+    /// and a stamp tells a repeat without hashing its id.
+    found_in: Vec<u32>,
+    visit: u32,
 }
 
 struct Link {
@@ -103,6 +108,7 @@ impl MemoryIndex {
                     prepared,
                     gone: false,
                 });
+                self.found_in.push(0);
                 self.members.len() - 1
             }
         };
@@ -125,6 +131,22 @@ impl MemoryIndex {
             next = link.older;
             Some(link.member as usize)
         })
+    }
+
+    /// Starts a visit: [`Self::first_found`] answers true once per member until the next.
+    pub fn new_visit(&mut self) {
+        self.visit = self.visit.wrapping_add(1);
+        if self.visit == 0 {
+            self.found_in.fill(0);
+            self.visit = 1;
+        }
+    }
+
+    /// Whether this visit meets the member at `at` for the first time.
+    pub fn first_found(&mut self, at: usize) -> bool {
+        let fresh = self.found_in[at] != self.visit;
+        self.found_in[at] = self.visit;
+        fresh
     }
 
     pub fn member(&self, at: usize) -> &Member {
@@ -205,5 +227,16 @@ mod tests {
         assert_eq!(ids(&index, 2), ["c", "a"]);
         assert_eq!(ids(&index, 3), ["b"]);
         assert!(ids(&index, 4).is_empty());
+    }
+
+    #[test]
+    fn a_visit_finds_each_member_once_and_the_next_visit_finds_it_again() {
+        let mut index = index_of(&[(1, "a"), (2, "a"), (1, "b")]);
+        index.new_visit();
+        assert!(index.first_found(0));
+        assert!(!index.first_found(0));
+        assert!(index.first_found(1));
+        index.new_visit();
+        assert!(index.first_found(0));
     }
 }

@@ -111,7 +111,7 @@ impl Dedup {
         journal: &mut Journal,
         arrival: &Arrival,
     ) -> Result<Outcome, StoreError> {
-        let (record, prepared, keys) = (&arrival.record, &*arrival.prepared, &arrival.keys);
+        let (prepared, keys) = (&*arrival.prepared, &arrival.keys);
         if keys.is_empty() {
             return Ok(Outcome::New);
         }
@@ -131,7 +131,7 @@ impl Dedup {
                     .await?;
                 journal.set_blocking_caught_up();
             }
-            let candidates = from_memory(index, journal, keys, blocking);
+            let candidates = from_memory(&mut *index, journal, keys, blocking);
             self.fill_from_memory(conn, index, candidates).await?
         } else {
             let members = from_store(conn, journal, keys, blocking).await?;
@@ -158,18 +158,29 @@ impl Dedup {
                 None => {
                     // Chosen from memory: the store says whether it still belongs to a
                     // record, and to which (a merge or an unmerge may have moved it).
+                    let member = match (&candidate.member, index.as_deref()) {
+                        (CandidateMember::Id(id), _) => id.clone(),
+                        (CandidateMember::Slot(slot), Some(index)) => {
+                            index.member(*slot).id.clone()
+                        }
+                        (CandidateMember::Slot(_), None) => {
+                            return Err(StoreError::Conflict(
+                                "a dedup candidate from memory without the memory index".into(),
+                            ));
+                        }
+                    };
                     let record: Option<String> =
                         sqlx::query_scalar("SELECT record_id FROM match_members WHERE id = $1")
-                            .bind(&*candidate.member)
+                            .bind(&*member)
                             .fetch_optional(&mut *conn)
                             .await?;
                     match record {
                         Some(record) => record,
                         None => {
-                            if let (Some(slot), Some(index)) =
-                                (candidate.slot, index.as_deref_mut())
+                            if let (CandidateMember::Slot(slot), Some(index)) =
+                                (&candidate.member, index.as_deref_mut())
                             {
-                                index.member_mut(slot).gone = true;
+                                index.member_mut(*slot).gone = true;
                             }
                             // `remove`, not `swap_remove`: ties go to the earlier candidate.
                             candidates.remove(at);
@@ -180,25 +191,11 @@ impl Dedup {
             };
             return Ok(match self.matcher.band(score) {
                 Band::Merge => Outcome::Merge { into: id, score },
-                Band::Review => {
-                    let values: String = match journal.pending_member(&candidate.member) {
-                        Some((pending, _)) => pending.values.clone(),
-                        None => {
-                            sqlx::query_scalar(
-                                "SELECT match_values FROM match_members WHERE id = $1",
-                            )
-                            .bind(&*candidate.member)
-                            .fetch_one(&mut *conn)
-                            .await?
-                        }
-                    };
-                    let other = serde_json::from_str::<Record>(&values).unwrap_or_default();
-                    Outcome::Review {
-                        with: id,
-                        score,
-                        breakdown: self.breakdown(record, &other),
-                    }
-                }
+                Band::Review => Outcome::Review {
+                    with: id,
+                    score,
+                    breakdown: self.breakdown(prepared, &candidate.prepared),
+                },
                 Band::New => Outcome::New,
             });
         }
@@ -240,10 +237,9 @@ impl Dedup {
                         continue;
                     };
                     candidates.push(Candidate {
-                        member: member.id.clone().into_boxed_str(),
+                        member: CandidateMember::Id(member.id.clone().into_boxed_str()),
                         record: (!written).then(|| member.record_id.clone()),
                         prepared: prepared.clone(),
-                        slot: None,
                     });
                 }
                 Found::Memory(slot) => {
@@ -257,10 +253,9 @@ impl Dedup {
                         continue;
                     };
                     candidates.push(Candidate {
-                        member: member.id.clone(),
+                        member: CandidateMember::Slot(slot),
                         record: None,
                         prepared,
-                        slot: Some(slot),
                     });
                 }
             }
@@ -302,10 +297,9 @@ impl Dedup {
             .filter_map(|member| {
                 let prepared = cached.get(&member.id)?.clone();
                 Some(Candidate {
-                    member: member.id.into_boxed_str(),
+                    member: CandidateMember::Id(member.id.into_boxed_str()),
                     record: member.record_id,
                     prepared,
-                    slot: None,
                 })
             })
             .collect())
@@ -346,11 +340,10 @@ impl Dedup {
         Ok(loaded)
     }
 
-    /// Field-by-field comparison, as stewards see it.
-    pub fn breakdown(&self, a: &Record, b: &Record) -> Value {
-        let score = self
-            .matcher
-            .score(&self.matcher.prepare(a), &self.matcher.prepare(b));
+    /// Field-by-field comparison, as stewards see it, of values already prepared (the
+    /// arrival's and the candidate's): preparing them again parsed phone numbers anew.
+    fn breakdown(&self, a: &Prepared, b: &Prepared) -> Value {
+        let score = self.matcher.score(a, b);
         json!({
             "total": score.total,
             "names_swapped": score.names_swapped,
@@ -410,12 +403,17 @@ impl Dedup {
 
 /// A member to compare the arrival with.
 struct Candidate {
-    member: Box<str>,
+    member: CandidateMember,
     /// Its record, when known to be current (`None`: ask the store before acting).
     record: Option<String>,
     prepared: Arc<Prepared>,
-    /// Its place in the memory index.
-    slot: Option<usize>,
+}
+
+/// Which member a candidate is: its id, or its place in the memory index (whose id is
+/// read only for the one candidate chosen).
+enum CandidateMember {
+    Id(Box<str>),
+    Slot(usize),
 }
 
 /// A member found under one of the arrival's keys, before its values are at hand.
@@ -429,30 +427,31 @@ enum Found<'j> {
 /// Members sharing a key with the arrival: per key this transaction's members (newest
 /// first), then the index's, up to the key's scan limit together.
 fn from_memory<'j>(
-    index: &MemoryIndex,
+    index: &mut MemoryIndex,
     journal: &'j Journal,
     keys: &[u64],
     blocking: &matching::BlockingConfig,
 ) -> Vec<Found<'j>> {
-    let mut seen = HashSet::new();
+    index.new_visit();
+    // This transaction's members under the arrival's keys are few: a list is enough.
+    let mut seen_pending: Vec<&str> = Vec::new();
+    let mut slots = Vec::new();
     let mut found = Vec::new();
     for key in keys {
         let limit = scan_limit(*key, blocking);
         let mut taken = 0;
         for pending in journal.members_with_key(*key).take(limit) {
             taken += 1;
-            if seen.insert(pending.id.as_str()) {
+            if !seen_pending.contains(&pending.id.as_str()) {
+                seen_pending.push(&pending.id);
                 let written = journal.pending_member(&pending.id).is_some_and(|(_, w)| w);
                 found.push(Found::Journal(pending, written));
             }
         }
-        for slot in index.with_key(*key) {
-            if taken == limit {
-                break;
-            }
-            taken += 1;
-            let member = index.member(slot);
-            if !member.gone && seen.insert(&*member.id) {
+        slots.clear();
+        slots.extend(index.with_key(*key).take(limit - taken));
+        for &slot in &slots {
+            if !index.member(slot).gone && index.first_found(slot) {
                 found.push(Found::Memory(slot));
             }
         }

@@ -155,7 +155,7 @@ pub struct DomainAccount {
 #[derive(Default)]
 struct PendingMembers {
     list: Vec<MatchMember>,
-    by_key: std::collections::HashMap<u64, Vec<usize>>,
+    by_key: matching::blocking::KeyMap<Vec<usize>>,
     /// Positions in `list` by member id: dedup asks for each candidate it finds.
     by_id: std::collections::HashMap<String, usize>,
     /// `list[..written]` is in the store already.
