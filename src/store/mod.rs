@@ -3,6 +3,7 @@
 //! backends accept, and only the column types both share (TEXT, BIGINT, BLOB/BYTEA).
 
 pub mod audit;
+mod checkpoint;
 mod error;
 pub mod imports;
 pub mod inbox;
@@ -43,17 +44,23 @@ pub struct Store {
     /// SQLite has one writer at a time. Queueing writers here, in order, instead of in
     /// SQLite's busy handler (which sleeps in growing steps) keeps write latency flat.
     write_lock: Arc<Mutex<()>>,
+    /// SQLite's WAL checkpoints, run beside the writer (`None` on PostgreSQL).
+    checkpointer: Option<checkpoint::Checkpointer>,
 }
 
 /// A write transaction; on SQLite it also holds the process's write turn.
 pub struct WriteTx {
     tx: sqlx::Transaction<'static, sqlx::Any>,
     _turn: Option<OwnedMutexGuard<()>>,
+    checkpointer: Option<checkpoint::Checkpointer>,
 }
 
 impl WriteTx {
     pub async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await?;
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.nudge();
+        }
         Ok(())
     }
 }
@@ -103,6 +110,16 @@ impl Store {
                         // A multi-row statement inside a transaction keeps a statement
                         // journal; in memory rather than in a temporary file.
                         conn.execute("PRAGMA temp_store = MEMORY").await?;
+                        // Checkpoints run beside the writer (checkpoint.rs); a writer
+                        // checkpoints itself only past this bound.
+                        conn.execute(
+                            format!(
+                                "PRAGMA wal_autocheckpoint = {}",
+                                checkpoint::WRITER_CHECKPOINT_PAGES
+                            )
+                            .as_str(),
+                        )
+                        .await?;
                     }
                     Ok(())
                 })
@@ -110,10 +127,15 @@ impl Store {
             .connect(url)
             .await
             .map_err(StoreError::from)?;
+        let checkpointer = match backend {
+            Backend::Sqlite => checkpoint::Checkpointer::spawn(url),
+            Backend::Postgres => None,
+        };
         Ok(Self {
             pool,
             backend,
             write_lock: Arc::new(Mutex::new(())),
+            checkpointer,
         })
     }
 
@@ -185,11 +207,13 @@ impl Store {
                 Ok(WriteTx {
                     tx,
                     _turn: Some(turn),
+                    checkpointer: self.checkpointer.clone(),
                 })
             }
             Backend::Postgres => Ok(WriteTx {
                 tx: self.pool.begin().await?,
                 _turn: None,
+                checkpointer: None,
             }),
         }
     }
