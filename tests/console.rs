@@ -997,8 +997,9 @@ async fn inbox_health_shows_depth_channels_and_retries_a_failed_row() {
         .expect("receipt");
     let id = receipt["id"].as_str().expect("id").to_owned();
     app.settled_inbound(&id).await;
+    let row = app.store.inbox_row(&id).await.expect("read").expect("row");
     app.store
-        .mark_inbox_failed(&id, "enrichment provider timed out")
+        .mark_inbox_failed(&row, "enrichment provider timed out")
         .await
         .expect("marked failed");
     let b = browser(&app).await;

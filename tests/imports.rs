@@ -23,6 +23,7 @@ on_both_backends!(
     an_import_is_undone_from_the_audit_trail,
     a_zoom_attendee_report_makes_attendance_on_leads_with_the_event_as_campaign,
     rows_of_one_upload_share_their_domains_account,
+    a_row_the_pipeline_fails_is_counted_once_through_a_retry,
 );
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -146,6 +147,59 @@ async fn an_xlsx_import_ends_with_every_row_processed_and_leads_readable(backend
 /// The pipeline reads a batch's accounts by domain at once and keeps the ones it creates
 /// in the transaction's journal: rows of one upload from a new domain make one account,
 /// a known domain's account keeps its owner, free mail joins nothing.
+/// The import's counters follow each row's fate: a row the pipeline fails counts as
+/// failed, leaves that count when it is retried, and counts again when it fails again.
+async fn a_row_the_pipeline_fails_is_counted_once_through_a_retry(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let csv = "email,first_name,city\n\
+               ann@example.org,Ann,Leeds\n\
+               ,,Bristol\n";
+    let (status, accepted) = upload(&app, "people.csv", csv.as_bytes().to_vec(), &[]).await;
+    assert_eq!(status, 202, "{accepted}");
+    let import_id = accepted["id"].as_str().expect("import id").to_owned();
+    let done = settled_import(&app, &import_id).await;
+    assert_eq!(done["processed"]["created"], 1, "{done}");
+    assert_eq!(done["processed"]["failed"], 1, "{done}");
+    assert_eq!(done["percent"], 100.0, "{done}");
+    let reason = done["errors"][0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("identifying"), "{done}");
+    assert_eq!(done["errors"][0]["row"], 3, "{done}");
+
+    let failed: String =
+        sqlx::query_scalar("SELECT id FROM inbox WHERE source = $1 AND status = 'failed'")
+            .bind(format!("import:{import_id}"))
+            .fetch_one(app.store.pool())
+            .await
+            .expect("the failed row");
+    let retried = app
+        .post_json(
+            &app.admin_token,
+            &format!("/v1/inbound/{failed}/retry"),
+            &Value::Null,
+        )
+        .await;
+    assert!(retried.status().is_success(), "{}", retried.status());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, row) = app.get_json(&format!("/v1/inbound/{failed}")).await;
+        if row["status"] == "failed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "row not failed again: {row}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = settled_import(&app, &import_id).await;
+    assert_eq!(
+        (
+            &again["processed"]["created"],
+            &again["processed"]["failed"]
+        ),
+        (&Value::from(1), &Value::from(1)),
+        "{again}"
+    );
+    app.stop().await;
+}
+
 async fn rows_of_one_upload_share_their_domains_account(backend: Backend) {
     let app = spawn_app(backend).await;
     let response = app

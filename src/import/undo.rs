@@ -67,7 +67,7 @@ pub async fn undo_import(
             )));
         }
     }
-    if store.import_processing(import_id).await?.pending > 0 {
+    if store.import_has_open_rows(import_id).await? {
         return Err(UndoError::Conflict(
             "rows of the import are still being processed; undo it once they are done".into(),
         ));

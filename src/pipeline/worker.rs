@@ -13,6 +13,7 @@ use sqlx::AnyConnection;
 
 use super::{Draft, Pipeline, PipelineError, RowError};
 use crate::queue::partition::identity_of;
+use crate::store::imports::ImportTally;
 use crate::store::inbox::{InboxRow, mark_done, mark_failed};
 use crate::store::write::Journal;
 use crate::store::{Backend, Store, StoreError};
@@ -138,7 +139,7 @@ impl Worker {
                         Err(error) => {
                             self.record(row, Err(error.to_string()));
                             self.store
-                                .mark_inbox_failed(&row.id, &error.to_string())
+                                .mark_inbox_failed(row, &error.to_string())
                                 .await?;
                         }
                     }
@@ -279,6 +280,7 @@ async fn process_prepared(
     pipeline.prefetch(tx, &mut journal, &prepared).await?;
     let mut done = Vec::with_capacity(rows.len());
     let mut outcomes = Vec::with_capacity(rows.len());
+    let mut tally = ImportTally::default();
     for (row, prepared) in rows.iter().zip(prepared) {
         let processed = match prepared {
             Ok(draft) => pipeline.persist(tx, &mut journal, row, draft).await,
@@ -286,10 +288,12 @@ async fn process_prepared(
         };
         match processed {
             Ok(result) => {
+                tally.count_done(&row.source, &result);
                 done.push((row.id.clone(), result));
                 outcomes.push(Ok(()));
             }
             Err(RowError::Row(error)) => {
+                tally.count_failed(&row.source);
                 mark_failed(tx, &row.id, &error.to_string()).await?;
                 outcomes.push(Err(error.to_string()));
             }
@@ -299,6 +303,7 @@ async fn process_prepared(
     observe(metrics, "dedup_decide", started.elapsed());
     journal.flush(tx).await?;
     mark_done(tx, &done).await?;
+    tally.add_to(tx).await?;
     Ok(outcomes)
 }
 

@@ -1,9 +1,13 @@
-//! Spreadsheet imports: the `imports` row per file, read-time row errors, and progress
-//! counted from the inbox rows of source `import:<id>`.
+//! Spreadsheet imports: the `imports` row per file, read-time row errors, and progress:
+//! the import's rows are inbox rows of source `import:<id>`, counted by outcome on the
+//! import's row as the pipeline settles them.
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
-use sqlx::Row;
+use serde_json::Value;
 use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
 use super::inbox::OPEN_ROWS;
@@ -86,6 +90,60 @@ fn decode(row: &AnyRow) -> Result<ImportRow, StoreError> {
 /// The inbox source of an import's rows.
 pub fn import_source(id: &str) -> String {
     format!("import:{id}")
+}
+
+/// The import an inbox source belongs to, if it is an import's.
+pub fn import_of_source(source: &str) -> Option<&str> {
+    source.strip_prefix("import:")
+}
+
+/// Outcomes of settled rows, by import, to add to the imports' counters.
+#[derive(Debug, Default)]
+pub struct ImportTally(BTreeMap<String, ImportProcessing>);
+
+impl ImportTally {
+    /// Counts a row of `source` done with the pipeline's `result` (nothing when the row
+    /// is not an import's).
+    pub fn count_done(&mut self, source: &str, result: &Value) {
+        if let Some(counts) = self.counts_of(source) {
+            match result.get("action").and_then(Value::as_str) {
+                Some("merged") => counts.merged += 1,
+                Some("review") => counts.review += 1,
+                _ => counts.created += 1,
+            }
+        }
+    }
+
+    /// Counts a failed row of `source`.
+    pub fn count_failed(&mut self, source: &str) {
+        if let Some(counts) = self.counts_of(source) {
+            counts.failed += 1;
+        }
+    }
+
+    fn counts_of(&mut self, source: &str) -> Option<&mut ImportProcessing> {
+        let import = import_of_source(source)?;
+        Some(self.0.entry(import.to_owned()).or_default())
+    }
+
+    /// Adds the counts to the imports' rows, inside the transaction that settles the rows.
+    pub async fn add_to(&self, conn: &mut AnyConnection) -> Result<(), StoreError> {
+        for (import, counts) in &self.0 {
+            sqlx::query(
+                "UPDATE imports SET rows_created = rows_created + $1, \
+                 rows_merged = rows_merged + $2, rows_review = rows_review + $3, \
+                 rows_failed = rows_failed + $4 WHERE id = $5",
+            )
+            .bind(counts.created)
+            .bind(counts.merged)
+            .bind(counts.review)
+            .bind(counts.failed)
+            .bind(import.as_str())
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
 }
 
 impl Store {
@@ -231,31 +289,29 @@ impl Store {
         Ok(open.is_some())
     }
 
-    /// The import's inbox rows by state, done rows by the pipeline's `action`.
+    /// The import's rows by what the pipeline made of them, from the counters kept as
+    /// rows settle; `pending` is what was accepted and has not settled yet.
     pub async fn import_processing(&self, id: &str) -> Result<ImportProcessing, StoreError> {
-        let rows = sqlx::query(
-            "SELECT status, CASE WHEN status <> 'done' THEN '' \
-               WHEN result LIKE '%\"action\":\"merged\"%' THEN 'merged' \
-               WHEN result LIKE '%\"action\":\"review\"%' THEN 'review' \
-               ELSE 'created' END AS action, COUNT(*) AS n \
-             FROM inbox WHERE source = $1 GROUP BY 1, 2",
+        let row = sqlx::query(
+            "SELECT rows_accepted, rows_created, rows_merged, rows_review, rows_failed \
+             FROM imports WHERE id = $1",
         )
-        .bind(import_source(id))
-        .fetch_all(self.pool())
+        .bind(id)
+        .fetch_optional(self.pool())
         .await?;
-        let mut counts = ImportProcessing::default();
-        for row in rows {
-            let status: String = row.try_get("status")?;
-            let action: String = row.try_get("action")?;
-            let n: i64 = row.try_get("n")?;
-            match (status.as_str(), action.as_str()) {
-                ("done", "merged") => counts.merged += n,
-                ("done", "review") => counts.review += n,
-                ("done", _) => counts.created += n,
-                ("failed", _) => counts.failed += n,
-                _ => counts.pending += n,
-            }
-        }
+        let Some(row) = row else {
+            return Ok(ImportProcessing::default());
+        };
+        let mut counts = ImportProcessing {
+            pending: 0,
+            created: row.try_get("rows_created")?,
+            merged: row.try_get("rows_merged")?,
+            review: row.try_get("rows_review")?,
+            failed: row.try_get("rows_failed")?,
+        };
+        // The worker may settle rows before their batch's `rows_accepted` is recorded.
+        let accepted: i64 = row.try_get("rows_accepted")?;
+        counts.pending = (accepted - counts.processed()).max(0);
         Ok(counts)
     }
 

@@ -9,6 +9,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
+use super::imports::ImportTally;
 use super::write::{Placeholders, RequestMeta, new_id, rows_per_statement, values_clause_with};
 use super::{Backend, Store, StoreError};
 use crate::domain::value::{format_timestamp, now_timestamp};
@@ -194,32 +195,51 @@ impl Store {
         Ok(())
     }
 
-    pub async fn mark_inbox_failed(&self, id: &str, error: &str) -> Result<(), StoreError> {
+    pub async fn mark_inbox_failed(&self, row: &InboxRow, error: &str) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        mark_failed(&mut tx, id, error).await?;
+        mark_failed(&mut tx, &row.id, error).await?;
+        let mut tally = ImportTally::default();
+        tally.count_failed(&row.source);
+        tally.add_to(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Puts a failed row back in the queue. Answers false when it was not failed.
     pub async fn retry_inbox(&self, id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        // An import's row leaves its failed count as it goes back in the queue.
+        sqlx::query(
+            "UPDATE imports SET rows_failed = rows_failed - 1 \
+             WHERE 'import:' || id = (SELECT source FROM inbox WHERE id = $1 AND status = 'failed')",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         let done = sqlx::query(
             "UPDATE inbox SET status = 'pending', updated_at = $1 WHERE id = $2 AND status = 'failed'",
         )
         .bind(now_timestamp())
         .bind(id)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
     pub async fn retry_all_failed(&self) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        // Every failed row goes back in the queue, imports' rows with them.
+        sqlx::query("UPDATE imports SET rows_failed = 0 WHERE rows_failed > 0")
+            .execute(&mut *tx)
+            .await?;
         let done = sqlx::query(
             "UPDATE inbox SET status = 'pending', updated_at = $1 WHERE status = 'failed'",
         )
         .bind(now_timestamp())
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(done.rows_affected())
     }
 
