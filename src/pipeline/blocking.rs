@@ -17,7 +17,7 @@
 //! transactions are not seen here; the caller checks the member it chose against the
 //! store before acting on it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use matching::Prepared;
@@ -25,6 +25,7 @@ use matching::blocking::KeyMap;
 use sqlx::{AnyConnection, Row};
 
 use crate::store::StoreError;
+use crate::store::write::WrittenKeys;
 
 /// `match_keys` rows read per statement while catching up.
 const CATCH_UP_ROWS: i64 = 50_000;
@@ -43,6 +44,9 @@ pub struct MemoryIndex {
     /// and a stamp tells a repeat without hashing its id.
     found_in: Vec<u32>,
     visit: u32,
+    /// Key rows this process's transactions committed, oldest first: taken in from here
+    /// when the catch-up reaches them instead of read back from the store.
+    written: VecDeque<WrittenKeys>,
 }
 
 struct Link {
@@ -72,10 +76,14 @@ impl MemoryIndex {
         own: impl Fn(&str) -> bool,
     ) -> Result<(), StoreError> {
         loop {
+            // Rows below the next range this process wrote are other processes'.
+            let below = self.written.front().map_or(i64::MAX, |w| w.first_seq);
             let rows = sqlx::query(
-                "SELECT seq, key, member_id FROM match_keys WHERE seq > $1 ORDER BY seq LIMIT $2",
+                "SELECT seq, key, member_id FROM match_keys WHERE seq > $1 AND seq < $2 \
+                 ORDER BY seq LIMIT $3",
             )
             .bind(self.caught_up)
+            .bind(below)
             .bind(CATCH_UP_ROWS)
             .fetch_all(&mut *conn)
             .await?;
@@ -90,9 +98,37 @@ impl MemoryIndex {
                 self.take_in(key as u64, member, fresh);
                 self.caught_up = seq;
             }
-            if (read as i64) < CATCH_UP_ROWS {
-                return Ok(());
+            if (read as i64) == CATCH_UP_ROWS {
+                continue;
             }
+            let Some(written) = self.written.pop_front() else {
+                return Ok(());
+            };
+            // Read back already (another transaction caught up before this one was
+            // handed over), or not where it should be: the store has the rows.
+            if written.first_seq <= self.caught_up {
+                continue;
+            }
+            for (key, member) in written.rows {
+                self.take_in(key, member, fresh);
+            }
+            self.caught_up = written.last_seq;
+        }
+    }
+
+    /// Hands over the key rows of a transaction this process committed: the catch-up
+    /// takes them in from here rather than reading them back. Only committed rows may
+    /// come here; rows the index has read already are dropped.
+    pub fn committed(&mut self, written: WrittenKeys) {
+        let after_last = self
+            .written
+            .back()
+            .map_or(self.caught_up, |last| last.last_seq);
+        if written.first_seq > after_last {
+            self.written.push_back(written);
+        } else if written.last_seq > self.caught_up {
+            // Out of order: let the store say what was written.
+            self.written.clear();
         }
     }
 
@@ -217,6 +253,61 @@ mod tests {
             .expect("catch up");
         assert_eq!(ids(&index, 1), ["c", "b", "a"]);
         assert_eq!(ids(&index, 3), ["c"]);
+    }
+
+    #[tokio::test]
+    async fn committed_rows_handed_over_are_taken_in_between_other_processes_rows() {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let mut conn = AnyConnection::connect("sqlite::memory:")
+            .await
+            .expect("sqlite");
+        sqlx::query(
+            "CREATE TABLE match_keys (seq INTEGER PRIMARY KEY AUTOINCREMENT, key INTEGER NOT NULL, \
+             member_id TEXT NOT NULL)",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("table");
+        // Another process's row, this process's transaction (seq 2 and 3), another's.
+        sqlx::query(
+            "INSERT INTO match_keys (key, member_id) VALUES (1, 'a'), (1, 'b'), (2, 'b'), (3, 'c')",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("rows");
+        // Gone from the table, so only the hand-over can bring `b` in.
+        sqlx::query("DELETE FROM match_keys WHERE member_id = 'b'")
+            .execute(&mut conn)
+            .await
+            .expect("delete");
+        let mut index = MemoryIndex::default();
+        let mut fresh = HashMap::new();
+        index.committed(WrittenKeys {
+            first_seq: 2,
+            last_seq: 3,
+            rows: vec![(1, "b".into()), (2, "b".into())],
+        });
+        index
+            .catch_up(&mut conn, &mut fresh, |_| false)
+            .await
+            .expect("catch up");
+        assert_eq!(ids(&index, 1), ["b", "a"]);
+        assert_eq!(ids(&index, 2), ["b"]);
+        assert_eq!(ids(&index, 3), ["c"]);
+        assert_eq!(index.caught_up, 4);
+        // A hand-over of rows read already adds nothing.
+        index.committed(WrittenKeys {
+            first_seq: 4,
+            last_seq: 4,
+            rows: vec![(3, "c".into())],
+        });
+        index
+            .catch_up(&mut conn, &mut fresh, |_| false)
+            .await
+            .expect("catch up");
+        assert_eq!(ids(&index, 3), ["c"]);
+        assert_eq!(index.members.len(), 3);
     }
 
     #[test]

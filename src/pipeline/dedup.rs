@@ -201,6 +201,15 @@ impl Dedup {
         }
     }
 
+    /// After a write transaction committed: its key rows, from its journal, go to the
+    /// memory index as they are (it would read them back from the store otherwise: ten
+    /// rows per member). Call it only once the commit succeeded.
+    pub async fn committed(&self, journal: &Journal) {
+        if let Some(written) = journal.written_keys() {
+            self.memory.lock().await.committed(written);
+        }
+    }
+
     /// Prepared values of members this process remembered and the memory index has not
     /// taken in yet; what is left after a catch-up was rolled back or has no keys.
     fn take_fresh(&self) -> HashMap<String, Arc<Prepared>> {

@@ -171,7 +171,7 @@ impl Worker {
     ) -> Result<Vec<Result<(), String>>, StoreError> {
         let prepared = prepared.unwrap_or_else(|| self.pipeline.prepare_batch(rows));
         let mut tx = self.store.begin_write().await?;
-        let outcomes = process_prepared(
+        let (outcomes, journal) = process_prepared(
             &self.store,
             &self.pipeline,
             &self.metrics,
@@ -182,6 +182,7 @@ impl Worker {
         .await?;
         let started = Instant::now();
         tx.commit().await?;
+        self.pipeline.dedup().committed(&journal).await;
         observe(&self.metrics, "write_commit", started.elapsed());
         Ok(outcomes)
     }
@@ -252,10 +253,12 @@ pub(crate) async fn process_rows(
     let started = Instant::now();
     let prepared = pipeline.prepare_batch(rows);
     observe(metrics, "map_normalise", started.elapsed());
-    process_prepared(store, pipeline, metrics, tx, rows, prepared).await
+    let (outcomes, _) = process_prepared(store, pipeline, metrics, tx, rows, prepared).await?;
+    Ok(outcomes)
 }
 
-/// `process_rows` for rows whose drafts are prepared already (in the same order).
+/// `process_rows` for rows whose drafts are prepared already (in the same order); also
+/// answers the flushed journal, for what the caller hands on once it has committed.
 async fn process_prepared(
     store: &Store,
     pipeline: &Pipeline,
@@ -263,7 +266,7 @@ async fn process_prepared(
     tx: &mut AnyConnection,
     rows: &[InboxRow],
     prepared: Prepared,
-) -> Result<Vec<Result<(), String>>, StoreError> {
+) -> Result<(Vec<Result<(), String>>, Journal), StoreError> {
     if store.backend() == Backend::Postgres {
         let mut keys: Vec<u64> = prepared
             .iter()
@@ -304,7 +307,7 @@ async fn process_prepared(
     journal.flush(tx).await?;
     mark_done(tx, &done).await?;
     tally.add_to(tx).await?;
-    Ok(outcomes)
+    Ok((outcomes, journal))
 }
 
 /// Transaction-scoped advisory locks, taken in the order given (sorted by the caller,

@@ -160,6 +160,22 @@ struct PendingMembers {
     by_id: std::collections::HashMap<String, usize>,
     /// `list[..written]` is in the store already.
     written: usize,
+    /// The `match_keys.seq` range their key rows took, while it is one unbroken run
+    /// (SQLite's one writer numbers a transaction's rows consecutively); `None` once a
+    /// statement's rows could not be placed (PostgreSQL reports no row ids).
+    key_seqs: Option<(i64, i64)>,
+    /// A statement's key rows fell outside the run: the range is not known.
+    key_seqs_broken: bool,
+}
+
+/// The blocking-key rows a committed transaction wrote, in `seq` order from `first_seq`
+/// to `last_seq`: what an in-memory blocking index would read back from `match_keys`.
+#[derive(Debug)]
+pub struct WrittenKeys {
+    pub first_seq: i64,
+    pub last_seq: i64,
+    /// `(key, member id)` per row.
+    pub rows: Vec<(u64, String)>,
 }
 
 /// A dedup member (a record's values as the matcher compares them) and its blocking
@@ -470,6 +486,27 @@ impl Journal {
         }
     }
 
+    /// After the flush: the key rows this transaction wrote, when their `seq` range is
+    /// known (for the blocking index to take them in without reading them back once the
+    /// transaction has committed).
+    pub fn written_keys(&self) -> Option<WrittenKeys> {
+        let members = &self.members;
+        let (first_seq, last_seq) = members.key_seqs?;
+        if members.written != members.list.len() {
+            return None;
+        }
+        let rows: Vec<(u64, String)> = members
+            .list
+            .iter()
+            .flat_map(|member| member.keys.iter().map(|key| (*key, member.id.clone())))
+            .collect();
+        (rows.len() as i64 == last_seq - first_seq + 1).then_some(WrittenKeys {
+            first_seq,
+            last_seq,
+            rows,
+        })
+    }
+
     pub fn blocking_caught_up(&self) -> bool {
         self.blocking_caught_up
     }
@@ -715,7 +752,20 @@ async fn write_members(
         for (key, member) in chunk {
             query = query.bind(*key).bind(*member);
         }
-        query.execute(&mut *conn).await?;
+        let done = query.execute(&mut *conn).await?;
+        let rows = done.rows_affected() as i64;
+        match (done.last_insert_id(), pending.key_seqs) {
+            (Some(last), None) if !pending.key_seqs_broken => {
+                pending.key_seqs = Some((last - rows + 1, last));
+            }
+            (Some(last), Some((first, previous))) if last - rows == previous => {
+                pending.key_seqs = Some((first, last));
+            }
+            _ => {
+                pending.key_seqs = None;
+                pending.key_seqs_broken = true;
+            }
+        }
     }
     pending.written = pending.list.len();
     Ok(())
