@@ -161,10 +161,9 @@ struct PendingMembers {
     /// `list[..written]` is in the store already.
     written: usize,
     /// The `match_keys.seq` range their key rows took, while it is one unbroken run
-    /// (SQLite's one writer numbers a transaction's rows consecutively); `None` once a
-    /// statement's rows could not be placed (PostgreSQL reports no row ids).
+    /// (SQLite's one writer numbers a transaction's rows consecutively).
     key_seqs: Option<(i64, i64)>,
-    /// A statement's key rows fell outside the run: the range is not known.
+    /// The range is not known (PostgreSQL, or a run that broke).
     key_seqs_broken: bool,
 }
 
@@ -752,22 +751,40 @@ async fn write_members(
         for (key, member) in chunk {
             query = query.bind(*key).bind(*member);
         }
-        let done = query.execute(&mut *conn).await?;
-        let rows = done.rows_affected() as i64;
-        match (done.last_insert_id(), pending.key_seqs) {
-            (Some(last), None) if !pending.key_seqs_broken => {
-                pending.key_seqs = Some((last - rows + 1, last));
-            }
-            (Some(last), Some((first, previous))) if last - rows == previous => {
-                pending.key_seqs = Some((first, last));
-            }
-            _ => {
-                pending.key_seqs = None;
-                pending.key_seqs_broken = true;
-            }
-        }
+        query.execute(&mut *conn).await?;
     }
+    note_key_seqs(conn, pending, keys.len() as i64).await?;
     pending.written = pending.list.len();
+    Ok(())
+}
+
+/// Notes the `seq` run of the `rows` key rows just inserted. On SQLite the one writer
+/// numbers them consecutively and `last_insert_rowid()` is the last (sqlx's `Any` driver
+/// does not pass the row id on); PostgreSQL's concurrent writers leave it unknown.
+async fn note_key_seqs(
+    conn: &mut AnyConnection,
+    pending: &mut PendingMembers,
+    rows: i64,
+) -> Result<(), StoreError> {
+    if rows == 0 || pending.key_seqs_broken {
+        return Ok(());
+    }
+    if conn.backend_name() != "SQLite" {
+        pending.key_seqs_broken = true;
+        return Ok(());
+    }
+    let last: i64 = sqlx::query_scalar("SELECT last_insert_rowid()")
+        .fetch_one(&mut *conn)
+        .await?;
+    let first = last - rows + 1;
+    pending.key_seqs = match pending.key_seqs {
+        None => Some((first, last)),
+        Some((start, previous)) if first == previous + 1 => Some((start, last)),
+        Some(_) => {
+            pending.key_seqs_broken = true;
+            None
+        }
+    };
     Ok(())
 }
 
@@ -927,4 +944,60 @@ async fn delete(
 /// Time-ordered ids keep inserts at the end of the primary-key index.
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn member(id: &str, keys: &[u64]) -> MatchMember {
+        MatchMember {
+            id: id.to_owned(),
+            record_kind: "leads",
+            record_id: format!("lead-{id}"),
+            source_id: format!("source-{id}"),
+            values: "{}".to_owned(),
+            created_at: "2026-11-25T00:00:00.000000Z".to_owned(),
+            keys: keys.to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_written_keys_are_the_rows_the_flushes_wrote_in_seq_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}/t.db?mode=rwc", dir.path().display());
+        let store = Store::connect(&url, 1).await.expect("store");
+        store.migrate().await.expect("migrate");
+        // Someone else's rows first, so the run does not start at 1.
+        let mut tx = store.begin_write().await.expect("tx");
+        let mut earlier = Journal::default();
+        earlier.push_member(member("x", &[9, 10]));
+        earlier.flush(&mut tx).await.expect("flush");
+        tx.commit().await.expect("commit");
+
+        let mut tx = store.begin_write().await.expect("tx");
+        let mut journal = Journal::default();
+        journal.push_member(member("a", &[1, 2]));
+        journal.push_member(member("b", &[3]));
+        journal.flush(&mut tx).await.expect("flush");
+        // A second flush in the same transaction continues the run.
+        journal.push_member(member("c", &[4, 5]));
+        journal.flush(&mut tx).await.expect("flush");
+        let written = journal.written_keys().expect("a known run");
+        let stored: Vec<(i64, i64, String)> =
+            sqlx::query_as("SELECT seq, key, member_id FROM match_keys WHERE seq > 2 ORDER BY seq")
+                .fetch_all(&mut *tx)
+                .await
+                .expect("rows");
+        tx.commit().await.expect("commit");
+        assert_eq!((written.first_seq, written.last_seq), (3, 7));
+        let rows: Vec<(i64, i64, String)> = written
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(n, (key, id))| (written.first_seq + n as i64, *key as i64, id.clone()))
+            .collect();
+        assert_eq!(rows, stored);
+    }
 }
