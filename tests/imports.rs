@@ -72,6 +72,16 @@ async fn settled_import(app: &common::TestApp, id: &str) -> Value {
     }
 }
 
+/// Uploads `csv` as `people.csv` and waits for every row to settle: the import's id and
+/// its final state.
+async fn imported_csv(app: &common::TestApp, csv: &str) -> (String, Value) {
+    let (status, accepted) = upload(app, "people.csv", csv.as_bytes().to_vec(), &[]).await;
+    assert_eq!(status, 202, "{accepted}");
+    let import_id = accepted["id"].as_str().expect("import id").to_owned();
+    let done = settled_import(app, &import_id).await;
+    (import_id, done)
+}
+
 async fn count(app: &common::TestApp, sql: &str) -> i64 {
     sqlx::query(sql)
         .fetch_one(app.store.pool())
@@ -154,10 +164,7 @@ async fn a_row_the_pipeline_fails_is_counted_once_through_a_retry(backend: Backe
     let csv = "email,first_name,city\n\
                ann@example.org,Ann,Leeds\n\
                ,,Bristol\n";
-    let (status, accepted) = upload(&app, "people.csv", csv.as_bytes().to_vec(), &[]).await;
-    assert_eq!(status, 202, "{accepted}");
-    let import_id = accepted["id"].as_str().expect("import id").to_owned();
-    let done = settled_import(&app, &import_id).await;
+    let (import_id, done) = imported_csv(&app, csv).await;
     assert_eq!(done["processed"]["created"], 1, "{done}");
     assert_eq!(done["processed"]["failed"], 1, "{done}");
     assert_eq!(done["percent"], 100.0, "{done}");
@@ -676,10 +683,7 @@ async fn an_import_is_undone_from_the_audit_trail(backend: Backend) {
     let csv = "email,first_name,last_name,company,title\n\
                ada@example.org,Ada,Lovelace,Analytical Engines,Countess\n\
                grace@example.org,Grace,Hopper,US Navy,Rear Admiral\n";
-    let (status, accepted) = upload(&app, "people.csv", csv.as_bytes().to_vec(), &[]).await;
-    assert_eq!(status, 202, "{accepted}");
-    let import_id = accepted["id"].as_str().expect("import id").to_owned();
-    let done = settled_import(&app, &import_id).await;
+    let (import_id, done) = imported_csv(&app, csv).await;
     assert_eq!(done["processed"]["merged"], 1, "{done}");
     assert_eq!(done["processed"]["created"], 1, "{done}");
     let (_, lead) = app.get_json(&lead_path).await;

@@ -214,8 +214,8 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn a_catch_up_stops_at_the_callers_own_uncommitted_members() {
+    /// An in-memory `match_keys` as the migrations make it on SQLite.
+    async fn keys_table() -> AnyConnection {
         use sqlx::Connection;
         sqlx::any::install_default_drivers();
         let mut conn = AnyConnection::connect("sqlite::memory:")
@@ -228,6 +228,12 @@ mod tests {
         .execute(&mut conn)
         .await
         .expect("table");
+        conn
+    }
+
+    #[tokio::test]
+    async fn a_catch_up_stops_at_the_callers_own_uncommitted_members() {
+        let mut conn = keys_table().await;
         let add = |rows: &'static str| sqlx::query(rows);
         add("INSERT INTO match_keys (key, member_id) VALUES (1, 'a'), (2, 'a'), (1, 'b')")
             .execute(&mut conn)
@@ -257,18 +263,7 @@ mod tests {
 
     #[tokio::test]
     async fn committed_rows_handed_over_are_taken_in_between_other_processes_rows() {
-        use sqlx::Connection;
-        sqlx::any::install_default_drivers();
-        let mut conn = AnyConnection::connect("sqlite::memory:")
-            .await
-            .expect("sqlite");
-        sqlx::query(
-            "CREATE TABLE match_keys (seq INTEGER PRIMARY KEY AUTOINCREMENT, key INTEGER NOT NULL, \
-             member_id TEXT NOT NULL)",
-        )
-        .execute(&mut conn)
-        .await
-        .expect("table");
+        let mut conn = keys_table().await;
         // Another process's row, this process's transaction (seq 2 and 3), another's.
         sqlx::query(
             "INSERT INTO match_keys (key, member_id) VALUES (1, 'a'), (1, 'b'), (2, 'b'), (3, 'c')",
