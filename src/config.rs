@@ -39,6 +39,9 @@ pub struct Config {
     pub http_workers: usize,
     /// How many inbox rows the pipeline worker takes per transaction.
     pub worker_batch: usize,
+    /// While the worker's claims come back full (a backlog: an import, a burst), each next
+    /// claim is twice as large, up to this many rows.
+    pub worker_batch_max: usize,
     /// Most inbound records one group commit writes.
     pub group_commit_max: usize,
     /// Seconds the server waits for in-flight requests on shutdown.
@@ -467,6 +470,7 @@ impl Default for Config {
             log_filter: "info".to_owned(),
             http_workers: 0,
             worker_batch: 256,
+            worker_batch_max: 4096,
             group_commit_max: 512,
             shutdown_timeout_secs: 30,
             role: Role::All,
@@ -609,6 +613,9 @@ impl Config {
         }
         if self.worker_batch == 0 || self.group_commit_max == 0 {
             return invalid("worker_batch/group_commit_max", "must be at least 1");
+        }
+        if self.worker_batch_max < self.worker_batch {
+            return invalid("worker_batch_max", "must be at least worker_batch");
         }
         if self.dedup_review_threshold > self.dedup_merge_threshold {
             return invalid(
@@ -778,6 +785,8 @@ mod tests {
         assert!(error.to_string().contains("listen"), "{error}");
         let error = load_from("max_body_bytes = \"lots\"").unwrap_err();
         assert!(error.to_string().contains("max_body_bytes"), "{error}");
+        let error = load_from("worker_batch = 512\nworker_batch_max = 256").unwrap_err();
+        assert!(error.to_string().contains("worker_batch_max"), "{error}");
     }
 
     #[test]

@@ -98,6 +98,7 @@ pub async fn run(
             store: store.clone(),
             pipeline: pipeline.clone(),
             batch: config.worker_batch,
+            batch_max: config.worker_batch_max,
             appended: appended.clone(),
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),

@@ -24,7 +24,10 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 pub struct Worker {
     pub store: Store,
     pub pipeline: Arc<Pipeline>,
+    /// Rows claimed per transaction when the queue is short.
     pub batch: usize,
+    /// The most rows claimed at once while claims come back full.
+    pub batch_max: usize,
     pub appended: Arc<Notify>,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
@@ -42,8 +45,9 @@ impl Worker {
             Err(error) => tracing::warn!(%error, "could not requeue in-flight inbox rows"),
         }
         let mut ahead = None;
+        let mut claim = self.batch;
         loop {
-            match self.drain_once(&mut ahead).await {
+            match self.drain_once(&mut ahead, &mut claim).await {
                 Ok(0) => {}
                 Ok(_) if !self.shutdown.is_cancelled() => continue,
                 Ok(_) => {}
@@ -68,15 +72,21 @@ impl Worker {
 
     /// Processes one claimed batch; answers how many rows it took. Before writing it,
     /// claims the next batch into `ahead` and prepares that on the other core meanwhile
-    /// (mapping, normalising and preparing for dedup need no store).
-    async fn drain_once(&self, ahead: &mut Option<Ahead>) -> Result<usize, StoreError> {
+    /// (mapping, normalising and preparing for dedup need no store). `claim` is the size
+    /// of the next claim, grown while claims come back full.
+    async fn drain_once(
+        &self,
+        ahead: &mut Option<Ahead>,
+        claim: &mut usize,
+    ) -> Result<usize, StoreError> {
         let (rows, prepared) = match ahead.take() {
             Some(claimed) => {
                 let prepared = claimed.prepared.await;
                 (claimed.rows, prepared)
             }
             None => {
-                let rows: Arc<[InboxRow]> = self.store.claim_inbox(self.batch).await?.into();
+                let rows: Arc<[InboxRow]> = self.store.claim_inbox(*claim).await?.into();
+                *claim = next_claim(self.batch, self.batch_max, *claim, rows.len());
                 if rows.is_empty() {
                     return Ok(0);
                 }
@@ -95,7 +105,11 @@ impl Worker {
             }
         };
         if !self.shutdown.is_cancelled() {
-            match self.store.claim_inbox(self.batch).await {
+            let claimed = self.store.claim_inbox(*claim).await;
+            if let Ok(next) = &claimed {
+                *claim = next_claim(self.batch, self.batch_max, *claim, next.len());
+            }
+            match claimed {
                 Ok(next) if next.is_empty() => {}
                 Ok(next) => {
                     let next: Arc<[InboxRow]> = next.into();
@@ -234,6 +248,17 @@ fn observe(metrics: &Metrics, stage: &str, took: Duration) {
         .observe(took.as_secs_f64());
 }
 
+/// The size of the claim after one of `asked` rows brought `got`: twice as large while
+/// claims come back full (a backlog, where a larger transaction costs less per row and
+/// the rows wait in the queue anyway), back to `base` once the queue runs short.
+fn next_claim(base: usize, max: usize, asked: usize, got: usize) -> usize {
+    if got >= asked {
+        asked.saturating_mul(2).clamp(base, max)
+    } else {
+        base
+    }
+}
+
 /// Plans the rows through the pipeline and persists them inside the caller's
 /// transaction (which the caller commits). A row whose own data fails is marked failed;
 /// a store error fails the whole batch.
@@ -328,4 +353,19 @@ async fn lock_keys(tx: &mut AnyConnection, keys: &[u64]) -> Result<(), StoreErro
         query.fetch_all(&mut *tx).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_claim;
+
+    #[test]
+    fn claims_double_while_they_come_back_full_and_fall_back_when_the_queue_runs_short() {
+        assert_eq!(next_claim(256, 4096, 256, 256), 512);
+        assert_eq!(next_claim(256, 4096, 2048, 2048), 4096);
+        assert_eq!(next_claim(256, 4096, 4096, 4096), 4096);
+        assert_eq!(next_claim(256, 4096, 4096, 4095), 256);
+        assert_eq!(next_claim(256, 4096, 512, 0), 256);
+        assert_eq!(next_claim(256, 256, 256, 256), 256);
+    }
 }
