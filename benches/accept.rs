@@ -2,7 +2,7 @@
 //! webhook.
 //!
 //!     cargo bench --bench accept -- [--target partner|form|whatsapp] [--pg postgres://…/test]
-//!         [--gateway] [--concurrency 64] [--seconds 10]
+//!         [--gateway] [--concurrency 64] [--seconds 10] [--worker-batch-max N]
 //!
 //! Starts the real server in-process on port 0 (SQLite in a temporary directory, or a
 //! fresh PostgreSQL database), then posts unique records from N keep-alive connections and
@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use connectors::signature::hmac_sha256_hex;
-use leadgate::config::{Config, FormSection, Role};
+use leadgate::config::{Config, FormSection, PartnerSection, Role};
 use leadgate::startup::Application;
 use leadgate::store::{RequestMeta, WriteContext};
 use support::fresh_pg;
@@ -52,6 +52,8 @@ struct Args {
     gateway: bool,
     concurrency: usize,
     seconds: u64,
+    /// `worker_batch_max` (the default when absent).
+    worker_batch_max: Option<usize>,
 }
 
 fn parse_args() -> Args {
@@ -61,6 +63,7 @@ fn parse_args() -> Args {
         gateway: false,
         concurrency: 64,
         seconds: 10,
+        worker_batch_max: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -79,6 +82,7 @@ fn parse_args() -> Args {
                 args.concurrency = it.next().and_then(|v| v.parse().ok()).unwrap_or(64)
             }
             "--seconds" => args.seconds = it.next().and_then(|v| v.parse().ok()).unwrap_or(10),
+            "--worker-batch-max" => args.worker_batch_max = it.next().and_then(|v| v.parse().ok()),
             _ => {} // cargo bench passes --bench
         }
     }
@@ -114,6 +118,17 @@ async fn main() {
         rate_limit_per_minute: 0,
         ..Config::default()
     };
+    // The partner's own limit (6,000 a minute by default) would answer most posts 429.
+    config.partners.insert(
+        "bench".into(),
+        PartnerSection {
+            rate_limit_per_minute: 0,
+            ..PartnerSection::default()
+        },
+    );
+    if let Some(max) = args.worker_batch_max {
+        config.worker_batch_max = max;
+    }
     config.whatsapp.app_secret = WA_SECRET.into();
     config.whatsapp.verify_token = "bench".into();
     config.forms.insert(
