@@ -95,7 +95,7 @@ impl MemoryIndex {
                 if own(&member) {
                     return Ok(());
                 }
-                self.take_in(key as u64, member, fresh);
+                self.take_in(key as u64, &member, fresh);
                 self.caught_up = seq;
             }
             if (read as i64) == CATCH_UP_ROWS {
@@ -109,7 +109,7 @@ impl MemoryIndex {
             if written.first_seq <= self.caught_up {
                 continue;
             }
-            for (key, member) in written.rows {
+            for (key, member) in written.rows() {
                 self.take_in(key, member, fresh);
             }
             self.caught_up = written.last_seq;
@@ -134,13 +134,13 @@ impl MemoryIndex {
 
     /// A member's keys are written one after another, so a key row names either the
     /// member of the row before or a new one.
-    fn take_in(&mut self, key: u64, member: String, fresh: &mut HashMap<String, Arc<Prepared>>) {
+    fn take_in(&mut self, key: u64, member: &str, fresh: &mut HashMap<String, Arc<Prepared>>) {
         let at = match self.members.last() {
             Some(last) if *last.id == *member => self.members.len() - 1,
             _ => {
-                let prepared = fresh.remove(&member);
+                let prepared = fresh.remove(member);
                 self.members.push(Member {
-                    id: member.into_boxed_str(),
+                    id: member.into(),
                     prepared,
                     gone: false,
                 });
@@ -202,7 +202,7 @@ mod tests {
         let mut index = MemoryIndex::default();
         let mut fresh = HashMap::new();
         for (key, member) in rows {
-            index.take_in(*key, (*member).to_owned(), &mut fresh);
+            index.take_in(*key, member, &mut fresh);
         }
         index
     }
@@ -281,7 +281,7 @@ mod tests {
         index.committed(WrittenKeys {
             first_seq: 2,
             last_seq: 3,
-            rows: vec![(1, "b".into()), (2, "b".into())],
+            members: vec![("b".into(), vec![1, 2])],
         });
         index
             .catch_up(&mut conn, &mut fresh, |_| false)
@@ -295,7 +295,7 @@ mod tests {
         index.committed(WrittenKeys {
             first_seq: 4,
             last_seq: 4,
-            rows: vec![(3, "c".into())],
+            members: vec![("c".into(), vec![3])],
         });
         index
             .catch_up(&mut conn, &mut fresh, |_| false)

@@ -204,8 +204,8 @@ impl Dedup {
     /// After a write transaction committed: its key rows, from its journal, go to the
     /// memory index as they are (it would read them back from the store otherwise: ten
     /// rows per member). Call it only once the commit succeeded.
-    pub async fn committed(&self, journal: &Journal) {
-        if let Some(written) = journal.written_keys() {
+    pub async fn committed(&self, journal: &mut Journal) {
+        if let Some(written) = journal.take_written_keys() {
             self.memory.lock().await.committed(written);
         }
     }

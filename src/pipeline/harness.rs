@@ -117,7 +117,7 @@ pub async fn run(
         }
         journal.flush(&mut tx).await?;
         tx.commit().await?;
-        pipeline.dedup().committed(&journal).await;
+        pipeline.dedup().committed(&mut journal).await;
     }
     report.seconds = started.elapsed().as_secs_f64();
     write_pairs(store, &pipeline, pairs_out, review_out, &mut report).await?;

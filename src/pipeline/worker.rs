@@ -185,7 +185,7 @@ impl Worker {
     ) -> Result<Vec<Result<(), String>>, StoreError> {
         let prepared = prepared.unwrap_or_else(|| self.pipeline.prepare_batch(rows));
         let mut tx = self.store.begin_write().await?;
-        let (outcomes, journal) = process_prepared(
+        let (outcomes, mut journal) = process_prepared(
             &self.store,
             &self.pipeline,
             &self.metrics,
@@ -196,7 +196,7 @@ impl Worker {
         .await?;
         let started = Instant::now();
         tx.commit().await?;
-        self.pipeline.dedup().committed(&journal).await;
+        self.pipeline.dedup().committed(&mut journal).await;
         observe(&self.metrics, "write_commit", started.elapsed());
         Ok(outcomes)
     }

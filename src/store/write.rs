@@ -173,8 +173,17 @@ struct PendingMembers {
 pub struct WrittenKeys {
     pub first_seq: i64,
     pub last_seq: i64,
-    /// `(key, member id)` per row.
-    pub rows: Vec<(u64, String)>,
+    /// Each member's id and keys, in the order their rows were written.
+    pub members: Vec<(String, Vec<u64>)>,
+}
+
+impl WrittenKeys {
+    /// `(key, member id)` per row, in `seq` order.
+    pub fn rows(&self) -> impl Iterator<Item = (u64, &str)> {
+        self.members
+            .iter()
+            .flat_map(|(id, keys)| keys.iter().map(move |key| (*key, id.as_str())))
+    }
 }
 
 /// A dedup member (a record's values as the matcher compares them) and its blocking
@@ -485,24 +494,24 @@ impl Journal {
         }
     }
 
-    /// After the flush: the key rows this transaction wrote, when their `seq` range is
-    /// known (for the blocking index to take them in without reading them back once the
-    /// transaction has committed).
-    pub fn written_keys(&self) -> Option<WrittenKeys> {
-        let members = &self.members;
+    /// After the commit: the key rows this transaction wrote, when their `seq` range is
+    /// known (for the blocking index to take them in without reading them back), moved
+    /// out of the journal — its members are done with.
+    pub fn take_written_keys(&mut self) -> Option<WrittenKeys> {
+        let members = &mut self.members;
         let (first_seq, last_seq) = members.key_seqs?;
-        if members.written != members.list.len() {
+        let rows: usize = members.list.iter().map(|member| member.keys.len()).sum();
+        if members.written != members.list.len() || rows as i64 != last_seq - first_seq + 1 {
             return None;
         }
-        let rows: Vec<(u64, String)> = members
-            .list
-            .iter()
-            .flat_map(|member| member.keys.iter().map(|key| (*key, member.id.clone())))
+        let members = std::mem::take(&mut members.list)
+            .into_iter()
+            .map(|member| (member.id, member.keys))
             .collect();
-        (rows.len() as i64 == last_seq - first_seq + 1).then_some(WrittenKeys {
+        Some(WrittenKeys {
             first_seq,
             last_seq,
-            rows,
+            members,
         })
     }
 
@@ -984,7 +993,7 @@ mod tests {
         // A second flush in the same transaction continues the run.
         journal.push_member(member("c", &[4, 5]));
         journal.flush(&mut tx).await.expect("flush");
-        let written = journal.written_keys().expect("a known run");
+        let written = journal.take_written_keys().expect("a known run");
         let stored: Vec<(i64, i64, String)> =
             sqlx::query_as("SELECT seq, key, member_id FROM match_keys WHERE seq > 2 ORDER BY seq")
                 .fetch_all(&mut *tx)
@@ -993,10 +1002,9 @@ mod tests {
         tx.commit().await.expect("commit");
         assert_eq!((written.first_seq, written.last_seq), (3, 7));
         let rows: Vec<(i64, i64, String)> = written
-            .rows
-            .iter()
+            .rows()
             .enumerate()
-            .map(|(n, (key, id))| (written.first_seq + n as i64, *key as i64, id.clone()))
+            .map(|(n, (key, id))| (written.first_seq + n as i64, key as i64, id.to_owned()))
             .collect();
         assert_eq!(rows, stored);
     }
