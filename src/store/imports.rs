@@ -123,7 +123,11 @@ impl ImportTally {
 
     fn counts_of(&mut self, source: &str) -> Option<&mut ImportProcessing> {
         let import = import_of_source(source)?;
-        Some(self.0.entry(import.to_owned()).or_default())
+        // A batch's rows are mostly of one import: its id is copied once, not per row.
+        if !self.0.contains_key(import) {
+            self.0.insert(import.to_owned(), ImportProcessing::default());
+        }
+        self.0.get_mut(import)
     }
 
     /// Adds the counts to the imports' rows, inside the transaction that settles the rows.
