@@ -125,7 +125,8 @@ impl ImportTally {
         let import = import_of_source(source)?;
         // A batch's rows are mostly of one import: its id is copied once, not per row.
         if !self.0.contains_key(import) {
-            self.0.insert(import.to_owned(), ImportProcessing::default());
+            self.0
+                .insert(import.to_owned(), ImportProcessing::default());
         }
         self.0.get_mut(import)
     }
