@@ -387,21 +387,23 @@ impl Embedded {
             .into_iter()
             .map(|((score, updated), address)| {
                 let doc = self.stored(&searcher, address)?;
-                let cost = if terms.words.is_empty() {
-                    0.0
+                let reading = if terms.words.is_empty() {
+                    Reading::default()
                 } else {
                     channel_cost(&doc, &terms, scope)
                 };
-                Ok((score, cost, updated, doc))
+                Ok((score, reading, updated, doc))
             })
             .collect::<Result<Vec<_>, SearchError>>()?;
         // The likeliest meant first; the index's score (field weights, whole emails and
         // codes) among equally likely ones, then the newest.
         ranked.sort_by(|a, b| {
-            a.1.total_cmp(&b.1)
+            a.1.cost
+                .total_cmp(&b.1.cost)
                 .then(b.0.total_cmp(&a.0))
                 .then(b.2.cmp(&a.2))
         });
+        let mut ranked = spread_copies(ranked, |entry| &entry.1);
         ranked.truncate(limit);
         Ok(ranked
             .into_iter()
@@ -532,18 +534,30 @@ fn any_of<S: AsRef<str>>(field: Field, values: &[S]) -> Box<dyn Query> {
     Box::new(ConstScoreQuery::new(filter, 0.0))
 }
 
+/// What a record makes of the query: how unlikely it is that a rep looking for it typed
+/// the query ([`channel_cost`]) and, for each query word, the record's word it was read
+/// as ("ramond ard" read as raymond / bard).
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Reading {
+    cost: f32,
+    words: Vec<String>,
+}
+
 /// How unlikely it is that a rep looking for this record typed the query's words: for
 /// each word, the cheapest [`analysis::typo_cost`] against the record's words, more for
 /// a word found only in a minor field or an email. Ranks candidates by what the rep most
 /// likely meant rather than by the edit count alone: "smiht" is "Smith" (a swap) before
 /// "Smint" (a wrong letter), and two omitted letters before one wrong one.
-fn channel_cost(doc: &SearchDoc, terms: &QueryTerms, scope: &SearchScope) -> f32 {
+fn channel_cost(doc: &SearchDoc, terms: &QueryTerms, scope: &SearchScope) -> Reading {
     // A word the record matched some other way (an id, a code) or not at all.
     const UNMATCHED: f32 = 3.0 * analysis::typo_cost::WRONG_LETTER;
     // ln 2: a title, city, description or email holds the word less often by intent.
     const MINOR_FIELD: f32 = 0.7;
     let Some(spec) = spec(doc.kind) else {
-        return UNMATCHED * terms.words.len() as f32;
+        return Reading {
+            cost: UNMATCHED * terms.words.len() as f32,
+            words: Vec::new(),
+        };
     };
     let mut words: Vec<(String, f32)> = Vec::new();
     for &(name, analysis) in spec.searchable {
@@ -559,16 +573,53 @@ fn channel_cost(doc: &SearchDoc, terms: &QueryTerms, scope: &SearchScope) -> f32
             words.extend(analysis::words(&text).into_iter().map(|w| (w, extra)));
         }
     }
-    terms
-        .words
-        .iter()
-        .map(|q| {
-            words
-                .iter()
-                .map(|(w, extra)| analysis::typo_cost(q, w) + extra)
-                .fold(UNMATCHED, f32::min)
-        })
-        .sum()
+    let mut reading = Reading::default();
+    for q in &terms.words {
+        let (cost, word) = words
+            .iter()
+            .map(|(w, extra)| (analysis::typo_cost(q, w) + extra, w))
+            .fold((UNMATCHED, None), |best, (cost, w)| {
+                if cost < best.0 { (cost, Some(w)) } else { best }
+            });
+        reading.cost += cost;
+        reading.words.push(word.cloned().unwrap_or_default());
+    }
+    reading
+}
+
+/// Among records equally likely meant (the same cost, ranked next to each other), shows
+/// each reading of the query once before any second record of it: "ramond ard" with
+/// equally cheap Raymond Bard, Card, Bard, Ward gives Bard, Card, Ward, then the second
+/// Bard. Within the tie every record is as likely the one looked for, so this moves none
+/// of them ahead of a likelier one; it only puts more different names in front of the rep.
+/// `ranked` is in cost order; within a tie the order is otherwise kept.
+fn spread_copies<T>(ranked: Vec<T>, reading: impl Fn(&T) -> &Reading) -> Vec<T> {
+    // (the tie's number, the how-manieth of its reading the entry is within the tie)
+    let mut keys = Vec::with_capacity(ranked.len());
+    let mut tie = 0usize;
+    let mut seen: Vec<(&[String], usize)> = Vec::new();
+    for (i, entry) in ranked.iter().enumerate() {
+        let this = reading(entry);
+        if i > 0 && reading(&ranked[i - 1]).cost != this.cost {
+            tie += 1;
+            seen.clear();
+        }
+        let round = match seen.iter_mut().find(|(w, _)| *w == this.words.as_slice()) {
+            Some((_, n)) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                seen.push((this.words.as_slice(), 0));
+                0
+            }
+        };
+        keys.push((tie, round));
+    }
+    let mut keyed: Vec<((usize, usize), T)> = keys.into_iter().zip(ranked).collect();
+    // Stable: the index's order stays within each round.
+    keyed.sort_by_key(|(key, _)| *key);
+    keyed.into_iter().map(|(_, entry)| entry).collect()
 }
 
 fn read_payload(index: &Index) -> Result<Option<Payload>, SearchError> {
@@ -1010,6 +1061,42 @@ mod tests {
             let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
             assert_eq!(ids.first(), Some(&id), "{q}: {ids:?}");
         }
+    }
+
+    #[test]
+    fn equally_likely_readings_are_each_shown_once_before_their_copies() {
+        let reading = |cost: f32, surname: &str| Reading {
+            cost,
+            words: vec!["raymond".into(), surname.into()],
+        };
+        let ranked = vec![
+            ("exact", reading(0.0, "ard")),
+            ("exact copy", reading(0.0, "ard")),
+            ("bard 1", reading(6.0, "bard")),
+            ("bard 2", reading(6.0, "bard")),
+            ("card", reading(6.0, "card")),
+            ("bard 3", reading(6.0, "bard")),
+            ("ward", reading(6.0, "ward")),
+            ("later", reading(6.26, "nard")),
+        ];
+        let spread: Vec<&str> = spread_copies(ranked, |(_, r)| r)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        // A cheaper reading's copies stay ahead of a dearer reading: only ties move.
+        assert_eq!(
+            spread,
+            [
+                "exact",
+                "exact copy",
+                "bard 1",
+                "card",
+                "ward",
+                "bard 2",
+                "bard 3",
+                "later"
+            ]
+        );
     }
 
     #[test]
