@@ -247,10 +247,12 @@ pub fn field_terms(analysis: Analysis, value: &str) -> Vec<String> {
     }
 }
 
-/// Optimal string alignment distance (a swap of two neighbours is one edit), the measure
+/// Damerau–Levenshtein distance: the fewest letters left out, added or wrong and swaps of
+/// neighbours turning one word into the other, in any order ("prer" → "per" → "epr" is
+/// two, though the swapped letters were not neighbours before the omission). The measure
 /// the fuzzy queries use.
 pub fn edits(a: &str, b: &str) -> usize {
-    strsim::osa_distance(a, b)
+    strsim::damerau_levenshtein(a, b)
 }
 
 /// Costs of the typing mistakes that turn a stored word into what a rep typed, as
@@ -273,35 +275,58 @@ pub mod typo_cost {
 
 /// How unlikely it is that a rep meaning `word` typed `typed` (0 for the word itself): the
 /// cheapest series of [`typo_cost`] mistakes, where the typed text may also be only the
-/// start of the word, itself with mistakes. Optimal string alignment, like [`edits`].
+/// start of the word, itself with mistakes. Mistakes combine in any order, as in
+/// [`edits`]: a swap may be of letters an omission brought together ("prer" typed "epr")
+/// or that an extra letter then came between (Lowrance and Wagner's algorithm).
 pub fn typo_cost(typed: &str, word: &str) -> f32 {
     use typo_cost::{PER_MISSING_LETTER, SLIP, UNFINISHED, WRONG_LETTER};
     let q: Vec<char> = typed.chars().collect();
     let w: Vec<char> = word.chars().collect();
     let (m, n) = (q.len(), w.len());
-    // d[i][j]: the first i letters of the word typed as the first j letters of the query.
-    let mut d = vec![vec![0f32; m + 1]; n + 1];
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j as f32 * WRONG_LETTER;
+    // d[i + 1][j + 1]: the first i letters of the word typed as the first j letters of
+    // the query; row and column 0 are a bound no series of mistakes reaches.
+    let bound = (m + n + 1) as f32 * WRONG_LETTER;
+    let mut d = vec![vec![bound; m + 2]; n + 2];
+    for j in 0..=m {
+        d[1][j + 1] = j as f32 * WRONG_LETTER;
     }
+    // The last row of the word holding each letter seen so far.
+    let mut last_row: Vec<(char, usize)> = Vec::new();
     for i in 1..=n {
-        d[i][0] = i as f32 * SLIP;
+        d[i + 1][1] = i as f32 * SLIP;
+        // The last column of the query, in this row, holding the word's letter i.
+        let mut last_col = 0;
         for j in 1..=m {
+            let k = last_row
+                .iter()
+                .find(|(c, _)| *c == q[j - 1])
+                .map_or(0, |&(_, row)| row);
+            let l = last_col;
             let same = w[i - 1] == q[j - 1];
-            let mut best = d[i - 1][j - 1] + if same { 0.0 } else { WRONG_LETTER };
-            best = best.min(d[i - 1][j] + SLIP); // the word's letter left out
-            best = best.min(d[i][j - 1] + WRONG_LETTER); // an extra letter typed
-            if i > 1 && j > 1 && w[i - 1] == q[j - 2] && w[i - 2] == q[j - 1] {
-                best = best.min(d[i - 2][j - 2] + SLIP);
+            if same {
+                last_col = j;
             }
-            d[i][j] = best;
+            let mut best = d[i][j] + if same { 0.0 } else { WRONG_LETTER };
+            best = best.min(d[i][j + 1] + SLIP); // the word's letter left out
+            best = best.min(d[i + 1][j] + WRONG_LETTER); // an extra letter typed
+            if k > 0 && l > 0 {
+                // The word's letters k and i typed swapped, the word's letters between
+                // left out and extra letters typed between.
+                let between = (i - k - 1) as f32 * SLIP + (j - l - 1) as f32 * WRONG_LETTER;
+                best = best.min(d[k][l] + SLIP + between);
+            }
+            d[i + 1][j + 1] = best;
+        }
+        match last_row.iter_mut().find(|(c, _)| *c == w[i - 1]) {
+            Some(entry) => entry.1 = i,
+            None => last_row.push((w[i - 1], i)),
         }
     }
-    let whole = d[n][m];
+    let whole = d[n + 1][m + 1];
     // Only the start of the word typed: at least two letters of it, as the index matches.
     let begun = (2..n)
         .filter(|_| m >= 2)
-        .map(|i| d[i][m] + UNFINISHED + PER_MISSING_LETTER * (n - i) as f32)
+        .map(|i| d[i + 1][m + 1] + UNFINISHED + PER_MISSING_LETTER * (n - i) as f32)
         .fold(f32::INFINITY, f32::min);
     whole.min(begun)
 }
@@ -510,6 +535,14 @@ mod tests {
         // Two omissions are likelier than one wrong letter.
         assert_eq!(typo_cost("hmlton", "hamilton"), 2.0 * typo_cost::SLIP);
         assert!(typo_cost("hmlton", "hamilton") < typo_cost("hamiltan", "hamilton"));
+        // A swap of letters an omission brought together: two slips, not three mistakes.
+        assert_eq!(typo_cost("epr", "prer"), 2.0 * typo_cost::SLIP);
+        assert_eq!(typo_cost("maats", "mathas"), 2.0 * typo_cost::SLIP);
+        // A swap with an extra letter typed between.
+        assert_eq!(
+            typo_cost("brinka", "brian"),
+            typo_cost::SLIP + typo_cost::WRONG_LETTER
+        );
     }
 
     #[test]

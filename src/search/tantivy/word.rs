@@ -146,11 +146,21 @@ impl Query for WordQuery {
                 .any(|f| f.distance() == distance)
                 .then(|| Arc::new(builder(distance).build_dfa(&self.word)))
         };
+        let two_edits = dfa(2);
+        let crossed = if two_edits.is_some() {
+            crossed_variants(&self.word)
+                .iter()
+                .map(|variant| builder(1).build_dfa(variant))
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(Box::new(WordWeight {
             word: self.word.clone(),
             fields: self.fields.clone(),
             one_edit: dfa(1),
-            two_edits: dfa(2),
+            two_edits,
+            crossed: Arc::new(crossed),
         }))
     }
 }
@@ -160,6 +170,84 @@ struct WordWeight {
     fields: Vec<FieldMatch>,
     one_edit: Option<Arc<DFA>>,
     two_edits: Option<Arc<DFA>>,
+    /// One-edit automata of the word's [`crossed_variants`].
+    crossed: Arc<Vec<DFA>>,
+}
+
+/// Variants of a word this many letters long at most are walked (two per letter).
+const CROSSED_MAX_LETTERS: usize = 16;
+
+/// The Levenshtein automata count a swap as one edit only between letters that were
+/// neighbours all along (optimal string alignment): "epr" is three edits from "prer" for
+/// them, though a rep gets there by two mistakes, leaving out the first `r` and swapping
+/// the `p` and `e` it brought together; so is "brinka" from "brian" (a swap, then an
+/// extra letter between the swapped ones). Every such word is one edit from one of the
+/// typed word's variants with one swap of neighbours ("per") or one letter removed
+/// ("brina"), so a walk with their one-edit automata finds the words two edits off that
+/// the two-edit automaton misses (unit test
+/// `the_crossed_walk_finds_what_two_edits_find_and_the_automaton_misses`).
+fn crossed_variants(word: &str) -> Vec<String> {
+    let letters: Vec<char> = word.chars().collect();
+    if letters.len() < 2 || letters.len() > CROSSED_MAX_LETTERS {
+        return Vec::new();
+    }
+    let mut variants: Vec<String> = Vec::with_capacity(2 * letters.len());
+    let mut offer = |variant: Vec<char>| {
+        let variant: String = variant.into_iter().collect();
+        if variant != word && !variants.contains(&variant) {
+            variants.push(variant);
+        }
+    };
+    for at in 0..letters.len() - 1 {
+        let mut swapped = letters.clone();
+        swapped.swap(at, at + 1);
+        offer(swapped);
+    }
+    for at in 0..letters.len() {
+        let mut shorter = letters.clone();
+        shorter.remove(at);
+        offer(shorter);
+    }
+    variants
+}
+
+/// Terms within one edit of any of the automata ([`crossed_variants`]'s).
+struct CrossedAutomaton<'a> {
+    dfas: &'a [DFA],
+}
+
+impl tantivy_fst::Automaton for CrossedAutomaton<'_> {
+    /// Each automaton's state.
+    type State = [u32; 2 * CROSSED_MAX_LETTERS];
+
+    fn start(&self) -> Self::State {
+        let mut state = [SINK_STATE; 2 * CROSSED_MAX_LETTERS];
+        for (slot, dfa) in state.iter_mut().zip(self.dfas) {
+            *slot = dfa.initial_state();
+        }
+        state
+    }
+
+    fn is_match(&self, state: &Self::State) -> bool {
+        self.dfas
+            .iter()
+            .zip(state)
+            .any(|(dfa, &s)| s != SINK_STATE && matches!(dfa.distance(s), Distance::Exact(_)))
+    }
+
+    fn can_match(&self, state: &Self::State) -> bool {
+        state[..self.dfas.len()].iter().any(|&s| s != SINK_STATE)
+    }
+
+    fn accept(&self, state: &Self::State, byte: u8) -> Self::State {
+        let mut next = *state;
+        for (slot, dfa) in next.iter_mut().zip(self.dfas) {
+            if *slot != SINK_STATE {
+                *slot = dfa.transition(*slot, byte);
+            }
+        }
+        next
+    }
 }
 
 /// Terms within a Levenshtein automaton's distance, or starting with a prefix and holding
@@ -280,6 +368,23 @@ impl WordWeight {
                 if let Some(score) = field.score(word, term, edits) {
                     let info = stream.value().clone();
                     add(&info, score)?;
+                }
+            }
+            if let (2, Some(two)) = (field.distance(), dfa) {
+                let crossed = CrossedAutomaton {
+                    dfas: &self.crossed,
+                };
+                let mut stream = terms.search(crossed).into_stream()?;
+                while stream.advance() {
+                    let term = stream.key();
+                    // What the first walk found is counted.
+                    if matches!(two.eval(term), Distance::Exact(_)) {
+                        continue;
+                    }
+                    if let Some(score) = field.score(word, term, Some(2)) {
+                        let info = stream.value().clone();
+                        add(&info, score)?;
+                    }
                 }
             }
         }
@@ -535,7 +640,7 @@ mod tests {
                 let within_one = matches!(one.eval(term), Distance::Exact(_));
                 let from_two = matches!(two.eval(term), Distance::Exact(0 | 1));
                 assert_eq!(within_one, from_two, "{query} / {term}");
-                let osa = crate::search::analysis::edits(query, term);
+                let osa = strsim::osa_distance(query, term);
                 assert_eq!(
                     matches!(two.eval(term), Distance::Exact(_)),
                     osa <= 2,
@@ -543,6 +648,47 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Over every pair of short words from a small alphabet (so that swaps, omissions
+    /// and extra letters meet), the two-edit automaton and the crossed walk together find
+    /// exactly the words within two edits as [`crate::search::analysis::edits`] counts.
+    #[test]
+    fn the_crossed_walk_finds_what_two_edits_find_and_the_automaton_misses() {
+        use tantivy_fst::Automaton as _;
+        let mut words = vec![String::new()];
+        for length in 1..=5u32 {
+            for n in 0..3usize.pow(length) {
+                let mut word = String::new();
+                let mut rest = n;
+                for _ in 0..length {
+                    word.push(b"abc"[rest % 3] as char);
+                    rest /= 3;
+                }
+                words.push(word);
+            }
+        }
+        let mut crossed_only = 0;
+        for query in words.iter().filter(|w| w.len() >= 2) {
+            let two = builder(2).build_dfa(query);
+            let dfas: Vec<DFA> = crossed_variants(query)
+                .iter()
+                .map(|v| builder(1).build_dfa(v))
+                .collect();
+            let crossed = CrossedAutomaton { dfas: &dfas };
+            for term in &words {
+                let mut state = crossed.start();
+                for &b in term.as_bytes() {
+                    state = crossed.accept(&state, b);
+                }
+                let by_automaton = matches!(two.eval(term), Distance::Exact(_));
+                let by_crossed = crossed.is_match(&state);
+                let within = crate::search::analysis::edits(query, term) <= 2;
+                assert_eq!(by_automaton || by_crossed, within, "{query} / {term}");
+                crossed_only += usize::from(within && !by_automaton);
+            }
+        }
+        assert!(crossed_only > 0, "the alphabet made no crossed pair");
     }
 
     #[test]
