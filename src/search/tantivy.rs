@@ -1063,6 +1063,44 @@ mod tests {
         }
     }
 
+    /// "epr" is "prer" with its first `r` left out and the `p` and `e` it brought together
+    /// swapped: two mistakes, though three edits as optimal string alignment counts them.
+    #[test]
+    fn a_name_two_mistakes_off_in_any_order_is_found_and_ranked_by_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = TantivyIndex::open(&dir.path().join("search")).unwrap();
+        let mut docs = Vec::new();
+        for (id, last) in [("prer", "Prer"), ("per", "Per"), ("brian", "Brian")] {
+            let mut doc = lead(id);
+            doc.fields.insert("first_name".into(), "Abigail".into());
+            doc.fields.insert("last_name".into(), last.into());
+            docs.push(doc);
+        }
+        index
+            .apply_blocking(IndexBatch {
+                upserts: docs,
+                deletes: vec![],
+                checkpoint: None,
+            })
+            .unwrap();
+        let all = SearchScope::everything();
+        let ids = |q: &str| -> Vec<String> {
+            let hits = index.search_blocking(&SearchQuery::new(q), &all).unwrap();
+            hits.into_iter().map(|h| h.id).collect()
+        };
+        // One swap ("per") is likelier than an omission and a swap ("prer").
+        assert_eq!(ids("abigail epr"), ["per", "prer"]);
+        // A swap, then an extra letter typed between the swapped ones.
+        assert_eq!(ids("abigail brinka"), ["brian"]);
+        let hits = index
+            .search_blocking(&SearchQuery::new("abigail brinka"), &all)
+            .unwrap();
+        assert_eq!(
+            hits[0].highlights.get("last_name").map(String::as_str),
+            Some("<mark>Brian</mark>")
+        );
+    }
+
     #[test]
     fn equally_likely_readings_are_each_shown_once_before_their_copies() {
         let reading = |cost: f32, surname: &str| Reading {
