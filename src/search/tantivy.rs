@@ -649,6 +649,9 @@ fn reach(word: &str, analysis: Analysis, extra_typo: u8, with_others: bool) -> u
         // beside the query's other words, which the record must also have, it is a
         // handful, and `channel_cost` ranks them.
         Analysis::Words if budget == 1 && with_others => 2,
+        // So, a step shorter, for a two-letter word one edit away: a three-letter name
+        // with a letter left out ("laura ls" for Laura Las).
+        Analysis::Words if budget == 0 && with_others && word.chars().count() == 2 => 1,
         Analysis::Words | Analysis::MinorWords => budget,
         Analysis::Email if budget >= 2 => 1,
         Analysis::Email | Analysis::Code | Analysis::Phone => 0,
@@ -680,11 +683,11 @@ fn word_query(
                 if length >= 2 {
                     option.prefix = Some(3.0 * weight);
                 }
+                // Edits beyond the word's own budget count least.
                 if edits >= 1 {
-                    option.one_edit = Some(2.0 * weight);
+                    option.one_edit = Some(if budget >= 1 { 2.0 * weight } else { 0.5 });
                 }
                 if edits >= 2 {
-                    // Two edits beyond the word's own budget count least.
                     option.two_edits = Some(if budget >= 2 { 1.0 * weight } else { 0.5 });
                 }
             }
@@ -1099,6 +1102,43 @@ mod tests {
             hits[0].highlights.get("last_name").map(String::as_str),
             Some("<mark>Brian</mark>")
         );
+    }
+
+    /// A two-letter word has no typo budget of its own; beside another word the record
+    /// must also have, it may be a three-letter name with a letter left out.
+    #[test]
+    fn a_two_letter_word_beside_another_finds_the_name_it_left_a_letter_out_of() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = TantivyIndex::open(&dir.path().join("search")).unwrap();
+        let mut docs = Vec::new();
+        for (id, first, last) in [
+            ("las", "Laura", "Las"),
+            ("ls", "Laura", "Ls"),
+            ("lee", "Laura", "Lee"),
+            ("other", "Brian", "Las"),
+        ] {
+            let mut doc = lead(id);
+            doc.fields.insert("first_name".into(), first.into());
+            doc.fields.insert("last_name".into(), last.into());
+            docs.push(doc);
+        }
+        index
+            .apply_blocking(IndexBatch {
+                upserts: docs,
+                deletes: vec![],
+                checkpoint: None,
+            })
+            .unwrap();
+        let all = SearchScope::everything();
+        let ids = |q: &str| -> Vec<String> {
+            let hits = index.search_blocking(&SearchQuery::new(q), &all).unwrap();
+            hits.into_iter().map(|h| h.id).collect()
+        };
+        // The exact two-letter name first, then the one a letter longer; "Lee" is two
+        // edits off and "Brian Las" lacks the first name.
+        assert_eq!(ids("laura ls"), ["ls", "las"]);
+        // Alone, a two-letter word stays exact (or a prefix): it would match most names.
+        assert!(!ids("ls").contains(&"las".to_owned()));
     }
 
     #[test]
