@@ -1066,19 +1066,19 @@ mod tests {
         }
     }
 
-    /// "epr" is "prer" with its first `r` left out and the `p` and `e` it brought together
-    /// swapped: two mistakes, though three edits as optimal string alignment counts them.
-    #[test]
-    fn a_name_two_mistakes_off_in_any_order_is_found_and_ranked_by_them() {
+    /// An index of leads `(id, first name, last name)`, in its own directory.
+    fn index_of_names(names: &[(&str, &str, &str)]) -> (tempfile::TempDir, TantivyIndex) {
         let dir = tempfile::tempdir().unwrap();
         let index = TantivyIndex::open(&dir.path().join("search")).unwrap();
-        let mut docs = Vec::new();
-        for (id, last) in [("prer", "Prer"), ("per", "Per"), ("brian", "Brian")] {
-            let mut doc = lead(id);
-            doc.fields.insert("first_name".into(), "Abigail".into());
-            doc.fields.insert("last_name".into(), last.into());
-            docs.push(doc);
-        }
+        let docs = names
+            .iter()
+            .map(|(id, first, last)| {
+                let mut doc = lead(id);
+                doc.fields.insert("first_name".into(), (*first).into());
+                doc.fields.insert("last_name".into(), (*last).into());
+                doc
+            })
+            .collect();
         index
             .apply_blocking(IndexBatch {
                 upserts: docs,
@@ -1086,18 +1086,34 @@ mod tests {
                 checkpoint: None,
             })
             .unwrap();
-        let all = SearchScope::everything();
-        let ids = |q: &str| -> Vec<String> {
-            let hits = index.search_blocking(&SearchQuery::new(q), &all).unwrap();
-            hits.into_iter().map(|h| h.id).collect()
-        };
+        (dir, index)
+    }
+
+    fn hits_of(index: &TantivyIndex, q: &str) -> Vec<SearchHit> {
+        index
+            .search_blocking(&SearchQuery::new(q), &SearchScope::everything())
+            .unwrap()
+    }
+
+    fn ids_of(index: &TantivyIndex, q: &str) -> Vec<String> {
+        hits_of(index, q).into_iter().map(|h| h.id).collect()
+    }
+
+    /// "epr" is "prer" with its first `r` left out and the `p` and `e` it brought together
+    /// swapped: two mistakes, though three edits as optimal string alignment counts them.
+    #[test]
+    fn a_name_two_mistakes_off_in_any_order_is_found_and_ranked_by_them() {
+        let (_dir, index) = index_of_names(&[
+            ("prer", "Abigail", "Prer"),
+            ("per", "Abigail", "Per"),
+            ("brian", "Abigail", "Brian"),
+        ]);
         // One swap ("per") is likelier than an omission and a swap ("prer").
-        assert_eq!(ids("abigail epr"), ["per", "prer"]);
+        assert_eq!(ids_of(&index, "abigail epr"), ["per", "prer"]);
         // A swap, then an extra letter typed between the swapped ones.
-        assert_eq!(ids("abigail brinka"), ["brian"]);
-        let hits = index
-            .search_blocking(&SearchQuery::new("abigail brinka"), &all)
-            .unwrap();
+        let hits = hits_of(&index, "abigail brinka");
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].id, "brian");
         assert_eq!(
             hits[0].highlights.get("last_name").map(String::as_str),
             Some("<mark>Brian</mark>")
@@ -1108,37 +1124,17 @@ mod tests {
     /// must also have, it may be a three-letter name with a letter left out.
     #[test]
     fn a_two_letter_word_beside_another_finds_the_name_it_left_a_letter_out_of() {
-        let dir = tempfile::tempdir().unwrap();
-        let index = TantivyIndex::open(&dir.path().join("search")).unwrap();
-        let mut docs = Vec::new();
-        for (id, first, last) in [
+        let (_dir, index) = index_of_names(&[
             ("las", "Laura", "Las"),
             ("ls", "Laura", "Ls"),
             ("lee", "Laura", "Lee"),
             ("other", "Brian", "Las"),
-        ] {
-            let mut doc = lead(id);
-            doc.fields.insert("first_name".into(), first.into());
-            doc.fields.insert("last_name".into(), last.into());
-            docs.push(doc);
-        }
-        index
-            .apply_blocking(IndexBatch {
-                upserts: docs,
-                deletes: vec![],
-                checkpoint: None,
-            })
-            .unwrap();
-        let all = SearchScope::everything();
-        let ids = |q: &str| -> Vec<String> {
-            let hits = index.search_blocking(&SearchQuery::new(q), &all).unwrap();
-            hits.into_iter().map(|h| h.id).collect()
-        };
+        ]);
         // The exact two-letter name first, then the one a letter longer; "Lee" is two
         // edits off and "Brian Las" lacks the first name.
-        assert_eq!(ids("laura ls"), ["ls", "las"]);
+        assert_eq!(ids_of(&index, "laura ls"), ["ls", "las"]);
         // Alone, a two-letter word stays exact (or a prefix): it would match most names.
-        assert!(!ids("ls").contains(&"las".to_owned()));
+        assert!(!ids_of(&index, "ls").contains(&"las".to_owned()));
     }
 
     #[test]
