@@ -26,7 +26,9 @@ use crate::lifecycle::Qualification;
 use crate::mapping::{Mapping, MappingSet};
 use crate::outbound::{Content, WHATSAPP};
 use crate::store::inbox::InboxRow;
-use crate::store::write::{DomainAccount, Journal, Placeholders, apply_journaled, new_id};
+use crate::store::write::{
+    DomainAccount, Journal, Placeholders, apply_journaled, new_id, read_current,
+};
 use crate::store::{Change, StoreError, WriteContext};
 
 pub use assign::Assigner;
@@ -629,9 +631,15 @@ impl Pipeline {
                 if journal.is_pending(RecordKind::Lead, into) {
                     journal.settle_inserts(conn).await?;
                 }
-                let existing = load_lead(conn, into).await?;
+                let read = read_current(conn, RecordKind::Lead, into)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound {
+                        kind: RecordKind::Lead,
+                        id: into.clone(),
+                    })?;
+                let existing = &read.fields;
                 let mut fields = survivorship(
-                    &existing,
+                    existing,
                     &draft,
                     worker::source_family(&row.source),
                     &self.priority,
@@ -669,6 +677,7 @@ impl Pipeline {
                         kind: RecordKind::Lead,
                         into: into.clone(),
                         fields,
+                        read: Some(Box::new(read)),
                     }],
                 )
             }

@@ -68,6 +68,10 @@ pub enum Change {
         kind: RecordKind,
         into: String,
         fields: Fields,
+        /// The record as this transaction read it to decide the merge: the update
+        /// compares against it instead of reading the record again, and reads it again
+        /// only when its version has moved since.
+        read: Option<Box<Current>>,
     },
     /// `merged` folds into `survivor`: the survivor takes `fields`, the merged record is
     /// removed, and its full snapshot stays in the audit trail so the merge can be undone.
@@ -283,7 +287,7 @@ pub async fn apply_journaled(
                 update(
                     conn,
                     kind,
-                    id,
+                    Target::id(id),
                     &fields,
                     expected_version,
                     Action::Update,
@@ -292,8 +296,17 @@ pub async fn apply_journaled(
                 .await?
             }
             Change::Delete { kind, id } => delete(conn, kind, id, Action::Delete, None).await?,
-            Change::MergeIncoming { kind, into, fields } => {
-                update(conn, kind, into, &fields, None, Action::Merge, &now).await?
+            Change::MergeIncoming {
+                kind,
+                into,
+                fields,
+                read,
+            } => {
+                let target = Target {
+                    id: into,
+                    read: read.map(|current| *current),
+                };
+                update(conn, kind, target, &fields, None, Action::Merge, &now).await?
             }
             Change::Merge {
                 kind,
@@ -301,8 +314,16 @@ pub async fn apply_journaled(
                 merged,
                 fields,
             } => {
-                let (kept, mut audit) =
-                    update(conn, kind, survivor, &fields, None, Action::Merge, &now).await?;
+                let (kept, mut audit) = update(
+                    conn,
+                    kind,
+                    Target::id(survivor),
+                    &fields,
+                    None,
+                    Action::Merge,
+                    &now,
+                )
+                .await?;
                 let (gone, removed) =
                     delete(conn, kind, merged, Action::MergedInto, Some(&kept.id)).await?;
                 // The merged record leaves the search index too.
@@ -834,77 +855,169 @@ async fn load(
     Ok((values, version))
 }
 
+/// A record as a transaction read it: its fields as the API shows them, and the stored
+/// values and version an update compares against (see [`Change::MergeIncoming`]).
+#[derive(Debug, Clone)]
+pub struct Current {
+    pub fields: Fields,
+    version: i64,
+    /// One per field of the kind, in [`RecordKind::fields`] order.
+    values: Vec<SqlValue>,
+}
+
+impl Current {
+    fn values_of(&self, kind: RecordKind, defs: &[&'static FieldDef]) -> Vec<SqlValue> {
+        defs.iter()
+            .map(|def| {
+                kind.fields()
+                    .iter()
+                    .position(|field| field.name == def.name)
+                    .and_then(|n| self.values.get(n).cloned())
+                    .unwrap_or(SqlValue::Null(def.ty))
+            })
+            .collect()
+    }
+}
+
+/// Reads a record for a change this transaction is about to make of it.
+pub async fn read_current(
+    conn: &mut AnyConnection,
+    kind: RecordKind,
+    id: &str,
+) -> Result<Option<Current>, StoreError> {
+    let defs: Vec<&'static FieldDef> = kind.fields().iter().collect();
+    let (values, version) = match load(conn, kind, id, &defs).await {
+        Ok(read) => read,
+        Err(StoreError::NotFound { .. }) => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let mut fields = Fields::new();
+    for (def, value) in defs.iter().zip(&values) {
+        // As `read::fields_in` shows a record: secrets are never handed out.
+        if def.secret {
+            continue;
+        }
+        let json = match value {
+            SqlValue::Null(_) => Value::Null,
+            SqlValue::Int(int) => stored_to_json(def.ty, None, Some(*int)),
+            SqlValue::Text(text) => stored_to_json(def.ty, Some(text.clone()), None),
+        };
+        fields.insert(def.name.to_owned(), json);
+    }
+    Ok(Some(Current {
+        fields,
+        version,
+        values,
+    }))
+}
+
+/// The record an update changes, and, when the caller read it in this transaction,
+/// what it read.
+struct Target {
+    id: String,
+    read: Option<Current>,
+}
+
+impl Target {
+    fn id(id: String) -> Self {
+        Self { id, read: None }
+    }
+}
+
 async fn update(
     conn: &mut AnyConnection,
     kind: RecordKind,
-    id: String,
+    target: Target,
     fields: &Fields,
     expected_version: Option<i64>,
     action: Action,
     now: &str,
 ) -> Result<(Written, Vec<AuditRow>), StoreError> {
+    let Target { id, mut read } = target;
     let values = typed_fields(kind, fields)?;
     let defs: Vec<_> = values.iter().map(|(def, _)| *def).collect();
-    let (old_values, version) = load(conn, kind, &id, &defs).await?;
-    if let Some(expected) = expected_version.filter(|expected| *expected != version) {
-        return Err(StoreError::VersionConflict {
-            kind,
-            id,
-            expected,
-            actual: version,
-        });
-    }
-    let changes: Vec<_> = values
-        .iter()
-        .zip(&old_values)
-        .filter(|((_, new), old)| new != *old)
-        .map(|((def, new), old)| (*def, old, new))
-        .collect();
-    if changes.is_empty() {
-        let written = Written {
-            kind,
-            id,
-            action,
-            changed: Vec::new(),
-            version,
+    loop {
+        let (old_values, version) = match &read {
+            Some(current) => (current.values_of(kind, &defs), current.version),
+            None => load(conn, kind, &id, &defs).await?,
         };
-        return Ok((written, Vec::new()));
+        if let Some(expected) = expected_version.filter(|expected| *expected != version) {
+            return Err(StoreError::VersionConflict {
+                kind,
+                id,
+                expected,
+                actual: version,
+            });
+        }
+        let changes: Vec<_> = values
+            .iter()
+            .zip(&old_values)
+            .filter(|((_, new), old)| new != *old)
+            .map(|((def, new), old)| (*def, old, new))
+            .collect();
+        if changes.is_empty() {
+            // Nothing to change by what was read: whether that still stands, the store
+            // says (one read, as without it).
+            if read.take().is_some() {
+                continue;
+            }
+            let written = Written {
+                kind,
+                id,
+                action,
+                changed: Vec::new(),
+                version,
+            };
+            return Ok((written, Vec::new()));
+        }
+        let mut assignments = String::from("updated_at = $1, version = version + 1");
+        for (n, (def, _, _)) in changes.iter().enumerate() {
+            assignments.push_str(&format!(", {} = ${}", def.name, n + 3));
+        }
+        let mut sql = format!("UPDATE {} SET {assignments} WHERE id = $2", kind.table());
+        if read.is_some() {
+            // What was read is what is stored only while the version has not moved.
+            sql.push_str(&format!(" AND version = ${}", changes.len() + 3));
+        }
+        let mut query = sqlx::query(&sql).bind(now).bind(&id);
+        for (_, _, value) in &changes {
+            query = bind_value(query, value);
+        }
+        if read.is_some() {
+            query = query.bind(version);
+        }
+        let done = query.execute(&mut *conn).await?;
+        if read.is_some() && done.rows_affected() == 0 {
+            // Changed (or removed) since it was read: compare against what is stored.
+            read = None;
+            continue;
+        }
+        let audit = changes
+            .iter()
+            .map(|(def, old, new)| AuditRow {
+                action: action.as_str(),
+                kind: kind.path(),
+                id: id.clone(),
+                field: Some(def.name.to_owned()),
+                old: audit_text(def, old),
+                new: audit_text(def, new),
+            })
+            .collect();
+        let changed = changes
+            .iter()
+            .map(|(def, _, _)| def.name.to_owned())
+            .collect();
+        return Ok((
+            Written {
+                kind,
+                id,
+                action,
+                changed,
+                version: version + 1,
+            },
+            audit,
+        ));
     }
-    let mut assignments = String::from("updated_at = $1, version = version + 1");
-    for (n, (def, _, _)) in changes.iter().enumerate() {
-        assignments.push_str(&format!(", {} = ${}", def.name, n + 3));
-    }
-    let sql = format!("UPDATE {} SET {assignments} WHERE id = $2", kind.table());
-    let mut query = sqlx::query(&sql).bind(now).bind(&id);
-    for (_, _, value) in &changes {
-        query = bind_value(query, value);
-    }
-    query.execute(&mut *conn).await?;
-    let audit = changes
-        .iter()
-        .map(|(def, old, new)| AuditRow {
-            action: action.as_str(),
-            kind: kind.path(),
-            id: id.clone(),
-            field: Some(def.name.to_owned()),
-            old: audit_text(def, old),
-            new: audit_text(def, new),
-        })
-        .collect();
-    let changed = changes
-        .iter()
-        .map(|(def, _, _)| def.name.to_owned())
-        .collect();
-    Ok((
-        Written {
-            kind,
-            id,
-            action,
-            changed,
-            version: version + 1,
-        },
-        audit,
-    ))
 }
 
 async fn delete(
@@ -970,6 +1083,129 @@ mod tests {
             created_at: "2026-11-25T00:00:00.000000Z".to_owned(),
             keys: keys.to_vec(),
         }
+    }
+
+    /// The audit rows of `id`'s changes after its insert, as (action, field, old, new),
+    /// values as the audit trail keeps them (JSON).
+    async fn changes_after_insert(
+        conn: &mut AnyConnection,
+        id: &str,
+    ) -> Vec<(String, String, Option<String>, Option<String>)> {
+        sqlx::query_as(
+            "SELECT action, field, old_value, new_value FROM audit_log \
+             WHERE record_id = $1 AND action <> 'insert' ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(conn)
+        .await
+        .expect("audit")
+    }
+
+    #[tokio::test]
+    async fn a_merge_compares_against_what_was_read_unless_the_record_moved_since() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}/t.db?mode=rwc", dir.path().display());
+        let store = Store::connect(&url, 1).await.expect("store");
+        store.migrate().await.expect("migrate");
+        let ctx = WriteContext::new("test", "test", RequestMeta::default());
+        let fields = |pairs: &[(&str, &str)]| -> Fields {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
+                .collect()
+        };
+        let lead = store
+            .write(
+                &ctx,
+                vec![Change::Insert {
+                    kind: RecordKind::Lead,
+                    id: None,
+                    fields: fields(&[("first_name", "Ada"), ("last_name", "Lovelace")]),
+                }],
+            )
+            .await
+            .expect("insert")
+            .remove(0)
+            .id;
+        let merge = |read: Current, pairs: &[(&str, &str)]| Change::MergeIncoming {
+            kind: RecordKind::Lead,
+            into: lead.clone(),
+            fields: fields(pairs),
+            read: Some(Box::new(read)),
+        };
+
+        // Read, then merged: compared against what was read, one statement fewer.
+        let mut tx = store.begin_write().await.expect("tx");
+        let read = read_current(&mut tx, RecordKind::Lead, &lead)
+            .await
+            .expect("read")
+            .expect("found");
+        assert_eq!(read.fields["first_name"], "Ada");
+        let written = apply(
+            &mut tx,
+            &ctx,
+            vec![merge(read, &[("email", "ada@example.com")])],
+        )
+        .await
+        .expect("merge");
+        assert_eq!(written[0].version, 2);
+        assert_eq!(
+            changes_after_insert(&mut tx, &lead).await,
+            [(
+                "merge".to_owned(),
+                "email".to_owned(),
+                None,
+                Some(r#""ada@example.com""#.to_owned())
+            )]
+        );
+        tx.commit().await.expect("commit");
+
+        // Read, then changed by someone else, then merged: what was read no longer
+        // stands, so the merge compares against the record as stored. By the stale read
+        // `first_name` Ada -> Ada changes nothing; as stored it goes Augusta -> Ada.
+        let mut tx = store.begin_write().await.expect("tx");
+        let stale = read_current(&mut tx, RecordKind::Lead, &lead)
+            .await
+            .expect("read")
+            .expect("found");
+        apply(
+            &mut tx,
+            &ctx,
+            vec![Change::Update {
+                kind: RecordKind::Lead,
+                id: lead.clone(),
+                fields: fields(&[("first_name", "Augusta")]),
+                expected_version: None,
+            }],
+        )
+        .await
+        .expect("update");
+        let written = apply(
+            &mut tx,
+            &ctx,
+            vec![merge(stale.clone(), &[("first_name", "Ada")])],
+        )
+        .await
+        .expect("merge");
+        assert_eq!(written[0].changed, ["first_name"]);
+        assert_eq!(written[0].version, 4);
+        let audit = changes_after_insert(&mut tx, &lead).await;
+        assert_eq!(
+            audit.last().expect("a row"),
+            &(
+                "merge".to_owned(),
+                "first_name".to_owned(),
+                Some(r#""Augusta""#.to_owned()),
+                Some(r#""Ada""#.to_owned())
+            )
+        );
+        // A stale read whose merge changes nothing answers the version as stored.
+        let written = apply(&mut tx, &ctx, vec![merge(stale, &[("first_name", "Ada")])])
+            .await
+            .expect("merge");
+        assert!(written[0].changed.is_empty());
+        assert_eq!(written[0].version, 4);
+        tx.commit().await.expect("commit");
     }
 
     #[tokio::test]
