@@ -631,12 +631,7 @@ impl Pipeline {
                 if journal.is_pending(RecordKind::Lead, into) {
                     journal.settle_inserts(conn).await?;
                 }
-                let read = read_current(conn, RecordKind::Lead, into)
-                    .await?
-                    .ok_or_else(|| StoreError::NotFound {
-                        kind: RecordKind::Lead,
-                        id: into.clone(),
-                    })?;
+                let read = read_current(conn, RecordKind::Lead, into).await?;
                 let existing = &read.fields;
                 let mut fields = survivorship(
                     existing,

@@ -884,13 +884,9 @@ pub async fn read_current(
     conn: &mut AnyConnection,
     kind: RecordKind,
     id: &str,
-) -> Result<Option<Current>, StoreError> {
+) -> Result<Current, StoreError> {
     let defs: Vec<&'static FieldDef> = kind.fields().iter().collect();
-    let (values, version) = match load(conn, kind, id, &defs).await {
-        Ok(read) => read,
-        Err(StoreError::NotFound { .. }) => return Ok(None),
-        Err(error) => return Err(error),
-    };
+    let (values, version) = load(conn, kind, id, &defs).await?;
     let mut fields = Fields::new();
     for (def, value) in defs.iter().zip(&values) {
         // As `read::fields_in` shows a record: secrets are never handed out.
@@ -904,11 +900,11 @@ pub async fn read_current(
         };
         fields.insert(def.name.to_owned(), json);
     }
-    Ok(Some(Current {
+    Ok(Current {
         fields,
         version,
         values,
-    }))
+    })
 }
 
 /// The record an update changes, and, when the caller read it in this transaction,
@@ -1138,8 +1134,7 @@ mod tests {
         let mut tx = store.begin_write().await.expect("tx");
         let read = read_current(&mut tx, RecordKind::Lead, &lead)
             .await
-            .expect("read")
-            .expect("found");
+            .expect("read");
         assert_eq!(read.fields["first_name"], "Ada");
         let written = apply(
             &mut tx,
@@ -1166,8 +1161,7 @@ mod tests {
         let mut tx = store.begin_write().await.expect("tx");
         let stale = read_current(&mut tx, RecordKind::Lead, &lead)
             .await
-            .expect("read")
-            .expect("found");
+            .expect("read");
         apply(
             &mut tx,
             &ctx,
