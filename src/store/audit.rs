@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::read::{AuditEntry, decode_audit};
 use super::write::{
-    AuditRow, Journal, Placeholders, WriteContext, rows_per_statement, values_clause,
+    AuditRow, Journal, Placeholders, WriteContext, statement_chunks, values_clause,
 };
 use super::{Store, StoreError};
 
@@ -85,7 +85,7 @@ pub async fn append(conn: &mut AnyConnection, rows: &[AuditContent<'_>]) -> Resu
     }
     let mut head = chain_head(conn).await?;
     let placeholders = Placeholders::of(conn);
-    for chunk in rows.chunks(rows_per_statement(APPEND_COLUMNS)) {
+    for chunk in statement_chunks(rows, APPEND_COLUMNS) {
         let sql = format!(
             "INSERT INTO audit_log (at, actor, channel, action, record_kind, record_id, \
              field, old_value, new_value, ip, user_agent, request_id, hash) VALUES {}",

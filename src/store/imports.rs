@@ -11,7 +11,7 @@ use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
 use super::inbox::OPEN_ROWS;
-use super::write::{Placeholders, new_id, rows_per_statement, values_clause};
+use super::write::{Placeholders, new_id, statement_chunks, values_clause};
 use super::{Store, StoreError};
 use crate::domain::value::now_timestamp;
 
@@ -253,7 +253,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         let placeholders = Placeholders::of(&tx);
-        for chunk in rejected.chunks(rows_per_statement(4)) {
+        for chunk in statement_chunks(rejected, 4) {
             let sql = format!(
                 "INSERT INTO import_row_errors (import_id, row_number, column_name, reason) VALUES {}",
                 values_clause(placeholders, chunk.len(), 4)

@@ -10,7 +10,9 @@ use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
 use super::imports::ImportTally;
-use super::write::{Placeholders, RequestMeta, new_id, rows_per_statement, values_clause_with};
+use super::write::{
+    Placeholders, RequestMeta, new_id, rows_per_statement, statement_chunks, values_clause_with,
+};
 use super::{Backend, Store, StoreError};
 use crate::domain::value::{format_timestamp, now_timestamp};
 
@@ -504,7 +506,7 @@ async fn insert_items(
     const COLUMNS: usize = 11;
     let now = now_timestamp();
     let mut inserted = HashSet::with_capacity(items.len());
-    for chunk in items.chunks(rows_per_statement(COLUMNS)) {
+    for chunk in statement_chunks(items, COLUMNS) {
         let values =
             values_clause_with(Placeholders::of(conn), chunk.len(), COLUMNS, ", 'pending'");
         let sql = format!(
@@ -538,7 +540,7 @@ pub async fn mark_done(
     conn: &mut AnyConnection,
     results: &[(String, Value)],
 ) -> Result<(), StoreError> {
-    for chunk in results.chunks(rows_per_statement(2)) {
+    for chunk in statement_chunks(results, 2) {
         let mut cases = String::new();
         let mut ids = Vec::with_capacity(chunk.len());
         for n in 0..chunk.len() {
@@ -616,7 +618,7 @@ pub async fn insert_delivered(
     const COLUMNS: usize = 11;
     let now = now_timestamp();
     let mut inserted = HashSet::with_capacity(items.len());
-    for chunk in items.chunks(rows_per_statement(COLUMNS)) {
+    for chunk in statement_chunks(items, COLUMNS) {
         let values = values_clause_with(
             Placeholders::of(conn),
             chunk.len(),

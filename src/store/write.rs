@@ -358,6 +358,30 @@ pub(crate) fn rows_per_statement(columns: usize) -> usize {
     (PARAMS_PER_STATEMENT / columns.max(1)).max(1)
 }
 
+/// `rows` in multi-row statements of `columns` parameters a row: as many full
+/// statements as fit, then the rest in descending powers of two. SQLite compiles each
+/// distinct statement text once while it stays in the connection's statement cache; a
+/// rest of any length was a text of its own, compiled anew at every flush (about a
+/// millisecond for thousands of parameters), where a power of two repeats from batch to
+/// batch.
+pub(crate) fn statement_chunks<T>(rows: &[T], columns: usize) -> impl Iterator<Item = &[T]> {
+    let full = rows_per_statement(columns);
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let take = if rest.len() >= full {
+            full
+        } else {
+            1 << rest.len().ilog2()
+        };
+        let (chunk, after) = rest.split_at(take);
+        rest = after;
+        Some(chunk)
+    })
+}
+
 /// How a multi-row statement writes its parameters. PostgreSQL numbers them (`$1`).
 /// SQLite gets anonymous `?`: sqlx finds a numbered SQLite parameter's place by asking
 /// SQLite for its name, which walks the statement's list of names, so binding a
@@ -567,7 +591,7 @@ impl Journal {
             .collect();
         super::audit::append(conn, &rows).await?;
         let placeholders = Placeholders::of(conn);
-        for chunk in self.outbox.chunks(rows_per_statement(4)) {
+        for chunk in statement_chunks(&self.outbox, 4) {
             let sql = format!(
                 "INSERT INTO outbox (record_kind, record_id, op, created_at) VALUES {}",
                 values_clause(placeholders, chunk.len(), 4)
@@ -708,8 +732,7 @@ async fn write_inserts(
     let placeholders = Placeholders::of(conn);
     for (kind, names, rows) in groups {
         let width = names.len() + 3;
-        let per_statement = rows_per_statement(width);
-        for chunk in rows.chunks(per_statement) {
+        for chunk in statement_chunks(&rows, width) {
             let sql = format!(
                 "INSERT INTO {} (id, created_at, updated_at{}{}) VALUES {}",
                 kind.table(),
@@ -744,7 +767,7 @@ async fn write_members(
         return Ok(());
     }
     let placeholders = Placeholders::of(conn);
-    for chunk in members.chunks(rows_per_statement(6)) {
+    for chunk in statement_chunks(members, 6) {
         let sql = format!(
             "INSERT INTO match_members (id, record_kind, record_id, source_id, match_values, \
              created_at) VALUES {}",
@@ -772,7 +795,7 @@ async fn write_members(
                 .map(|key| (*key as i64, member.id.as_str()))
         })
         .collect();
-    for chunk in keys.chunks(rows_per_statement(2)) {
+    for chunk in statement_chunks(&keys, 2) {
         let sql = format!(
             "INSERT INTO match_keys (key, member_id) VALUES {}",
             values_clause(placeholders, chunk.len(), 2)
@@ -1095,6 +1118,16 @@ mod tests {
         .fetch_all(conn)
         .await
         .expect("audit")
+    }
+
+    #[test]
+    fn rows_go_in_full_statements_then_in_powers_of_two_in_their_order() {
+        let rows: Vec<usize> = (0..2013).collect();
+        let sizes: Vec<usize> = statement_chunks(&rows, 4).map(<[usize]>::len).collect();
+        assert_eq!(sizes, [1000, 1000, 8, 4, 1]);
+        let again: Vec<usize> = statement_chunks(&rows, 4).flatten().copied().collect();
+        assert_eq!(again, rows);
+        assert_eq!(statement_chunks(&rows[..0], 4).count(), 0);
     }
 
     #[tokio::test]
