@@ -36,6 +36,8 @@ const END: u32 = u32::MAX;
 pub struct MemoryIndex {
     /// The highest `match_keys.seq` taken in.
     caught_up: i64,
+    /// A write transaction has caught up: this process's store keeps dedup here.
+    in_use: bool,
     /// Per key, its newest link.
     heads: KeyMap<u32>,
     links: Vec<Link>,
@@ -75,6 +77,7 @@ impl MemoryIndex {
         fresh: &mut HashMap<String, Arc<Prepared>>,
         own: impl Fn(&str) -> bool,
     ) -> Result<(), StoreError> {
+        self.in_use = true;
         loop {
             // Rows below the next range this process wrote are other processes'.
             let below = self.written.front().map_or(i64::MAX, |w| w.first_seq);
@@ -183,6 +186,15 @@ impl MemoryIndex {
         let fresh = self.found_in[at] != self.visit;
         self.found_in[at] = self.visit;
         fresh
+    }
+
+    pub fn in_use(&self) -> bool {
+        self.in_use
+    }
+
+    /// Members taken in so far; the next one taken in gets this position.
+    pub fn member_count(&self) -> usize {
+        self.members.len()
     }
 
     pub fn member(&self, at: usize) -> &Member {

@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use matching::blocking::KeyMap;
 use matching::{Band, MatchConfig, Matcher, Prepared, Record, blocking};
 use serde_json::{Value, json};
 use sqlx::{AnyConnection, Row};
@@ -53,6 +54,47 @@ pub struct Arrival {
     pub record: Record,
     pub prepared: Arc<Prepared>,
     pub keys: Vec<u64>,
+    /// Its candidates in the blocking index, found and compared ahead of its turn.
+    pub ranked: Option<Ranked>,
+}
+
+/// An arrival's candidates from the in-memory blocking index, found and compared while
+/// the batch before it was being written ([`Dedup::rank_ahead`]), so the comparisons
+/// run on the core the store's writes leave idle. Its turn adds what the ranking could
+/// not see: members of its own transaction, and members gone since.
+#[derive(Debug, Clone)]
+pub struct Ranked {
+    /// The index's member count once the batch before is taken in; any other count
+    /// (another process's members came in between) voids the ranking.
+    expects: usize,
+    /// The id of the member at `expects - 1`.
+    last: Option<Box<str>>,
+    /// Per arrival key, the index positions its scan meets, newest first.
+    scanned: Vec<Vec<u32>>,
+    /// Scores at or above the review threshold, by index position, sorted.
+    scores: Vec<(u32, f64)>,
+}
+
+impl Ranked {
+    fn fits(&self, index: &MemoryIndex) -> bool {
+        index.member_count() == self.expects
+            && self.last.as_deref() == self.expects.checked_sub(1).map(|at| &*index.member(at).id)
+    }
+}
+
+/// A ranking's findings for one arrival: per key the index positions its scan meets, and
+/// the scores at or above the review threshold by position.
+type Scans = (Vec<Vec<u32>>, Vec<(u32, f64)>);
+
+/// The members a transaction remembered, as the next batch's ranking sees them before
+/// they are committed: once committed they are the blocking index's next members, in
+/// this order.
+pub struct Ahead {
+    /// Prepared values of the members with keys, in order.
+    members: Vec<Arc<Prepared>>,
+    /// Positions in `members` by key, oldest first.
+    by_key: KeyMap<Vec<u32>>,
+    last: Option<Box<str>>,
 }
 
 pub struct Dedup {
@@ -131,8 +173,18 @@ impl Dedup {
                     .await?;
                 journal.set_blocking_caught_up();
             }
-            let candidates = from_memory(&mut *index, journal, keys, blocking);
-            self.fill_from_memory(conn, index, candidates).await?
+            let ranked = arrival
+                .ranked
+                .as_ref()
+                .filter(|ranked| ranked.fits(index))
+                .and_then(|ranked| self.candidates_from_ranking(index, journal, keys, ranked));
+            match ranked {
+                Some(candidates) => candidates,
+                None => {
+                    let found = from_memory(&mut *index, journal, keys, blocking);
+                    self.fill_from_memory(conn, index, found).await?
+                }
+            }
         } else {
             let members = from_store(conn, journal, keys, blocking).await?;
             self.fill_prepared(conn, members).await?
@@ -141,9 +193,13 @@ impl Dedup {
             let mut best: Option<(f64, usize)> = None;
             for (at, candidate) in candidates.iter().enumerate() {
                 let floor = best.map_or(self.matcher.config().review, |(score, _)| score);
-                if let Some(score) = self
-                    .matcher
-                    .total_above(prepared, &candidate.prepared, floor)
+                let score = match candidate.score {
+                    Some(ranked) => (ranked >= floor).then_some(ranked),
+                    None => self
+                        .matcher
+                        .total_above(prepared, &candidate.prepared, floor),
+                };
+                if let Some(score) = score
                     && best.is_none_or(|(top, _)| score > top)
                 {
                     best = Some((score, at));
@@ -210,6 +266,165 @@ impl Dedup {
         }
     }
 
+    /// The members `journal`'s transaction remembered, for ranking the next batch while
+    /// it commits; `None` when a member's prepared values are not at hand.
+    pub fn ahead_of(&self, journal: &Journal) -> Option<Ahead> {
+        let fresh = self.prepared.lock().ok()?;
+        let mut ahead = Ahead {
+            members: Vec::new(),
+            by_key: KeyMap::default(),
+            last: None,
+        };
+        for member in journal.members().iter().filter(|m| !m.keys.is_empty()) {
+            let at = ahead.members.len() as u32;
+            ahead.members.push(fresh.get(&member.id)?.clone());
+            for key in &member.keys {
+                ahead.by_key.entry(*key).or_default().push(at);
+            }
+            ahead.last = Some(member.id.as_str().into());
+        }
+        Some(ahead)
+    }
+
+    /// Finds and compares, on every core, each arrival's candidates in the in-memory
+    /// blocking index and in `ahead` (the transaction before, not yet committed), so
+    /// that its turn in [`Self::decide`] only compares members of its own transaction.
+    /// Call it while nothing else holds the index (a blocking thread, between batches).
+    pub fn rank_ahead(&self, drafts: &mut [Result<Draft, super::PipelineError>], ahead: &Ahead) {
+        use rayon::prelude::*;
+        let index = self.memory.blocking_lock();
+        if !index.in_use() {
+            return;
+        }
+        let base = index.member_count();
+        let expects = base + ahead.members.len();
+        let last = ahead
+            .last
+            .clone()
+            .or_else(|| base.checked_sub(1).map(|at| index.member(at).id.clone()));
+        drafts
+            .par_iter_mut()
+            .with_min_len(16)
+            .filter_map(|draft| draft.as_mut().ok()?.arrival.as_mut())
+            .for_each(|arrival| {
+                arrival.ranked =
+                    self.rank(&index, ahead, base, arrival)
+                        .map(|(scanned, scores)| Ranked {
+                            expects,
+                            last: last.clone(),
+                            scanned,
+                            scores,
+                        });
+            });
+    }
+
+    /// One arrival's scans of the index (`ahead`'s members counted in from `base`) and
+    /// its scores at or above the review threshold; `None` when a member's values are
+    /// not in memory.
+    fn rank(
+        &self,
+        index: &MemoryIndex,
+        ahead: &Ahead,
+        base: usize,
+        arrival: &Arrival,
+    ) -> Option<Scans> {
+        let config = self.matcher.config();
+        let mut scanned = Vec::with_capacity(arrival.keys.len());
+        let mut positions = Vec::new();
+        for key in &arrival.keys {
+            let limit = scan_limit(*key, &config.blocking);
+            let mut scan: Vec<u32> = ahead
+                .by_key
+                .get(key)
+                .into_iter()
+                .flat_map(|at| at.iter().rev())
+                .take(limit)
+                .map(|at| (base + *at as usize) as u32)
+                .collect();
+            let rest = limit - scan.len();
+            scan.extend(index.with_key(*key).take(rest).map(|at| at as u32));
+            positions.extend_from_slice(&scan);
+            scanned.push(scan);
+        }
+        positions.sort_unstable();
+        positions.dedup();
+        let mut scores = Vec::new();
+        for at in positions {
+            let prepared = match (at as usize).checked_sub(base) {
+                Some(ahead_at) => &ahead.members[ahead_at],
+                None => {
+                    let member = index.member(at as usize);
+                    if member.gone {
+                        continue;
+                    }
+                    member.prepared.as_ref()?
+                }
+            };
+            if let Some(score) =
+                self.matcher
+                    .total_above(&arrival.prepared, prepared, config.review)
+            {
+                scores.push((at, score));
+            }
+        }
+        Some((scanned, scores))
+    }
+
+    /// Candidates as [`from_memory`] and [`Self::fill_from_memory`] find them, in the
+    /// same order, the index's scored by the ranking: this transaction's members (newest
+    /// first) per key, then the ranked scan of the index within what the key's scan
+    /// limit leaves. `None` when a member chosen has no values in memory.
+    fn candidates_from_ranking(
+        &self,
+        index: &mut MemoryIndex,
+        journal: &Journal,
+        keys: &[u64],
+        ranked: &Ranked,
+    ) -> Option<Vec<Candidate>> {
+        let blocking = &self.matcher.config().blocking;
+        let fresh = self.prepared.lock().ok()?;
+        index.new_visit();
+        let mut seen_pending: Vec<&str> = Vec::new();
+        let mut candidates = Vec::new();
+        for (key, scan) in keys.iter().zip(&ranked.scanned) {
+            let limit = scan_limit(*key, blocking);
+            let mut taken = 0;
+            for pending in journal.members_with_key(*key).take(limit) {
+                taken += 1;
+                if seen_pending.contains(&pending.id.as_str()) {
+                    continue;
+                }
+                seen_pending.push(&pending.id);
+                let Some(prepared) = fresh.get(&pending.id) else {
+                    continue;
+                };
+                let written = journal.pending_member(&pending.id).is_some_and(|(_, w)| w);
+                candidates.push(Candidate {
+                    member: CandidateMember::Id(pending.id.clone().into_boxed_str()),
+                    record: (!written).then(|| pending.record_id.clone()),
+                    prepared: prepared.clone(),
+                    score: None,
+                });
+            }
+            for &at in scan.iter().take(limit - taken) {
+                let slot = at as usize;
+                if index.member(slot).gone || !index.first_found(slot) {
+                    continue;
+                }
+                let Ok(scored) = ranked.scores.binary_search_by_key(&at, |(at, _)| *at) else {
+                    continue;
+                };
+                candidates.push(Candidate {
+                    member: CandidateMember::Slot(slot),
+                    record: None,
+                    prepared: index.member(slot).prepared.clone()?,
+                    score: Some(ranked.scores[scored].1),
+                });
+            }
+        }
+        Some(candidates)
+    }
+
     /// Prepared values of members this process remembered and the memory index has not
     /// taken in yet; what is left after a catch-up was rolled back or has no keys.
     fn take_fresh(&self) -> HashMap<String, Arc<Prepared>> {
@@ -249,6 +464,7 @@ impl Dedup {
                         member: CandidateMember::Id(member.id.clone().into_boxed_str()),
                         record: (!written).then(|| member.record_id.clone()),
                         prepared: prepared.clone(),
+                        score: None,
                     });
                 }
                 Found::Memory(slot) => {
@@ -265,6 +481,7 @@ impl Dedup {
                         member: CandidateMember::Slot(slot),
                         record: None,
                         prepared,
+                        score: None,
                     });
                 }
             }
@@ -309,6 +526,7 @@ impl Dedup {
                     member: CandidateMember::Id(member.id.into_boxed_str()),
                     record: member.record_id,
                     prepared,
+                    score: None,
                 })
             })
             .collect())
@@ -375,6 +593,7 @@ impl Dedup {
             record,
             prepared,
             keys,
+            ranked: None,
         }
     }
 
@@ -416,6 +635,8 @@ struct Candidate {
     /// Its record, when known to be current (`None`: ask the store before acting).
     record: Option<String>,
     prepared: Arc<Prepared>,
+    /// Its score, when the ranking compared it ahead (at or above the review threshold).
+    score: Option<f64>,
 }
 
 /// Which member a candidate is: its id, or its place in the memory index (whose id is
@@ -622,4 +843,267 @@ pub async fn remember_distinct(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn draft(first: &str, last: &str, email: &str, phone: &str) -> Draft {
+        let mut draft = Draft::new(RecordKind::Lead);
+        for (field, value) in [
+            ("first_name", first),
+            ("last_name", last),
+            ("email", email),
+            ("phone", phone),
+            ("city", "Leeds"),
+            ("country", "GB"),
+        ] {
+            draft.set(field, value.to_owned());
+        }
+        draft
+    }
+
+    /// People of the first batch, variants of them and of each other in the second.
+    fn first_batch() -> Vec<Draft> {
+        vec![
+            draft(
+                "Rosalind",
+                "Franklin",
+                "rosalind@kings.example",
+                "+44 20 7946 0000",
+            ),
+            draft(
+                "Maurice",
+                "Wilkins",
+                "maurice@kings.example",
+                "+44 20 7946 0001",
+            ),
+            draft(
+                "Raymond",
+                "Gosling",
+                "ray@kings.example",
+                "+44 20 7946 0002",
+            ),
+        ]
+    }
+
+    fn second_batch() -> Vec<Draft> {
+        vec![
+            // A duplicate of a committed member, one of a member still in the batch
+            // before (not committed while ranking), a new person and a duplicate of
+            // that new person later in the same batch.
+            draft(
+                "Rosalind",
+                "Franklyn",
+                "rosalind@kings.example",
+                "020 7946 0000",
+            ),
+            draft(
+                "Raymond",
+                "Gosling",
+                "ray@kings.example",
+                "+44 20 7946 0002",
+            ),
+            draft(
+                "Aaron",
+                "Klug",
+                "aaron@birkbeck.example",
+                "+44 20 7946 0100",
+            ),
+            draft(
+                "Aaron",
+                "Klugg",
+                "aaron@birkbeck.example",
+                "+44 20 7946 0100",
+            ),
+            draft("Sam", "Okafor", "sam@okafor.example", "+44 20 7946 0200"),
+        ]
+    }
+
+    async fn scratch_store(dir: &tempfile::TempDir) -> Store {
+        let url = format!("sqlite://{}/t.db?mode=rwc", dir.path().display());
+        let store = Store::connect(&url, 1).await.expect("store");
+        store.migrate().await.expect("migrate");
+        store
+    }
+
+    /// Decides and remembers each draft as a new or merged record in one transaction;
+    /// answers the outcomes and the journal, flushed but not committed.
+    async fn decide_all(
+        dedup: &Dedup,
+        conn: &mut AnyConnection,
+        journal: &mut Journal,
+        drafts: &[Draft],
+        first_row: usize,
+    ) -> Vec<Outcome> {
+        let mut outcomes = Vec::new();
+        for (n, draft) in (first_row..).zip(drafts) {
+            let arrival = draft
+                .arrival
+                .clone()
+                .unwrap_or_else(|| dedup.arrival(draft));
+            let outcome = dedup.decide(conn, journal, &arrival).await.expect("decide");
+            let record = match &outcome {
+                Outcome::Merge { into, .. } => into.clone(),
+                _ => format!("lead-{n}"),
+            };
+            dedup
+                .remember(
+                    journal,
+                    RecordKind::Lead,
+                    &record,
+                    &format!("row-{n}"),
+                    &arrival,
+                )
+                .expect("remember");
+            outcomes.push(outcome);
+        }
+        outcomes
+    }
+
+    fn prepared(
+        dedup: &Dedup,
+        drafts: Vec<Draft>,
+    ) -> Vec<Result<Draft, super::super::PipelineError>> {
+        drafts
+            .into_iter()
+            .map(|mut draft| {
+                draft.arrival = Some(dedup.arrival(&draft));
+                Ok(draft)
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn arrivals_ranked_while_the_batch_before_commits_are_decided_as_unranked_ones() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = scratch_store(&dir).await;
+        let dedup = Arc::new(Dedup::new(MatchConfig::default()).expect("dedup"));
+        // Rosalind committed before; Maurice and Raymond in the batch being written.
+        let mut tx = store.begin_write().await.expect("tx");
+        let mut journal = Journal::default();
+        decide_all(&dedup, &mut tx, &mut journal, &first_batch()[..1], 0).await;
+        journal.flush(&mut tx).await.expect("flush");
+        tx.commit().await.expect("commit");
+        dedup.committed(&mut journal).await;
+        let mut tx = store.begin_write().await.expect("tx");
+        let mut journal = Journal::default();
+        decide_all(&dedup, &mut tx, &mut journal, &first_batch()[1..], 1).await;
+        let ahead = dedup.ahead_of(&journal).expect("members' values at hand");
+        let mut next = prepared(&dedup, second_batch());
+        let ranker = dedup.clone();
+        next = tokio::task::spawn_blocking(move || {
+            ranker.rank_ahead(&mut next, &ahead);
+            next
+        })
+        .await
+        .expect("ranking");
+        journal.flush(&mut tx).await.expect("flush");
+        tx.commit().await.expect("commit");
+        dedup.committed(&mut journal).await;
+
+        let ranked: Vec<Draft> = next.into_iter().map(|d| d.expect("draft")).collect();
+        let unranked: Vec<Draft> = ranked
+            .iter()
+            .cloned()
+            .map(|mut draft| {
+                if let Some(arrival) = draft.arrival.as_mut() {
+                    arrival.ranked = None;
+                }
+                draft
+            })
+            .collect();
+        let mut tx = store.begin_write().await.expect("tx");
+        let mut journal = Journal::default();
+        // The first decision catches the index up; the rankings fit it then.
+        let first = decide_all(&dedup, &mut tx, &mut journal, &ranked[..1], 10).await;
+        {
+            let index = dedup.memory.lock().await;
+            assert!(
+                ranked.iter().all(|d| d
+                    .arrival
+                    .as_ref()
+                    .and_then(|a| a.ranked.as_ref())
+                    .is_some_and(|r| r.fits(&index))),
+                "every arrival ranked against the index as it stands"
+            );
+        }
+        let with = [
+            first,
+            decide_all(&dedup, &mut tx, &mut journal, &ranked[1..], 11).await,
+        ]
+        .concat();
+        drop(tx);
+        // The same decisions without the ranking, in a fresh transaction (the one above
+        // rolled back).
+        let mut tx = store.begin_write().await.expect("tx");
+        let mut journal = Journal::default();
+        let without = decide_all(&dedup, &mut tx, &mut journal, &unranked, 10).await;
+        let kinds: Vec<&str> = with
+            .iter()
+            .map(|o| match o {
+                Outcome::New => "new",
+                Outcome::Merge { .. } => "merge",
+                Outcome::Review { .. } => "review",
+            })
+            .collect();
+        assert_eq!(kinds, ["merge", "merge", "new", "merge", "new"], "{with:?}");
+        assert_eq!(with, without);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_ranking_is_void_when_other_members_came_in_before_its_turn() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = scratch_store(&dir).await;
+        let dedup = Arc::new(Dedup::new(MatchConfig::default()).expect("dedup"));
+        let mut tx = store.begin_write().await.expect("tx");
+        let mut journal = Journal::default();
+        decide_all(&dedup, &mut tx, &mut journal, &first_batch(), 0).await;
+        let ahead = dedup.ahead_of(&journal).expect("members' values at hand");
+        let mut next = prepared(&dedup, second_batch()[4..].to_vec());
+        let ranker = dedup.clone();
+        next = tokio::task::spawn_blocking(move || {
+            ranker.rank_ahead(&mut next, &ahead);
+            next
+        })
+        .await
+        .expect("ranking");
+        journal.flush(&mut tx).await.expect("flush");
+        tx.commit().await.expect("commit");
+        dedup.committed(&mut journal).await;
+        // Another writer (a process of its own: this one's index has not seen it)
+        // remembers Sam before the ranked batch's turn.
+        let other = Dedup::new(MatchConfig::default()).expect("dedup");
+        let mut tx = store.begin_write().await.expect("tx");
+        let mut journal = Journal::default();
+        let sam = draft("Sam", "Okafor", "sam@okafor.example", "+44 20 7946 0200");
+        other
+            .remember(
+                &mut journal,
+                RecordKind::Lead,
+                "lead-sam",
+                "other-row",
+                &other.arrival(&sam),
+            )
+            .expect("remember");
+        journal.flush(&mut tx).await.expect("flush");
+        tx.commit().await.expect("commit");
+
+        let mut tx = store.begin_write().await.expect("tx");
+        let mut journal = Journal::default();
+        let ranked: Vec<Draft> = next.into_iter().map(|d| d.expect("draft")).collect();
+        assert!(
+            ranked[0]
+                .arrival
+                .as_ref()
+                .is_some_and(|a| a.ranked.is_some())
+        );
+        let outcomes = decide_all(&dedup, &mut tx, &mut journal, &ranked, 10).await;
+        assert!(
+            matches!(&outcomes[0], Outcome::Merge { into, .. } if into == "lead-sam"),
+            "{outcomes:?}"
+        );
+    }
 }

@@ -78,23 +78,18 @@ pub async fn run(
     };
     // Read a batch at a time: memory follows the batch, not the file. The next batch is
     // read and prepared on the other core while this one is decided and written.
-    let mut reading = Reading {
+    let reading = Reading {
         records: reader.into_records().enumerate(),
         headers,
         id_column: id_column.to_owned(),
         chunk,
     };
-    let mut ahead = Some(read_ahead(reading, pipeline.clone()));
-    while let Some(next) = ahead.take() {
-        let (returned, batch, prepared) = next
-            .await
-            .map_err(|e| read_error(format!("reader stopped: {e}")))?;
-        reading = returned;
-        let batch = batch.map_err(read_error)?;
-        if batch.is_empty() {
-            break;
-        }
-        ahead = Some(read_ahead(reading, pipeline.clone()));
+    let (returned, batch, prepared) = read_ahead(reading, pipeline.clone())
+        .await
+        .map_err(|e| read_error(format!("reader stopped: {e}")))?;
+    let (mut reading, mut batch, mut prepared) = (returned, batch.map_err(read_error)?, prepared);
+    while !batch.is_empty() {
+        let upcoming = read_ahead(reading, pipeline.clone());
         report.rows += batch.len();
         let mut tx = store.begin_write().await?;
         let mut journal = Journal::default();
@@ -115,9 +110,26 @@ pub async fn run(
                 Err(RowError::Store(error)) => return Err(error.into()),
             }
         }
+        // The next batch's dedup candidates are found and compared on the other core
+        // while this one is written: the store's thread writes, the pipeline's waits.
+        let (returned, next, mut next_prepared) = upcoming
+            .await
+            .map_err(|e| read_error(format!("reader stopped: {e}")))?;
+        let ahead = pipeline.dedup().ahead_of(&journal);
+        let ranker = pipeline.clone();
+        let ranking = tokio::task::spawn_blocking(move || {
+            if let Some(ahead) = ahead {
+                ranker.dedup().rank_ahead(&mut next_prepared, &ahead);
+            }
+            next_prepared
+        });
         journal.flush(&mut tx).await?;
         tx.commit().await?;
+        let next_prepared = ranking
+            .await
+            .map_err(|e| read_error(format!("ranking stopped: {e}")))?;
         pipeline.dedup().committed(&mut journal).await;
+        (reading, batch, prepared) = (returned, next.map_err(read_error)?, next_prepared);
     }
     report.seconds = started.elapsed().as_secs_f64();
     write_pairs(store, &pipeline, pairs_out, review_out, &mut report).await?;

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -114,7 +115,7 @@ impl Worker {
                 Ok(next) => {
                     let next: Arc<[InboxRow]> = next.into();
                     *ahead = Some(Ahead {
-                        prepared: self.prepare(next.clone()),
+                        prepared: Box::pin(self.prepare(next.clone())),
                         rows: next,
                     });
                 }
@@ -129,7 +130,7 @@ impl Worker {
             .stage_seconds
             .with_label_values(&["batch"])
             .start_timer();
-        let committed = self.commit(&rows, Some(prepared)).await;
+        let committed = self.commit(&rows, Some(prepared), ahead.as_mut()).await;
         timer.observe_duration();
         match committed {
             Ok(outcomes) => {
@@ -148,7 +149,7 @@ impl Worker {
             Err(error) => {
                 tracing::warn!(%error, "batch commit failed; committing rows one by one");
                 for row in rows.iter() {
-                    match self.commit(std::slice::from_ref(row), None).await {
+                    match self.commit(std::slice::from_ref(row), None, None).await {
                         Ok(mut outcome) => self.record(row, outcome.remove(0)),
                         Err(error) => {
                             self.record(row, Err(error.to_string()));
@@ -177,11 +178,13 @@ impl Worker {
 
     /// Runs the rows through the pipeline in one transaction (their drafts prepared
     /// already, or here). A row whose own data fails is marked failed in the same
-    /// transaction; a store error fails the whole batch.
+    /// transaction; a store error fails the whole batch. While it commits, the batch
+    /// `ahead` has its dedup candidates found and compared on the other core.
     async fn commit(
         &self,
         rows: &[InboxRow],
         prepared: Option<Prepared>,
+        ahead: Option<&mut Ahead>,
     ) -> Result<Vec<Result<(), String>>, StoreError> {
         let prepared = prepared.unwrap_or_else(|| self.pipeline.prepare_batch(rows));
         let mut tx = self.store.begin_write().await?;
@@ -194,6 +197,22 @@ impl Worker {
             prepared,
         )
         .await?;
+        if let Some(ahead) = ahead
+            && let Some(members) = self.pipeline.dedup().ahead_of(&journal)
+        {
+            let preparing =
+                std::mem::replace(&mut ahead.prepared, Box::pin(std::future::pending()));
+            let pipeline = self.pipeline.clone();
+            let ranking = tokio::spawn(async move {
+                let mut prepared = preparing.await?;
+                tokio::task::spawn_blocking(move || {
+                    pipeline.dedup().rank_ahead(&mut prepared, &members);
+                    prepared
+                })
+                .await
+            });
+            ahead.prepared = Box::pin(async move { ranking.await? });
+        }
         let started = Instant::now();
         tx.commit().await?;
         self.pipeline.dedup().committed(&mut journal).await;
@@ -228,10 +247,11 @@ impl Worker {
     }
 }
 
-/// A batch claimed while the one before it is being written, its drafts being prepared.
+/// A batch claimed while the one before it is being written, its drafts being prepared
+/// (and then ranked for dedup, while that one commits).
 struct Ahead {
     rows: Arc<[InboxRow]>,
-    prepared: JoinHandle<Prepared>,
+    prepared: BoxFuture<'static, Result<Prepared, tokio::task::JoinError>>,
 }
 
 type Prepared = Vec<Result<Draft, PipelineError>>;

@@ -476,6 +476,11 @@ impl Journal {
         self.members.list.push(member);
     }
 
+    /// Dedup members of this transaction, in the order they were remembered.
+    pub fn members(&self) -> &[MatchMember] {
+        &self.members.list
+    }
+
     /// Dedup members queued in this transaction under `key`, newest first.
     pub fn members_with_key(&self, key: u64) -> impl Iterator<Item = &MatchMember> {
         self.members
