@@ -963,17 +963,33 @@ mod tests {
         outcomes
     }
 
-    fn prepared(
-        dedup: &Dedup,
+    /// Ranks `drafts` against the index and the members of `journal`'s transaction, as
+    /// the harness does while that transaction commits; then commits it.
+    async fn rank_then_commit(
+        dedup: &Arc<Dedup>,
+        mut tx: crate::store::WriteTx,
+        mut journal: Journal,
         drafts: Vec<Draft>,
-    ) -> Vec<Result<Draft, super::super::PipelineError>> {
-        drafts
+    ) -> Vec<Draft> {
+        let ahead = dedup.ahead_of(&journal).expect("members' values at hand");
+        let mut next: Vec<Result<Draft, super::super::PipelineError>> = drafts
             .into_iter()
             .map(|mut draft| {
                 draft.arrival = Some(dedup.arrival(&draft));
                 Ok(draft)
             })
-            .collect()
+            .collect();
+        let ranker = dedup.clone();
+        let next = tokio::task::spawn_blocking(move || {
+            ranker.rank_ahead(&mut next, &ahead);
+            next
+        })
+        .await
+        .expect("ranking");
+        journal.flush(&mut tx).await.expect("flush");
+        tx.commit().await.expect("commit");
+        dedup.committed(&mut journal).await;
+        next.into_iter().map(|d| d.expect("draft")).collect()
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -991,20 +1007,7 @@ mod tests {
         let mut tx = store.begin_write().await.expect("tx");
         let mut journal = Journal::default();
         decide_all(&dedup, &mut tx, &mut journal, &first_batch()[1..], 1).await;
-        let ahead = dedup.ahead_of(&journal).expect("members' values at hand");
-        let mut next = prepared(&dedup, second_batch());
-        let ranker = dedup.clone();
-        next = tokio::task::spawn_blocking(move || {
-            ranker.rank_ahead(&mut next, &ahead);
-            next
-        })
-        .await
-        .expect("ranking");
-        journal.flush(&mut tx).await.expect("flush");
-        tx.commit().await.expect("commit");
-        dedup.committed(&mut journal).await;
-
-        let ranked: Vec<Draft> = next.into_iter().map(|d| d.expect("draft")).collect();
+        let ranked = rank_then_commit(&dedup, tx, journal, second_batch()).await;
         let unranked: Vec<Draft> = ranked
             .iter()
             .cloned()
@@ -1061,18 +1064,7 @@ mod tests {
         let mut tx = store.begin_write().await.expect("tx");
         let mut journal = Journal::default();
         decide_all(&dedup, &mut tx, &mut journal, &first_batch(), 0).await;
-        let ahead = dedup.ahead_of(&journal).expect("members' values at hand");
-        let mut next = prepared(&dedup, second_batch()[4..].to_vec());
-        let ranker = dedup.clone();
-        next = tokio::task::spawn_blocking(move || {
-            ranker.rank_ahead(&mut next, &ahead);
-            next
-        })
-        .await
-        .expect("ranking");
-        journal.flush(&mut tx).await.expect("flush");
-        tx.commit().await.expect("commit");
-        dedup.committed(&mut journal).await;
+        let ranked = rank_then_commit(&dedup, tx, journal, second_batch()[4..].to_vec()).await;
         // Another writer (a process of its own: this one's index has not seen it)
         // remembers Sam before the ranked batch's turn.
         let other = Dedup::new(MatchConfig::default()).expect("dedup");
@@ -1093,7 +1085,6 @@ mod tests {
 
         let mut tx = store.begin_write().await.expect("tx");
         let mut journal = Journal::default();
-        let ranked: Vec<Draft> = next.into_iter().map(|d| d.expect("draft")).collect();
         assert!(
             ranked[0]
                 .arrival

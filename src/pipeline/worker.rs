@@ -197,7 +197,9 @@ impl Worker {
             prepared,
         )
         .await?;
+        // Only SQLite keeps dedup's blocking index in memory; PostgreSQL has nothing to rank.
         if let Some(ahead) = ahead
+            && self.store.backend() == Backend::Sqlite
             && let Some(members) = self.pipeline.dedup().ahead_of(&journal)
         {
             let preparing =
